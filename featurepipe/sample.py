@@ -1,0 +1,300 @@
+"""The sample: one image plus what travels with it.
+
+A :class:`Sample` is small and immutable. It holds a *source* that produces
+the pixels on demand (an in-memory array, a file, or a parent sample plus an
+image step), a stable ``key`` that identifies those pixels, a ``label``, a
+``group`` (patient or duplicate cluster) and free-form ``meta`` data (the
+source ``path`` among them). Because pixels are produced lazily, a sequence
+of samples costs almost no memory, and a feature extractor whose cache
+already holds a sample's key never touches the pixels at all.
+
+Keys
+----
+* file: hash of the file bytes, the channel ``mode`` and the mask file bytes;
+* array: hash of the array's dtype, shape and bytes (image and mask);
+* derived: hash of (parent key, step token), where the step token names the
+  step class, its parameters and the featurepipe version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from .io import DEFAULT_MAX_PIXELS, ImageReadError, _read_bytes, read_image, read_mask, to_float_image
+
+__all__ = ["Sample", "as_samples", "derive_key", "hash_bytes"]
+
+
+def hash_bytes(*chunks):
+    """Hex SHA-1 of the concatenated byte chunks (separated, so splits are unambiguous)."""
+    h = hashlib.sha1()
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        h.update(len(chunk).to_bytes(8, "little"))
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _array_digest(arr):
+    arr = np.ascontiguousarray(arr)
+    return hash_bytes(str(arr.dtype), repr(arr.shape), arr.tobytes())
+
+
+def derive_key(parent_key, token):
+    """Key of the output of a step with cache token ``token`` applied to ``parent_key``."""
+    return hash_bytes(parent_key, token)[:32]
+
+
+def _check_mask(mask, image, where):
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"{where}: the mask must be 2-D (H, W); got shape {mask.shape}")
+    if mask.shape != image.shape[:2]:
+        raise ValueError(
+            f"{where}: the mask has shape {mask.shape} but the image is {image.shape[:2]} (H, W); they must match"
+        )
+    return mask.astype(bool, copy=False)
+
+
+class _ArraySource:
+    __slots__ = ("image", "mask")
+
+    def __init__(self, image, mask):
+        self.image = image
+        self.mask = mask
+
+    def load(self):
+        return self.image, self.mask
+
+    def describe(self):
+        return "<array>"
+
+
+class _FileSource:
+    __slots__ = ("path", "mask_paths", "mode", "max_pixels")
+
+    def __init__(self, path, mask_paths, mode, max_pixels):
+        self.path = path
+        self.mask_paths = mask_paths
+        self.mode = mode
+        self.max_pixels = max_pixels
+
+    def load(self):
+        image = read_image(self.path, self.mode, max_pixels=self.max_pixels)
+        mask = None
+        for mask_path in self.mask_paths:
+            part = read_mask(mask_path, max_pixels=self.max_pixels)
+            if part.shape != image.shape[:2]:
+                raise ImageReadError(
+                    mask_path, f"mask is {part.shape[1]}x{part.shape[0]} but its image {self.path!r} "
+                               f"is {image.shape[1]}x{image.shape[0]} (W x H)"
+                )
+            mask = part if mask is None else (mask | part)
+        return image, mask
+
+    def describe(self):
+        return self.path
+
+
+class _DerivedSource:
+    __slots__ = ("parent", "func")
+
+    def __init__(self, parent, func):
+        self.parent = parent
+        self.func = func
+
+    def load(self):
+        image, mask = self.parent.load()
+        return self.func(image, mask)
+
+    def describe(self):
+        return self.parent._source.describe()
+
+
+class Sample:
+    """One image (produced on demand), its optional mask, key, label, group and metadata.
+
+    Build samples with :meth:`from_path` or :meth:`from_array`; image steps
+    build derived samples with :meth:`derive`. Samples are immutable and
+    picklable; equality and hashing use ``(key, label, group)``.
+
+    Attributes
+    ----------
+    key : str
+        Identifies the pixels (see the module docstring).
+    label : object or None
+        Class label (``None`` when unknown, e.g. at prediction time).
+    group : object or None
+        Patient / duplicate-cluster id for grouped splitting.
+    meta : mapping
+        Read-only metadata; ``meta["path"]`` is the source file if any.
+    """
+
+    __slots__ = ("key", "label", "group", "_meta", "_source")
+
+    def __init__(self, key, source, *, label=None, group=None, meta=None):
+        object.__setattr__(self, "key", str(key))
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "group", group)
+        object.__setattr__(self, "_meta", dict(meta or {}))
+        object.__setattr__(self, "_source", source)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Sample is immutable; use Sample.replace(...) to make a modified copy")
+
+    def __reduce__(self):
+        return (_rebuild_sample, (self.key, self._source, self.label, self.group, self._meta))
+
+    def __eq__(self, other):
+        if not isinstance(other, Sample):
+            return NotImplemented
+        return (self.key, self.label, self.group) == (other.key, other.label, other.group)
+
+    def __hash__(self):
+        return hash((self.key, self.label, self.group))
+
+    def __repr__(self):
+        where = self._source.describe()
+        return f"Sample(key={self.key[:12]!r}, label={self.label!r}, group={self.group!r}, source={where!r})"
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_path(cls, path, mask=None, *, mode=None, label=None, group=None, meta=None,
+                  max_pixels=DEFAULT_MAX_PIXELS):
+        """A sample read from an image file (and optional mask file or files).
+
+        Only the file bytes are read now (to compute the key); decoding happens
+        when the pixels are needed, and decoding errors name the file.
+        Several mask files are merged with logical OR (lesions of one image).
+        """
+        path = os.fspath(path)
+        if mode not in (None, "gray", "rgb"):
+            raise ValueError(f"mode must be None, 'gray' or 'rgb'; got {mode!r}")
+        if mask is None:
+            mask_paths = ()
+        elif isinstance(mask, (str, os.PathLike)):
+            mask_paths = (os.fspath(mask),)
+        else:
+            mask_paths = tuple(os.fspath(m) for m in mask)
+        chunks = [_read_bytes(path), str(mode)]
+        for mask_path in mask_paths:
+            chunks.append(_read_bytes(mask_path))
+        key = hash_bytes(*chunks)[:32]
+        info = {"path": path}
+        if mask_paths:
+            info["mask_paths"] = mask_paths
+        info.update(meta or {})
+        return cls(key, _FileSource(path, mask_paths, mode, max_pixels), label=label, group=group, meta=info)
+
+    @classmethod
+    def from_array(cls, image, mask=None, *, label=None, group=None, meta=None, name="image"):
+        """A sample holding an in-memory image (converted with :func:`~featurepipe.io.to_float_image`)."""
+        image = to_float_image(image, name=name)
+        mask = _check_mask(mask, image, name)
+        parts = [_array_digest(image)]
+        if mask is not None:
+            parts.append(_array_digest(mask))
+        key = hash_bytes(*parts)[:32]
+        image.setflags(write=False)
+        if mask is not None:
+            mask = mask.copy()
+            mask.setflags(write=False)
+        return cls(key, _ArraySource(image, mask), label=label, group=group, meta=meta)
+
+    def derive(self, token, func):
+        """The sample produced by ``func(image, mask) -> (image, mask)``, keyed by ``token``.
+
+        ``func`` must be picklable and deterministic; ``token`` must change
+        whenever ``func``'s output can change (step class and parameters).
+        """
+        return Sample(derive_key(self.key, token), _DerivedSource(self, func),
+                      label=self.label, group=self.group, meta=self._meta)
+
+    def replace(self, **changes):
+        """A copy with ``label``, ``group`` or ``meta`` replaced (pixels and key unchanged)."""
+        unknown = set(changes) - {"label", "group", "meta"}
+        if unknown:
+            raise TypeError(f"Sample.replace() got unexpected fields {sorted(unknown)}")
+        return Sample(self.key, self._source, label=changes.get("label", self.label),
+                      group=changes.get("group", self.group), meta=changes.get("meta", self._meta))
+
+    # -- access ---------------------------------------------------------------------
+    @property
+    def meta(self):
+        return MappingProxyType(self._meta)
+
+    @property
+    def path(self):
+        """The source file path, or ``None`` for in-memory images."""
+        return self._meta.get("path")
+
+    @property
+    def name(self):
+        """A short human-readable name: the file name or the key prefix."""
+        path = self.path
+        return Path(path).name if path else self.key[:12]
+
+    def load(self):
+        """Produce ``(image, mask)``: float32 image (see :mod:`featurepipe.io`), bool mask or ``None``."""
+        return self._source.load()
+
+    @property
+    def image(self):
+        return self.load()[0]
+
+    @property
+    def mask(self):
+        return self.load()[1]
+
+
+def _rebuild_sample(key, source, label, group, meta):
+    return Sample(key, source, label=label, group=group, meta=meta)
+
+
+def as_samples(X, *, mode=None):
+    """Convert what users pass as ``X`` into a 1-D object array of :class:`Sample`.
+
+    Accepted: a sequence or 1-D object array of samples, file paths or 2-D/3-D
+    image arrays (mixed is fine); a :class:`~featurepipe.dataset.Dataset`; a
+    3-D array ``(n, H, W)`` or 4-D array ``(n, H, W, C)`` of images.
+    ``mode`` applies to paths only.
+    """
+    if hasattr(X, "samples") and not isinstance(X, np.ndarray):
+        X = X.samples
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim not in (3, 4):
+            raise ValueError(
+                "X as a numeric array must hold a stack of images, shape (n, H, W) or (n, H, W, C); "
+                f"got shape {X.shape}. Pass a list of samples, paths or images instead."
+            )
+        items = list(X)
+    elif isinstance(X, (str, os.PathLike, Sample)):
+        raise TypeError(f"X must be a sequence of samples, paths or images, not a single {type(X).__name__}")
+    else:
+        try:
+            items = list(X)
+        except TypeError:
+            raise TypeError(f"X must be a sequence of samples, paths or images; got {type(X).__name__}") from None
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        if isinstance(item, Sample):
+            out[i] = item
+        elif isinstance(item, (str, os.PathLike)):
+            out[i] = Sample.from_path(item, mode=mode)
+        elif isinstance(item, np.ndarray):
+            out[i] = Sample.from_array(item, name=f"X[{i}]")
+        else:
+            raise TypeError(
+                f"X[{i}] is a {type(item).__name__}; expected a Sample, a file path or an image array"
+            )
+    return out
