@@ -1,0 +1,1 @@
+"""Handcrafted feature extractors (image → vector), one module per feature family."""
