@@ -13,7 +13,8 @@ Array convention (used everywhere in featurepipe)
 weights of Pillow and OpenCV), ``"rgb"`` (grayscale replicated to three
 channels), or ``None`` to keep what the file stores. Transparency is
 composited onto black (a pixel of alpha ``a`` keeps ``a`` times its value);
-palette images are expanded through their palette; CMYK, YCbCr, LAB and HSV
+palette images are expanded through their palette (and stay
+grayscale when every used palette entry is gray); CMYK, YCbCr, LAB and HSV
 are converted to RGB; JPEG EXIF orientation is applied; only the first frame
 of an animated GIF or multi-page TIFF is read.
 """
@@ -110,6 +111,10 @@ def _pil_to_array(im, path):
             arr = arr[..., :-1] * alpha
         if arr.shape[2] == 1:
             arr = arr[..., 0]
+        elif pil_mode in ("P", "PA") and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(
+            arr[..., 0], arr[..., 2]
+        ):
+            arr = arr[..., 0]  # a gray palette stores a grayscale image
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
