@@ -30,7 +30,43 @@ from .cache import get_cache
 from .io import ImageReadError
 from .sample import as_samples
 
-__all__ = ["ImageStep", "FeatureExtractor", "step_token", "is_stateless"]
+__all__ = ["ImageStep", "ImageStepError", "FeatureExtractor", "step_token", "is_stateless"]
+
+
+class ImageStepError(ValueError):
+    """An image step failed on one sample; ``step``, ``sample`` and ``reason`` say where and why."""
+
+    def __init__(self, step, sample, reason):
+        self.step = step
+        self.sample = sample
+        self.reason = reason
+        super().__init__(f"{step} on sample {sample}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.step, self.sample, self.reason))
+
+
+def describe_sample(sample):
+    """How errors name a sample: its file path, or its key for in-memory images."""
+    return repr(sample.path) if sample.path else f"key {sample.key[:12]!r} (in-memory image)"
+
+
+class _StepCall:
+    """Picklable per-sample call of a frozen step; its errors name the step and the sample."""
+
+    __slots__ = ("step", "sample_name")
+
+    def __init__(self, step, sample_name):
+        self.step = step
+        self.sample_name = sample_name
+
+    def __call__(self, image, mask):
+        try:
+            return self.step._apply(image, mask)
+        except ImageStepError:
+            raise
+        except ValueError as exc:
+            raise ImageStepError(type(self.step).__name__, self.sample_name, str(exc).strip()) from exc
 
 
 def _canonical(value, where):
@@ -145,7 +181,7 @@ class ImageStep(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         token = step_token(frozen)
         out = np.empty(len(samples), dtype=object)
         for i, sample in enumerate(samples):
-            out[i] = sample.derive(token, frozen._apply)
+            out[i] = sample.derive(token, _StepCall(frozen, describe_sample(sample)))
         return out
 
     def _apply(self, image, mask):
@@ -238,10 +274,10 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         image, mask = sample.load()
         try:
             values = self._extract(image, mask)
-        except ImageReadError:
+        except (ImageReadError, ImageStepError):
             raise
         except ValueError as exc:
-            raise ValueError(f"{type(self).__name__} on sample {sample.name!r}: {exc}") from exc
+            raise ValueError(f"{type(self).__name__} on sample {describe_sample(sample)}: {exc}") from exc
         return np.asarray(values, dtype=np.float64).ravel()
 
     def get_feature_names_out(self, input_features=None):

@@ -32,11 +32,9 @@ import numpy as np
 import scipy.ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
-from sklearn.base import clone
 
-from .base import ImageStep, step_token
+from .base import ImageStep, ImageStepError
 from .io import _convert_channels
-from .sample import as_samples
 
 __all__ = [
     "PreprocessingError",
@@ -76,17 +74,8 @@ _INTERPOLATIONS = {
 }
 
 
-class PreprocessingError(ValueError):
-    """A preprocessing step failed on one sample; ``step``, ``sample`` and ``reason`` say where and why."""
-
-    def __init__(self, step, sample, reason):
-        self.step = step
-        self.sample = sample
-        self.reason = reason
-        super().__init__(f"{step} on sample {sample}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.step, self.sample, self.reason))
+#: Errors of preprocessing steps name the step and the sample (see :class:`featurepipe.base.ImageStepError`).
+PreprocessingError = ImageStepError
 
 
 # ----------------------------------------------------------------------------------------
@@ -468,66 +457,21 @@ def otsu_roi(image, opening_radius=15, foreground="bright", fill_holes=True, nbi
 # ----------------------------------------------------------------------------------------
 # estimator shells
 # ----------------------------------------------------------------------------------------
-class _StepCall:
-    """Picklable per-sample call of a frozen step that names the sample in its errors."""
-
-    def __init__(self, step, sample_name):
-        self.step = step
-        self.sample_name = sample_name
-
-    def __call__(self, image, mask):
-        try:
-            return self.step._apply(image, mask)
-        except (ValueError, cv2.error) as exc:
-            reason = exc.reason if isinstance(exc, PreprocessingError) else str(exc).strip()
-            raise PreprocessingError(type(self.step).__name__, self.sample_name, reason) from exc
-
-
-def _describe_sample(sample):
-    return repr(sample.path) if sample.path else f"key {sample.key[:12]!r} (in-memory image)"
-
-
-class _Step(ImageStep):
-    """ImageStep whose per-image errors name the step and the sample."""
-
-    def transform(self, X):
-        """Lazy derived samples: each sample passed through this step (pixels computed on demand).
-
-        Parameters
-        ----------
-        X : sequence of Sample, paths or image arrays, length n_samples
-
-        Returns
-        -------
-        ndarray of object, shape (n_samples,)
-            Derived :class:`~featurepipe.sample.Sample`; key = hash(parent key,
-            step class and parameters, featurepipe version).
-        """
-        samples = as_samples(X)
-        self._check_params()
-        frozen = clone(self)
-        token = step_token(frozen)
-        out = np.empty(len(samples), dtype=object)
-        for i, sample in enumerate(samples):
-            out[i] = sample.derive(token, _StepCall(frozen, _describe_sample(sample)))
-        return out
-
-
-class ToGray(_Step):
+class ToGray(ImageStep):
     """Convert RGB to gray with BT.601 weights (as :func:`featurepipe.io.read_image` does); gray passes through."""
 
     def _transform_image(self, image, mask):
         return to_gray(image), mask
 
 
-class ToRGB(_Step):
+class ToRGB(ImageStep):
     """Replicate a gray image to three channels (for RGB-only backbones); RGB passes through."""
 
     def _transform_image(self, image, mask):
         return to_rgb(image), mask
 
 
-class Resize(_Step):
+class Resize(ImageStep):
     """Resize to a fixed size, stretching or keeping the aspect ratio with centred padding.
 
     Parameters
@@ -560,7 +504,7 @@ class Resize(_Step):
                             float(self.pad_value), self.interpolation)
 
 
-class MedianFilter(_Step):
+class MedianFilter(ImageStep):
     """Median filter over a ``size`` x ``size`` window (exact on float32; see :func:`median_filter`).
 
     Parameters
@@ -579,7 +523,7 @@ class MedianFilter(_Step):
         return median_filter(image, int(self.size)), mask
 
 
-class GaussianFilter(_Step):
+class GaussianFilter(ImageStep):
     """Gaussian blur (OpenCV on float32; see :func:`gaussian_filter`).
 
     Parameters
@@ -603,7 +547,7 @@ class GaussianFilter(_Step):
         return gaussian_filter(image, float(self.sigma), self.size), mask
 
 
-class BilateralFilter(_Step):
+class BilateralFilter(ImageStep):
     """Edge-preserving bilateral filter (OpenCV on float32; see :func:`bilateral_filter`).
 
     Parameters
@@ -630,7 +574,7 @@ class BilateralFilter(_Step):
         return bilateral_filter(image, self.diameter, self.sigma_color, self.sigma_space), mask
 
 
-class CLAHE(_Step):
+class CLAHE(ImageStep):
     """Contrast-limited adaptive histogram equalisation (OpenCV; see :func:`clahe` for quantisation).
 
     Parameters
@@ -659,7 +603,7 @@ class CLAHE(_Step):
         return clahe(image, float(self.clip_limit), tiles, int(self.bit_depth)), mask
 
 
-class Standardize(_Step):
+class Standardize(ImageStep):
     """Zero-mean, unit-variance intensities per image (see :func:`standardize`).
 
     Parameters
@@ -686,7 +630,7 @@ class Standardize(_Step):
         return standardize(image, mask, bool(self.within_mask), bool(self.per_channel), self.on_constant), mask
 
 
-class OtsuROI(_Step):
+class OtsuROI(ImageStep):
     """Otsu region of interest: drop labels and artefacts, keep the largest foreground region.
 
     See :func:`otsu_roi` for the algorithm.
@@ -749,7 +693,7 @@ class OtsuROI(_Step):
         return np.ascontiguousarray(image[r0:r1, c0:c1]), new_mask
 
 
-class CropToMask(_Step):
+class CropToMask(ImageStep):
     """Crop image and mask to the bounding box of the mask, plus a margin.
 
     Parameters
