@@ -1,0 +1,553 @@
+"""Gray-level co-occurrence matrices (GLCM) and Haralick texture features.
+
+Functional core: :func:`cooccurrence_matrix` (the matrices, same layout and
+values as ``skimage.feature.graycomatrix``, optionally inside a mask) and
+:func:`glcm_features` (the features); the estimator :class:`GLCMFeatures`
+adds the scikit-learn contract and the per-sample cache.
+
+How it is computed (and why it is fast)
+---------------------------------------
+The image is quantised to ``levels`` gray levels (see
+:func:`featurepipe.features.firstorder.quantize`). For every offset the
+pairs of level indices are formed with array slicing, encoded as one
+integer per pair and counted with a single ``np.bincount`` over all
+offsets. Features are then computed from the *non-zero* entries of the
+matrices only (a 256-level GLCM of a natural image is mostly empty), with
+``np.bincount`` weighted sums per matrix — no per-feature pass over dense
+``levels × levels`` arrays as ``graycoprops`` does.
+
+Offsets follow scikit-image: angle ``θ`` (radians) and distance ``d`` give
+the offset ``(round(sin θ·d), round(cos θ·d))`` (rows, columns; half away
+from zero), and the pair is (pixel, pixel + offset): ``P[i, j]`` counts
+pixels of level ``i`` whose neighbour at the offset has level ``j``. So 0,
+π/4, π/2, 3π/4 are the neighbours (0, 1), (1, 1), (1, 0), (1, -1), the
+directions mahotas uses. ``offset_metric="chebyshev"`` instead scales the
+direction so that the larger of the two offset components is ``d``, as
+mahotas and pyradiomics do (``d = 2`` at π/4 is (2, 2) rather than
+scikit-image's (1, 1)).
+
+Definitional notes (``p`` is the normalised matrix, ``i`` its row and
+``j`` its column level, 0-based; ``μ_i, σ_i`` / ``μ_j, σ_j`` the means and
+standard deviations of the row / column marginals ``p_x`` / ``p_y``;
+``p_{x+y}(k)`` and ``p_{x-y}(k)`` the distributions of ``i + j`` and
+``|i - j|``; entropies ``H`` use ``log_base``):
+
+==================== ===================================================== ====================================
+feature              definition                                            reference equal to it
+==================== ===================================================== ====================================
+asm                  Σ p²                                                  graycoprops ASM; mahotas f1
+energy               sqrt(asm)                                             graycoprops energy
+contrast             Σ (i-j)² p                                            graycoprops contrast; mahotas f2
+dissimilarity        Σ |i-j| p                                             graycoprops dissimilarity
+homogeneity          Σ p / (1 + (i-j)²)                                    graycoprops homogeneity; mahotas f5
+correlation          Σ (i-μ_i)(j-μ_j) p / (σ_i σ_j); 1 if σ_i or σ_j is 0  graycoprops correlation; mahotas f3
+mean                 μ_i                                                   graycoprops mean
+variance             Σ (i-μ_i)² p                                          graycoprops variance; mahotas f4 [1]
+entropy              -Σ p log p                                            graycoprops entropy [2]; mahotas f9
+sum_average          Σ k p_{x+y}(k), k = 0 … 2·levels-2                    mahotas f6 [3]
+sum_variance         Σ (k - sum_average)² p_{x+y}(k)                       mahotas f7
+sum_entropy          H(p_{x+y})                                            mahotas f8
+difference_variance  Σ (k - dissimilarity)² p_{x-y}(k)                     mahotas f10 [4]
+difference_entropy   H(p_{x-y})                                            mahotas f11
+imc1                 (H(p) - H(p_x) - H(p_y)) / max(H(p_x), H(p_y))        mahotas f12
+imc2                 sqrt(1 - exp(-2 (H(p_x) + H(p_y) - H(p))))            mahotas f13 [5]
+==================== ===================================================== ====================================
+
+These are Haralick's 13 features (f1 … f13 in mahotas' order) plus the
+properties scikit-image's ``graycoprops`` offers (``std`` is
+``sqrt(variance)`` and is left out). Differences to know about:
+
+1. mahotas computes f4 from the column marginal; equal to ours for
+   symmetric matrices, which are the only ones mahotas builds.
+2. scikit-image's entropy uses the natural logarithm: it equals ours with
+   ``log_base=np.e``; mahotas and pyradiomics use base 2 (our default).
+3. pyradiomics numbers gray levels from 1, so its ``SumAverage`` is ours + 2
+   and its ``JointAverage`` is ``mean`` + 1.
+4. mahotas by default returns the variance of the *vector* ``p_{x-y}``
+   (which depends on the matrix size, ``image.max() + 1``); ours is the
+   variance of ``|i - j|`` (Haralick's definition, pyradiomics'
+   ``DifferenceVariance``), equal to mahotas with
+   ``use_x_minus_y_variance=True``.
+5. The information measures of correlation use ``HXY1 = HXY2 = H(p_x) +
+   H(p_y)``, an identity for any matrix; like mahotas and pyradiomics the
+   entropies inside ``exp`` use ``log_base`` (bits by default), so imc2
+   depends on ``log_base``. A constant region gives imc1 = imc2 = 0.
+
+Haralick's 14th feature (maximal correlation coefficient) needs an
+eigen-decomposition per matrix and is not computed.
+
+Masks: a pair counts only when *both* of its pixels are inside the mask, so
+pixels outside the mask never influence the features (as in pyradiomics).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..base import FeatureExtractor
+from .firstorder import (
+    EmptyRegion,
+    check_choice,
+    check_common,
+    check_int,
+    check_intensity_range,
+    check_log_base,
+    intensity_bounds,
+    quantize,
+    resolve_region,
+    to_gray,
+)
+
+__all__ = [
+    "GLCM_FEATURES",
+    "GLCMFeatures",
+    "cooccurrence_matrix",
+    "glcm_feature_names",
+    "glcm_features",
+    "glcm_offsets",
+]
+
+#: Names of the features :func:`glcm_features` computes, in output order.
+GLCM_FEATURES = (
+    "asm", "energy", "contrast", "dissimilarity", "homogeneity", "correlation", "mean", "variance",
+    "entropy", "sum_average", "sum_variance", "sum_entropy", "difference_variance", "difference_entropy",
+    "imc1", "imc2",
+)
+_AGGREGATES = ("mean_range", "mean", "none")
+_OFFSET_METRICS = ("euclidean", "chebyshev")
+_DEFAULT_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
+
+
+def _round_half_away(x):
+    # C's round(), which scikit-image's graycomatrix uses (np.round rounds half to even)
+    return int(np.sign(x) * np.floor(abs(x) + 0.5))
+
+
+def glcm_offsets(distances, angles, offset_metric="euclidean"):
+    """Pixel offsets ``(d_row, d_col)`` of each (distance, angle), shape ``(n_d, n_a, 2)``.
+
+    ``"euclidean"``: ``(round(sin θ·d), round(cos θ·d))`` as scikit-image.
+    ``"chebyshev"``: the direction scaled so that ``max(|d_row|, |d_col|) = d``,
+    as mahotas and pyradiomics (only differs on diagonals).
+    """
+    out = np.zeros((len(distances), len(angles), 2), dtype=np.int64)
+    for a, theta in enumerate(angles):
+        s, c = np.sin(theta), np.cos(theta)
+        scale = 1.0 if offset_metric == "euclidean" else 1.0 / max(abs(s), abs(c))
+        for k, d in enumerate(distances):
+            out[k, a] = _round_half_away(s * d * scale), _round_half_away(c * d * scale)
+    return out
+
+
+def _pair_codes(q, levels, offsets, mask):
+    """Encode every valid pair as ``matrix_index * L² + i * L + j``; count the pairs of each matrix.
+
+    Returns the codes (int32 when they fit, else int64), sorted by matrix
+    index, and the number of pairs per matrix.
+    """
+    h, w = q.shape
+    ll = levels * levels
+    n_mats = len(offsets)
+    dtype = np.int32 if n_mats * ll < 2**31 else np.int64
+    qi = q.astype(dtype) * dtype(levels)  # row level pre-multiplied once, reused by every offset
+    windows = []
+    for dr, dc in offsets:
+        r0, r1 = max(0, -dr), min(h, h - dr)
+        c0, c1 = max(0, -dc), min(w, w - dc)
+        windows.append(None if r1 <= r0 or c1 <= c0 else (r0, r1, c0, c1, dr, dc))
+    counts = np.zeros(n_mats, dtype=np.int64)
+    if mask is None:
+        for k, win in enumerate(windows):
+            if win is not None:
+                counts[k] = (win[1] - win[0]) * (win[3] - win[2])
+        codes = np.empty(int(counts.sum()), dtype=dtype)
+        start = 0
+        for k, win in enumerate(windows):
+            if win is None:
+                continue
+            r0, r1, c0, c1, dr, dc = win
+            out = codes[start:start + counts[k]].reshape(r1 - r0, c1 - c0)
+            # written straight into the concatenated buffer: no temporaries per offset
+            np.add(qi[r0:r1, c0:c1], q[r0 + dr:r1 + dr, c0 + dc:c1 + dc], out=out)
+            if k:
+                out += dtype(k * ll)
+            start += counts[k]
+        return codes, counts
+    parts = []
+    for k, win in enumerate(windows):
+        if win is None:
+            continue
+        r0, r1, c0, c1, dr, dc = win
+        both = mask[r0:r1, c0:c1] & mask[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+        code = qi[r0:r1, c0:c1][both]
+        code += q[r0 + dr:r1 + dr, c0 + dc:c1 + dc][both]
+        if k:
+            code += dtype(k * ll)
+        counts[k] = code.size
+        parts.append(code)
+    codes = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    return codes, counts
+
+
+def _check_level_image(image, levels):
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be a 2-D array of gray levels; got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.integer):
+        raise ValueError(f"image must hold integer gray levels in [0, levels - 1]; got dtype {image.dtype} "
+                         "(use glcm_features for float images: it quantises them)")
+    if image.size and (image.min() < 0 or image.max() >= levels):
+        raise ValueError(f"gray levels must lie in [0, {levels - 1}] for levels={levels}; "
+                         f"got values in [{image.min()}, {image.max()}]")
+    return image
+
+
+def cooccurrence_matrix(image, distances, angles, levels=256, symmetric=False, normed=False, mask=None,
+                        offset_metric="euclidean"):
+    """Gray-level co-occurrence matrices of an integer image, optionally inside a mask.
+
+    Same layout and values as ``skimage.feature.graycomatrix`` (which has no
+    mask), computed with ``np.bincount``.
+
+    Parameters
+    ----------
+    image : ndarray of int, shape (H, W)
+        Gray levels in ``[0, levels - 1]``.
+    distances : sequence of int
+        Pixel pair distances.
+    angles : sequence of float
+        Pixel pair angles in radians.
+    levels : int, default=256
+        Number of gray levels.
+    symmetric : bool, default=False
+        Count each pair in both orders (``P + P.T``).
+    normed : bool, default=False
+        Divide each matrix by its total (an all-zero matrix stays zero).
+    mask : ndarray of bool, shape (H, W), optional
+        Count only pairs whose two pixels are both inside the mask.
+    offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
+        How distances map to diagonal offsets (see :func:`glcm_offsets`).
+
+    Returns
+    -------
+    P : ndarray, shape (levels, levels, n_distances, n_angles)
+        ``uint32`` counts, or ``float64`` when ``normed``.
+    """
+    image = _check_level_image(image, levels)
+    offsets = glcm_offsets(distances, angles, offset_metric)
+    n_d, n_a = offsets.shape[:2]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != image.shape:
+            raise ValueError(f"mask has shape {mask.shape} but the image is {image.shape}; they must match")
+    codes, _ = _pair_codes(image, levels, offsets.reshape(-1, 2), mask)
+    counts = np.bincount(codes, minlength=n_d * n_a * levels * levels).reshape(n_d, n_a, levels, levels)
+    if symmetric:
+        counts = counts + counts.transpose(0, 1, 3, 2)
+    P = counts.transpose(2, 3, 0, 1)
+    if normed:
+        totals = P.sum(axis=(0, 1), keepdims=True).astype(np.float64)
+        totals[totals == 0] = 1
+        return np.ascontiguousarray(P / totals)
+    return np.ascontiguousarray(P, dtype=np.uint32)
+
+
+def _angle_label(theta):
+    deg = float(np.degrees(theta))
+    if abs(deg - round(deg)) < 1e-6:
+        return f"a{int(round(deg))}"
+    return "a" + f"{deg:.2f}".rstrip("0").replace(".", "p").replace("-", "m")
+
+
+def _distance_label(d):
+    return f"d{int(d)}"
+
+
+def glcm_feature_names(distances=(1,), angles=_DEFAULT_ANGLES, aggregate="mean_range", prefix="glcm"):
+    """Names of the values :func:`glcm_features` returns, in order.
+
+    ``prefix_<feature>_d<distance>_a<degrees>`` per direction
+    (``aggregate="none"``), or ``prefix_<feature>_d<distance>_mean`` /
+    ``_range`` over the angles.
+    """
+    suffixes = []
+    for d in distances:
+        if aggregate == "none":
+            suffixes += [f"{_distance_label(d)}_{_angle_label(a)}" for a in angles]
+        else:
+            suffixes.append(f"{_distance_label(d)}_mean")
+            if aggregate == "mean_range":
+                suffixes.append(f"{_distance_label(d)}_range")
+    return [f"{prefix}_{f}_{s}" for f in GLCM_FEATURES for s in suffixes]
+
+
+def _entropy(dist, ln_base):
+    """Shannon entropy of a 1-D distribution (empty bins add nothing)."""
+    nz = dist[dist > 0]
+    return float(-(nz @ np.log(nz)) / ln_base)
+
+
+def _matrix_features(counts, levels, symmetric, ln_base):
+    """The features of one co-occurrence matrix given as flat ``levels²`` counts.
+
+    Works on the non-zero entries only (a 256-level GLCM of a natural image
+    is mostly empty); every sum over the matrix is a dot product with the
+    probabilities, so no dense ``levels × levels`` float array is built and
+    temporaries stay small.
+    """
+    nz = np.flatnonzero(counts)
+    if nz.size == 0:
+        return None
+    p = counts[nz].astype(np.float64)
+    p /= p.sum()
+    i = nz // levels
+    j = nz - i * levels
+    fi = i.astype(np.float64)
+    fj = j.astype(np.float64)
+    diff = fi - fj
+    absdiff = np.abs(diff)
+    diff *= diff  # now (i - j)²
+    asm = float(p @ p)
+    contrast = float(p @ diff)
+    dissimilarity = float(p @ absdiff)
+    diff += 1.0
+    homogeneity = float(p @ np.reciprocal(diff, out=diff))
+    mu_i = float(p @ fi)
+    fi -= mu_i
+    var_i = float(p @ (fi * fi))
+    if symmetric:  # row and column marginals coincide
+        mu_j, var_j = mu_i, var_i
+        cov = float((p * fi) @ (fj - mu_j))
+    else:
+        mu_j = float(p @ fj)
+        fj -= mu_j
+        var_j = float(p @ (fj * fj))
+        cov = float((p * fi) @ fj)
+    sd_i, sd_j = np.sqrt(var_i), np.sqrt(var_j)
+    # graycoprops' and mahotas' convention for a constant direction: correlation 1
+    correlation = 1.0 if sd_i < 1e-15 or sd_j < 1e-15 else cov / (sd_i * sd_j)
+    entropy = float(-(p @ np.log(p)) / ln_base)
+
+    n_sum = 2 * levels - 1
+    p_sum = np.bincount(i + j, weights=p, minlength=n_sum)
+    p_diff = np.bincount(np.abs(i - j), weights=p, minlength=levels)
+    p_x = np.bincount(i, weights=p, minlength=levels)
+    k_sum = np.arange(n_sum, dtype=np.float64)
+    sum_average = float(p_sum @ k_sum)
+    k_sum -= sum_average
+    sum_variance = float(p_sum @ (k_sum * k_sum))
+    k_diff = np.arange(levels, dtype=np.float64) - dissimilarity
+    difference_variance = float(p_diff @ (k_diff * k_diff))
+    hx = _entropy(p_x, ln_base)
+    hy = hx if symmetric else _entropy(np.bincount(j, weights=p, minlength=levels), ln_base)
+    hmax = max(hx, hy)
+    imc1 = (entropy - hx - hy) / hmax if hmax > 0 else 0.0
+    # HX + HY - HXY >= 0 mathematically; clip float round-off before the square root
+    imc2 = float(np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hx + hy - entropy)))))
+    return (asm, np.sqrt(asm), contrast, dissimilarity, homogeneity, correlation, mu_i, var_i, entropy,
+            sum_average, sum_variance, _entropy(p_sum, ln_base), difference_variance,
+            _entropy(p_diff, ln_base), imc1, imc2)
+
+
+def _features_from_codes(codes, n_mats, levels, symmetric, log_base):
+    """All GLCM features of each matrix, shape ``(n_mats, n_features)``, from the pair codes.
+
+    A matrix without any pair gets NaN features (undefined, never zero).
+    """
+    ll = levels * levels
+    counts = np.bincount(codes, minlength=n_mats * ll).reshape(n_mats, levels, levels)
+    if symmetric:
+        counts = counts + counts.transpose(0, 2, 1)
+    counts = counts.reshape(n_mats, ll)
+    ln_base = np.log(log_base)
+    feats = np.full((n_mats, len(GLCM_FEATURES)), np.nan)
+    for k in range(n_mats):
+        values = _matrix_features(counts[k], levels, symmetric, ln_base)
+        if values is not None:
+            feats[k] = values
+    return feats
+
+
+def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True,
+                  aggregate="mean_range", log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean",
+                  empty_mask="error", prefix="glcm"):
+    """GLCM / Haralick texture features of an image, inside an optional mask.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3)
+        Float image (values in [0, 1] by the featurepipe convention); colour
+        is converted to BT.601 gray. Quantised to ``levels`` levels as
+        ``floor((x - lo) / (hi - lo) * levels)`` clipped to ``levels - 1``
+        (for 8-bit images read by featurepipe and ``levels=256`` this gives
+        back the original uint8 values exactly).
+    mask : ndarray of bool, shape (H, W), optional
+        Only pairs whose two pixels are both inside the mask are counted.
+    distances : sequence of int, default=(1,)
+        Pixel pair distances (positive integers).
+    angles : sequence of float, default=(0, π/4, π/2, 3π/4)
+        Pixel pair angles in radians (see the module docstring for the
+        offset convention).
+    levels : int, default=64
+        Number of gray levels (2 … 65536).
+    symmetric : bool, default=True
+        Count each pair in both orders (``P + P.T``), as mahotas and
+        pyradiomics always do.
+    aggregate : {"mean_range", "mean", "none"}, default="mean_range"
+        Per distance, the mean and range (max - min) of each feature over the
+        angles (rotation-tolerant, Haralick's suggestion), only the mean, or
+        every direction separately.
+    log_base : float, default=2
+        Base of the logarithms of the entropies.
+    intensity_range : (float, float) or "region", default=(0.0, 1.0)
+        Intensity range mapped onto the levels; ``"region"`` uses the min and
+        max of the pixels inside the mask.
+    offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
+        Diagonal offsets as scikit-image (``"euclidean"``) or as mahotas and
+        pyradiomics (``"chebyshev"``); identical for distance 1.
+    empty_mask : {"error", "nan", "image"}, default="error"
+        Policy for an empty mask. A non-empty mask that holds no pair for
+        some offset raises under ``"error"`` and gives NaN for that offset's
+        features under ``"nan"`` and ``"image"``.
+    prefix : str, default="glcm"
+        Prefix of the feature names.
+
+    Returns
+    -------
+    values : ndarray of float64, shape (n_features,)
+    names : list of str
+        See :func:`glcm_feature_names`, e.g. ``glcm_contrast_d1_mean``.
+
+    Notes
+    -----
+    Every matrix is normalised to sum 1 before the features are computed
+    (as ``graycoprops`` and mahotas do), so the features do not depend on
+    the region's size.
+    """
+    names = glcm_feature_names(distances, angles, aggregate, prefix)
+    gray = to_gray(image)
+    try:
+        region = resolve_region(gray.shape, mask, empty_mask)
+    except EmptyRegion:
+        return np.full(len(names), np.nan), names
+    lo, hi = intensity_bounds(gray if region is None else gray[region], intensity_range)
+    q = quantize(gray, levels, lo, hi)
+    offsets = glcm_offsets(distances, angles, offset_metric)
+    n_d, n_a = offsets.shape[:2]
+    codes, counts = _pair_codes(q, levels, offsets.reshape(-1, 2), region)
+    if not counts.all():
+        bad = int(np.flatnonzero(counts == 0)[0])
+        reason = (f"no pixel pair with both pixels inside the region at distance {distances[bad // n_a]} and "
+                  f"angle {angles[bad % n_a]:.4g} rad (offset {tuple(int(v) for v in offsets.reshape(-1, 2)[bad])}); "
+                  "the region is too small or too thin for this GLCM")
+        if empty_mask == "error":
+            raise ValueError(reason)
+    feats = _features_from_codes(codes, n_d * n_a, levels, symmetric, log_base)
+    feats = feats.reshape(n_d, n_a, len(GLCM_FEATURES))
+    if aggregate == "none":
+        out = feats.transpose(2, 0, 1)  # (feature, distance, angle)
+    else:
+        mean = feats.mean(axis=1)  # (distance, feature)
+        if aggregate == "mean":
+            out = mean.T[:, :, None]
+        else:
+            rng = feats.max(axis=1) - feats.min(axis=1)
+            out = np.stack([mean.T, rng.T], axis=2)
+    return np.ascontiguousarray(out, dtype=np.float64).ravel(), names
+
+
+def _check_distances(distances):
+    try:
+        items = list(distances)
+    except TypeError:
+        items = None
+    if not items or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in items):
+        raise ValueError(f"distances must be a non-empty sequence of positive integers; got {distances!r}")
+    if len(set(int(d) for d in items)) != len(items):
+        raise ValueError(f"distances must not repeat a value; got {distances!r}")
+
+
+def _check_angles(angles):
+    try:
+        items = [float(a) for a in angles]
+    except (TypeError, ValueError):
+        items = None
+    if not items or not all(np.isfinite(a) for a in items):
+        raise ValueError(f"angles must be a non-empty sequence of finite angles in radians; got {angles!r}")
+    labels = [_angle_label(a) for a in items]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"angles must be distinct (to 0.01 degree); got {angles!r}")
+
+
+class GLCMFeatures(FeatureExtractor):
+    """GLCM / Haralick texture features of each image (inside its mask).
+
+    Stateless and cached per sample. See :func:`glcm_features` for the
+    parameters and the module docstring for the feature definitions and how
+    they relate to scikit-image, mahotas and pyradiomics.
+
+    Parameters
+    ----------
+    distances : tuple of int, default=(1,)
+    angles : tuple of float, default=(0, π/4, π/2, 3π/4)
+    levels : int, default=64
+    symmetric : bool, default=True
+    aggregate : {"mean_range", "mean", "none"}, default="mean_range"
+    log_base : float, default=2
+    intensity_range : (float, float) or "region", default=(0.0, 1.0)
+    offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
+    use_mask : bool, default=True
+        Count only pairs inside the sample's mask (when it has one).
+    empty_mask : {"error", "nan", "image"}, default="error"
+    cache : bool or path, default=True
+    n_jobs : int, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featurepipe.features import GLCMFeatures
+    >>> ext = GLCMFeatures(levels=8, cache=False)
+    >>> ext.get_feature_names_out()[:2].tolist()
+    ['glcm_asm_d1_mean', 'glcm_asm_d1_range']
+    """
+
+    def __init__(self, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True, aggregate="mean_range",
+                 log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean", use_mask=True,
+                 empty_mask="error", cache=True, n_jobs=None):
+        self.distances = distances
+        self.angles = angles
+        self.levels = levels
+        self.symmetric = symmetric
+        self.aggregate = aggregate
+        self.log_base = log_base
+        self.intensity_range = intensity_range
+        self.offset_metric = offset_metric
+        self.use_mask = use_mask
+        self.empty_mask = empty_mask
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _check_params(self):
+        _check_distances(self.distances)
+        _check_angles(self.angles)
+        check_int("levels", self.levels, 2, 65536)
+        if not isinstance(self.symmetric, (bool, np.bool_)):
+            raise ValueError(f"symmetric must be True or False; got {self.symmetric!r}")
+        check_choice("aggregate", self.aggregate, _AGGREGATES)
+        check_log_base(self.log_base)
+        check_intensity_range(self.intensity_range)
+        check_choice("offset_metric", self.offset_metric, _OFFSET_METRICS)
+        check_common(self)
+
+    def _feature_names(self):
+        return glcm_feature_names(self.distances, self.angles, self.aggregate)
+
+    def _extract(self, image, mask):
+        values, _ = glcm_features(
+            image, mask if self.use_mask else None, distances=self.distances, angles=self.angles,
+            levels=self.levels, symmetric=self.symmetric, aggregate=self.aggregate, log_base=self.log_base,
+            intensity_range=self.intensity_range, offset_metric=self.offset_metric, empty_mask=self.empty_mask,
+        )
+        return values
