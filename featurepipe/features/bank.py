@@ -1,0 +1,241 @@
+"""Combine feature extractors into one transformer: :class:`FeatureBank` and the default bank.
+
+:class:`FeatureBank` is scikit-learn's ``FeatureUnion`` adapted to
+featurepipe's samples:
+
+* ``X`` (samples, paths or arrays) is converted to samples **once** and the
+  same sample array is passed to every member, so each member keeps its own
+  per-sample cache (a grid search that changes ``glcm__levels`` recomputes
+  GLCM features only; first-order, LBP and HOG come from the cache);
+* ``n_jobs`` runs the members in threads, not processes, so that the members'
+  in-memory caches fill in this process (the heavy lifting of every member
+  is NumPy/OpenCV/scikit-image code that largely releases the GIL; each
+  member can also parallelise over images with its own ``n_jobs``);
+* output feature names keep the members' readable names and add the member
+  name only where it is not already there (see
+  :meth:`FeatureBank.get_feature_names_out`);
+* it is stateless (``requires_fit=False``) exactly when all its members are.
+
+Nested parameters work as for any scikit-learn composite:
+``bank.set_params(glcm__levels=32)``, ``GridSearchCV(pipe,
+{"features__glcm__levels": [32, 64]})``, ``bank.set_params(hog="drop")``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.pipeline import FeatureUnion
+
+from ..base import is_stateless
+from ..sample import as_samples
+
+__all__ = ["FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES"]
+
+#: Families of :func:`default_handcrafted_bank`, in output order.
+DEFAULT_FAMILIES = ("firstorder", "glcm", "lbp", "hog")
+
+
+def _transform_member(transformer, samples, weight, fit, y):
+    if fit:
+        out = transformer.fit_transform(samples, y)
+    else:
+        out = transformer.transform(samples)
+    out = np.asarray(out, dtype=np.float64)
+    if weight is not None:
+        out = out * weight
+    return out
+
+
+class FeatureBank(FeatureUnion):
+    """Concatenate the features of several extractors, with readable names and per-member caching.
+
+    Parameters
+    ----------
+    transformer_list : list of (str, transformer)
+        The members, e.g. ``[("glcm", GLCMFeatures()), ("lbp", LBPFeatures())]``.
+        A member can be replaced by ``"drop"`` (e.g. through ``set_params``).
+        Names must be unique and must not contain ``"__"``.
+    n_jobs : int, optional
+        Number of members run at the same time, in threads (see the module
+        docstring); ``None`` runs them one after the other.
+    transformer_weights : dict, optional
+        Multiplicative weight per member name.
+    verbose : bool, default=False
+        Accepted for ``FeatureUnion`` compatibility; unused.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featurepipe.features import FeatureBank, FirstOrderFeatures, GLCMFeatures
+    >>> bank = FeatureBank([("firstorder", FirstOrderFeatures()), ("glcm", GLCMFeatures(levels=8))])
+    >>> X = [np.random.default_rng(0).random((16, 16)).astype(np.float32)]
+    >>> bank.fit_transform(X).shape
+    (1, 59)
+    >>> bank.get_feature_names_out()[[0, 27]].tolist()
+    ['firstorder_mean', 'glcm_asm_d1_mean']
+    """
+
+    def __init__(self, transformer_list, *, n_jobs=None, transformer_weights=None, verbose=False):
+        self.transformer_list = transformer_list
+        self.n_jobs = n_jobs
+        self.transformer_weights = transformer_weights
+        self.verbose = verbose
+
+    @property
+    def _stateless(self):
+        try:
+            return all(is_stateless(t) for _, t in self.transformer_list if t != "drop")
+        except (TypeError, ValueError):
+            return False
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        if self._stateless:
+            tags.requires_fit = False
+        return tags
+
+    def _validate(self):
+        if not isinstance(self.transformer_list, (list, tuple)) or not self.transformer_list:
+            raise ValueError(f"transformer_list must be a non-empty list of (name, transformer) pairs; "
+                             f"got {self.transformer_list!r}")
+        for item in self.transformer_list:
+            if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str):
+                raise ValueError(f"transformer_list must hold (name, transformer) pairs; got {item!r}")
+            if isinstance(item[1], str) and item[1] == "passthrough":
+                raise ValueError(f"transformer_list: member {item[0]!r} is 'passthrough', which has no meaning for "
+                                 "images; use 'drop' to remove a member")
+        self.transformer_list = list(self.transformer_list)
+        self._validate_transformers()
+        self._validate_transformer_weights()
+
+    def _run(self, X, y, fit):
+        samples = as_samples(X)
+        self._validate()
+        members = list(self._iter())
+        if not members:
+            return np.empty((len(samples), 0), dtype=np.float64)
+        if self.n_jobs in (None, 1) or len(members) == 1:
+            outs = [_transform_member(t, samples, w, fit, y) for _, t, w in members]
+        else:
+            outs = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+                delayed(_transform_member)(t, samples, w, fit, y) for _, t, w in members
+            )
+        for (name, _, _), out in zip(members, outs):
+            if out.ndim != 2 or out.shape[0] != len(samples):
+                raise RuntimeError(f"FeatureBank member {name!r} returned an array of shape {out.shape}; "
+                                   f"expected ({len(samples)}, n_features)")
+        return np.hstack(outs)
+
+    def fit(self, X, y=None, **fit_params):
+        """Fit every member on the samples (stateless members only validate parameters).
+
+        Returns ``self``.
+        """
+        if fit_params:
+            raise TypeError(f"FeatureBank.fit does not take fit parameters; got {sorted(fit_params)}")
+        samples = as_samples(X)
+        self._validate()
+        for _, transformer, _ in self._iter():
+            transformer.fit(samples, y)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit every member and return the concatenated features, shape ``(n_samples, n_features)``."""
+        if fit_params:
+            raise TypeError(f"FeatureBank.fit_transform does not take fit parameters; got {sorted(fit_params)}")
+        return self._run(X, y, fit=True)
+
+    def transform(self, X, **params):
+        """Concatenated features of every member, shape ``(n_samples, n_features)``, float64."""
+        if params:
+            raise TypeError(f"FeatureBank.transform does not take extra parameters; got {sorted(params)}")
+        return self._run(X, None, fit=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """Member feature names, prefixed with ``"<member name>_"`` unless they already start with it.
+
+        So ``("glcm", GLCMFeatures())`` keeps ``glcm_contrast_d1_mean``, and a
+        second member ``("glcm32", GLCMFeatures(levels=32))`` gives
+        ``glcm32_glcm_contrast_d1_mean``. Raises ``ValueError`` if two
+        output names coincide.
+        """
+        names = []
+        for name, transformer, _ in self._iter():
+            if not hasattr(transformer, "get_feature_names_out"):
+                raise AttributeError(f"FeatureBank member {name!r} ({type(transformer).__name__}) does not provide "
+                                     "get_feature_names_out")
+            for feature in transformer.get_feature_names_out():
+                feature = str(feature)
+                names.append(feature if feature.startswith(name + "_") else f"{name}_{feature}")
+        repeated = sorted(n for n, c in Counter(names).items() if c > 1)
+        if repeated:
+            raise ValueError(f"FeatureBank output feature names are not unique: {repeated[:5]}; rename the members")
+        return np.asarray(names, dtype=object)
+
+
+def _family_name(estimator):
+    name = type(estimator).__name__.lower()
+    if name.endswith("features") and len(name) > len("features"):
+        name = name[: -len("features")]
+    return name
+
+
+def make_feature_bank(*extractors, n_jobs=None):
+    """A :class:`FeatureBank` whose member names are derived from the extractor classes.
+
+    ``GLCMFeatures`` → ``"glcm"``, ``FirstOrderFeatures`` → ``"firstorder"``;
+    repeated classes get ``"glcm2"``, ``"glcm3"`` ….
+
+    >>> from featurepipe.features import GLCMFeatures, LBPFeatures, make_feature_bank
+    >>> [n for n, _ in make_feature_bank(GLCMFeatures(), GLCMFeatures(levels=8), LBPFeatures()).transformer_list]
+    ['glcm', 'glcm2', 'lbp']
+    """
+    if not extractors:
+        raise ValueError("make_feature_bank needs at least one extractor")
+    seen = Counter()
+    members = []
+    for est in extractors:
+        base = _family_name(est)
+        seen[base] += 1
+        members.append((base if seen[base] == 1 else f"{base}{seen[base]}", est))
+    return FeatureBank(members, n_jobs=n_jobs)
+
+
+def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_mask="error", cache=True,
+                             n_jobs=None):
+    """The default handcrafted feature bank with each family's default parameters.
+
+    Parameters
+    ----------
+    families : sequence of str, default=("firstorder", "glcm", "lbp", "hog")
+        Which families, in output order; any of ``"firstorder"``, ``"glcm"``,
+        ``"lbp"``, ``"hog"``.
+    use_mask, empty_mask, cache
+        Passed to every member (see each family).
+    n_jobs : int, optional
+        The bank's ``n_jobs`` (members in threads).
+
+    Returns
+    -------
+    FeatureBank
+        Members named after the families, e.g. ``bank.set_params(glcm__levels=32)``.
+    """
+    from .firstorder import FirstOrderFeatures
+    from .glcm import GLCMFeatures
+    from .hog import HOGFeatures
+    from .lbp import LBPFeatures
+
+    factories = {"firstorder": FirstOrderFeatures, "glcm": GLCMFeatures, "lbp": LBPFeatures, "hog": HOGFeatures}
+    if isinstance(families, str) or not families:
+        raise ValueError(f"families must be a non-empty sequence of names from {sorted(factories)}; got {families!r}")
+    unknown = [f for f in families if f not in factories]
+    if unknown:
+        raise ValueError(f"families: unknown family {unknown[0]!r}; choose from {sorted(factories)}")
+    if len(set(families)) != len(families):
+        raise ValueError(f"families must not repeat a name; got {families!r}")
+    members = [(f, factories[f](use_mask=use_mask, empty_mask=empty_mask, cache=cache)) for f in families]
+    return FeatureBank(members, n_jobs=n_jobs)

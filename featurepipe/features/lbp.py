@@ -1,0 +1,307 @@
+"""Local binary pattern (LBP) histograms, at several (P, R) scales, inside an optional mask.
+
+The codes are computed by ``skimage.feature.local_binary_pattern``; this
+module chooses which pixels count, builds the normalised histograms and
+names the bins. Functional core :func:`lbp_features`, estimator
+:class:`LBPFeatures`.
+
+Methods (scikit-image's names) and their histogram bins
+------------------------------------------------------
+``"uniform"``      rotation-invariant uniform patterns (Ojala et al. 2002,
+                   riu2): ``P + 2`` bins; bin ``k ≤ P`` counts uniform
+                   patterns with ``k`` neighbours ≥ the centre, bin
+                   ``P + 1`` all non-uniform patterns.
+``"ror"``          rotation-invariant patterns (the minimum over the ``P``
+                   bit rotations): one bin per distinct minimal code, in
+                   increasing code order (36 bins for P = 8, 4116 for
+                   P = 16). P ≤ 16.
+``"nri_uniform"``  non-rotation-invariant uniform patterns: ``P (P - 1) + 3``
+                   bins, scikit-image's code order.
+``"default"``      the raw ``P``-bit code: ``2**P`` bins. P ≤ 16.
+
+Which pixels count
+------------------
+A pixel's code depends on the pixels its ``P`` circular samples are
+interpolated from. A pixel is counted only when *all* of those pixels (its
+exact sampling footprint) lie inside the image and inside the mask, so that
+pixels outside the mask never change the histogram and the image border
+(where scikit-image pads with zeros) never adds spurious patterns. The
+footprint is at most ``ceil(R)`` pixels away, so the counted region is the
+mask eroded by roughly ``R``; a region with no such pixel is "empty" (see
+``empty_mask``).
+
+Intensities: the gray image (colour → BT.601 luma) is quantised to
+``levels`` gray levels (default 256, see
+:func:`featurepipe.features.firstorder.quantize`) before the codes are
+computed, so an 8-bit image read by featurepipe gives exactly the codes of
+``local_binary_pattern`` on the original ``uint8`` array and tiny float
+differences between neighbours do not flip bits.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import cv2
+import numpy as np
+from skimage.feature import local_binary_pattern
+
+from ..base import FeatureExtractor
+from .firstorder import (
+    EmptyRegion,
+    check_choice,
+    check_common,
+    check_int,
+    check_intensity_range,
+    empty_region,
+    intensity_bounds,
+    quantize,
+    resolve_region,
+    to_gray,
+)
+
+__all__ = ["LBPFeatures", "lbp_feature_names", "lbp_features", "lbp_footprint", "lbp_n_bins"]
+
+_METHODS = ("uniform", "ror", "nri_uniform", "default")
+_MAX_P_DENSE = 16  # 'default' and 'ror' histograms have up to 2**P bins
+_MAX_P = 32
+
+
+def _sample_points(P, R):
+    """The ``(row, col)`` offsets of the P samples, rounded as scikit-image rounds them."""
+    angles = 2 * np.pi * np.arange(P, dtype=np.float64) / P
+    rp = np.round(-R * np.sin(angles), 5)
+    cp = np.round(R * np.cos(angles), 5)
+    return rp, cp
+
+
+@functools.lru_cache(maxsize=64)
+def lbp_footprint(P, R):
+    """Bool array ``(2e+1, 2e+1)``: the pixels a code depends on (centre at ``[e, e]``).
+
+    These are the centre and, for every sample point, the (up to four)
+    pixels bilinear interpolation reads: rows ``floor(r) … ceil(r)`` and
+    columns ``floor(c) … ceil(c)`` of its offset ``(r, c)``.
+    """
+    rp, cp = _sample_points(P, float(R))
+    e = int(max(np.ceil(np.abs(rp)).max(), np.ceil(np.abs(cp)).max(), 0))
+    fp = np.zeros((2 * e + 1, 2 * e + 1), dtype=bool)
+    fp[e, e] = True
+    for r, c in zip(rp, cp):
+        fp[e + int(np.floor(r)):e + int(np.ceil(r)) + 1, e + int(np.floor(c)):e + int(np.ceil(c)) + 1] = True
+    fp.setflags(write=False)
+    return fp
+
+
+@functools.lru_cache(maxsize=16)
+def _ror_lookup(P):
+    """(code → bin index LUT of length 2**P, sorted distinct rotation-minimal codes)."""
+    codes = np.arange(2**P, dtype=np.int64)
+    best = codes.copy()
+    rot = codes.copy()
+    top = P - 1
+    for _ in range(P - 1):
+        rot = (rot >> 1) | ((rot & 1) << top)
+        np.minimum(best, rot, out=best)
+    distinct, index = np.unique(best, return_inverse=True)
+    lut = np.full(2**P, -1, dtype=np.int64)
+    lut[distinct] = np.arange(distinct.size)
+    lut.setflags(write=False)
+    return lut, distinct
+
+
+def lbp_n_bins(P, method):
+    """Number of histogram bins of one (P, R) scale."""
+    if method == "uniform":
+        return P + 2
+    if method == "nri_uniform":
+        return P * (P - 1) + 3
+    if method == "default":
+        return 2**P
+    return _ror_lookup(P)[1].size
+
+
+def _radius_label(R):
+    R = float(R)
+    return f"r{int(R)}" if R == int(R) else "r" + f"{R:g}".replace(".", "p")
+
+
+def lbp_feature_names(scales=((8, 1),), method="uniform", prefix="lbp"):
+    """Names of the values :func:`lbp_features` returns: ``lbp_uniform_p8_r1_b00`` …"""
+    names = []
+    for P, R in scales:
+        n = lbp_n_bins(P, method)
+        width = len(str(n - 1))
+        stem = f"{prefix}_{method}_p{P}_{_radius_label(R)}"
+        names += [f"{stem}_b{k:0{width}d}" for k in range(n)]
+    return names
+
+
+def _valid_region(shape, region, footprint):
+    """Pixels whose whole sampling footprint is inside the image (and the region)."""
+    e = footprint.shape[0] // 2
+    h, w = shape
+    if region is None:
+        valid = np.zeros(shape, dtype=bool)
+        valid[e:h - e, e:w - e] = True
+        return valid
+    # erosion with a zero border: the footprint must fit inside the mask *and* the image
+    eroded = cv2.erode(region.view(np.uint8), footprint.astype(np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    return eroded.view(bool)
+
+
+def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels=256,
+                 intensity_range=(0.0, 1.0), empty_mask="error", prefix="lbp"):
+    """Normalised LBP histograms at one or several (P, R) scales, inside an optional mask.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3)
+        Float image (values in [0, 1]); colour is converted to BT.601 gray.
+    mask : ndarray of bool, shape (H, W), optional
+        Region to describe (see the module docstring for which pixels count).
+    scales : sequence of (int, float), default=((8, 1),)
+        ``(P, R)`` pairs: number of circular samples and radius in pixels.
+    method : {"uniform", "ror", "nri_uniform", "default"}, default="uniform"
+        LBP variant (see the module docstring).
+    levels : int, default=256
+        Gray levels the image is quantised to before computing the codes.
+    intensity_range : (float, float) or "region", default=(0.0, 1.0)
+        Intensity range mapped onto the levels.
+    empty_mask : {"error", "nan", "image"}, default="error"
+        Policy when the mask is empty or no pixel's footprint fits inside it.
+    prefix : str, default="lbp"
+
+    Returns
+    -------
+    values : ndarray of float64, shape (n_features,)
+        One histogram per scale, each summing to 1 (fraction of counted
+        pixels per bin).
+    names : list of str
+        ``prefix_<method>_p<P>_r<R>_b<bin>``.
+    """
+    names = lbp_feature_names(scales, method, prefix)
+    gray = to_gray(image)
+    try:
+        region = resolve_region(gray.shape, mask, empty_mask)
+        values = []
+        for P, R in scales:
+            footprint = lbp_footprint(int(P), float(R))
+            use = region
+            valid = _valid_region(gray.shape, use, footprint)
+            if use is not None and not valid.any():
+                reason = (f"no pixel of the mask is at least R={R} pixels from its edge (needed for LBP with "
+                          f"P={P}, R={R})")
+                use = empty_region(empty_mask, reason)  # raises, signals NaN, or None: the whole image
+                valid = _valid_region(gray.shape, use, footprint)
+            if not valid.any():
+                raise ValueError(f"the image {gray.shape} is too small for LBP with P={P}, R={R}")
+            values.append(_histogram(gray, valid, use, int(P), float(R), method, levels, intensity_range,
+                                     footprint.shape[0] // 2))
+    except EmptyRegion:
+        return np.full(len(names), np.nan), names
+    return np.concatenate(values), names
+
+
+def _histogram(gray, valid, region, P, R, method, levels, intensity_range, e):
+    rows = np.flatnonzero(valid.any(axis=1))
+    cols = np.flatnonzero(valid.any(axis=0))
+    # codes are only needed around the counted pixels: crop (with the footprint's margin)
+    r0, r1 = max(rows[0] - e, 0), min(rows[-1] + e + 1, gray.shape[0])
+    c0, c1 = max(cols[0] - e, 0), min(cols[-1] + e + 1, gray.shape[1])
+    lo, hi = intensity_bounds(gray if region is None else gray[region], intensity_range)
+    q = quantize(gray[r0:r1, c0:c1], levels, lo, hi)
+    codes = local_binary_pattern(q, P, R, method)
+    codes = codes[valid[r0:r1, c0:c1]].astype(np.int64)
+    if method == "ror":
+        lut, distinct = _ror_lookup(P)
+        codes = lut[codes]
+        n_bins = distinct.size
+    else:
+        n_bins = lbp_n_bins(P, method)
+    hist = np.bincount(codes, minlength=n_bins).astype(np.float64)
+    hist /= codes.size
+    return hist
+
+
+def _check_scales(scales, method):
+    try:
+        items = [tuple(s) for s in scales]
+    except TypeError:
+        items = None
+    ok = bool(items) and all(
+        len(s) == 2 and isinstance(s[0], numbers.Integral) and not isinstance(s[0], bool) and s[0] >= 1
+        and isinstance(s[1], numbers.Real) and not isinstance(s[1], bool) and np.isfinite(s[1]) and s[1] > 0
+        for s in items
+    )
+    if not ok:
+        raise ValueError(f"scales must be a non-empty sequence of (P, R) pairs with integer P >= 1 and R > 0; "
+                         f"got {scales!r}")
+    labels = [(int(P), _radius_label(R)) for P, R in items]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"scales must not repeat a (P, R) pair; got {scales!r}")
+    if method in ("default", "ror"):
+        big = [P for P, _ in items if P > _MAX_P_DENSE]
+        if big:
+            raise ValueError(f"method={method!r} has 2**P histogram bins and supports P <= {_MAX_P_DENSE}; got P={big[0]} "
+                             "in scales (use method='uniform' for larger P)")
+    big = [P for P, _ in items if P > _MAX_P]
+    if big:
+        raise ValueError(f"scales: P must be <= {_MAX_P}; got P={big[0]}")
+
+
+class LBPFeatures(FeatureExtractor):
+    """Normalised LBP histograms of each image (inside its mask) at one or several (P, R) scales.
+
+    Stateless and cached per sample. See :func:`lbp_features` and the module
+    docstring for methods, bins and which pixels count.
+
+    Parameters
+    ----------
+    scales : tuple of (int, float), default=((8, 1),)
+        ``(P, R)`` pairs.
+    method : {"uniform", "ror", "nri_uniform", "default"}, default="uniform"
+    levels : int, default=256
+        Gray levels before the codes are computed.
+    intensity_range : (float, float) or "region", default=(0.0, 1.0)
+    use_mask : bool, default=True
+    empty_mask : {"error", "nan", "image"}, default="error"
+    cache : bool or path, default=True
+    n_jobs : int, optional
+
+    Examples
+    --------
+    >>> from featurepipe.features import LBPFeatures
+    >>> LBPFeatures(scales=((8, 1),)).get_feature_names_out()[:2].tolist()
+    ['lbp_uniform_p8_r1_b0', 'lbp_uniform_p8_r1_b1']
+    """
+
+    def __init__(self, scales=((8, 1),), method="uniform", levels=256, intensity_range=(0.0, 1.0), use_mask=True,
+                 empty_mask="error", cache=True, n_jobs=None):
+        self.scales = scales
+        self.method = method
+        self.levels = levels
+        self.intensity_range = intensity_range
+        self.use_mask = use_mask
+        self.empty_mask = empty_mask
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _check_params(self):
+        check_choice("method", self.method, _METHODS)
+        _check_scales(self.scales, self.method)
+        check_int("levels", self.levels, 2, 65536)
+        check_intensity_range(self.intensity_range)
+        check_common(self)
+
+    def _feature_names(self):
+        return lbp_feature_names(self.scales, self.method)
+
+    def _extract(self, image, mask):
+        values, _ = lbp_features(
+            image, mask if self.use_mask else None, scales=self.scales, method=self.method, levels=self.levels,
+            intensity_range=self.intensity_range, empty_mask=self.empty_mask,
+        )
+        return values
