@@ -1,0 +1,676 @@
+"""The benchmark runner: many pipelines, one dataset, the same honest splits.
+
+See :func:`run_benchmark`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.parallel import Parallel, delayed
+from tqdm.auto import tqdm
+
+from .._version import __version__
+from ..dataset import Dataset
+from ..metrics import METRIC_LABELS, METRIC_NAMES, check_metric_names, compute_metrics
+from ..sample import as_samples
+from ..search import _grid_list, split_stateless_prefix
+from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
+from .leakage import leakage_report
+from .splits import CVSpec, exact_duplicate_clusters, make_splits, merge_groups, splits_fingerprint
+from .store import FoldStore, to_jsonable
+
+__all__ = ["run_benchmark", "BenchmarkResult"]
+
+_SCHEMA = 1
+_DUPLICATE_METHODS = ("exact",)
+_VERSION_PACKAGES = (
+    "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
+    "pillow", "tensorflow-cpu", "tensorflow", "keras", "matplotlib", "dask", "distributed",
+)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class BenchmarkResult:
+    """Everything a benchmark run produced (also written to ``output_dir``).
+
+    Attributes
+    ----------
+    dataset : dict
+        Name, size, class counts, groups, skipped files and ``info`` (a
+        synthetic dataset says so here).
+    config : dict
+        CV spec, metrics, grids, positive label … (what defines the run).
+    pipelines : dict
+        Per pipeline: description, stateless prefix steps, suffix steps,
+        configuration hash.
+    splits : list of dict
+        ``repeat``, ``fold``, ``train`` and ``test`` sample indices.
+    folds : list of dict
+        One record per pipeline and fold (metrics, predictions, timings).
+    summary : dict
+        ``summary[pipeline][metric]`` = :func:`featurepipe.stats.summarize` output.
+    timings : dict
+        Per pipeline: features (stateless prefix) seconds, fit/predict
+        seconds per fold and per image.
+    comparisons : dict
+        ``comparisons[metric]`` = :func:`featurepipe.stats.pairwise_comparisons` rows.
+    leakage : dict
+        :func:`featurepipe.benchmark.leakage.leakage_report`.
+    versions : dict
+        Python, platform and package versions.
+    output_dir : pathlib.Path or None
+    files : list of str
+        Files written (reports and plots).
+    """
+
+    dataset: dict
+    config: dict
+    pipelines: dict
+    splits: list
+    folds: list
+    summary: dict
+    timings: dict
+    comparisons: dict
+    leakage: dict
+    versions: dict
+    output_dir: Path | None = None
+    files: list = field(default_factory=list)
+
+    def ranking(self, metric=None):
+        """Pipeline names sorted by the mean of ``metric`` (default: the run's ``rank_by``), best first."""
+        metric = metric or self.config["rank_by"]
+        if metric not in METRIC_NAMES:
+            raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+
+        def key(name):
+            mean = self.summary.get(name, {}).get(metric, {}).get("mean")
+            return -np.inf if mean is None or not np.isfinite(mean) else mean
+
+        return sorted(self.summary, key=key, reverse=True)
+
+    def to_markdown(self, metric=None):
+        """The Markdown summary (tables sorted by ``metric``)."""
+        from .report import markdown_summary
+
+        return markdown_summary(self, metric)
+
+    def fold_scores(self, pipeline, metric):
+        """Per-fold values of ``metric`` for ``pipeline``, ordered by (repeat, fold)."""
+        recs = sorted((r for r in self.folds if r["pipeline"] == pipeline and r.get("status") == "ok"),
+                      key=lambda r: (r["repeat"], r["fold"]))
+        return np.array([_num(r["metrics"].get(metric)) for r in recs])
+
+    def to_dict(self):
+        return to_jsonable({
+            "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
+            "splits": self.splits, "summary": self.summary, "timings": self.timings,
+            "comparisons": self.comparisons, "leakage": self.leakage, "versions": self.versions,
+            "folds": self.folds,
+        })
+
+
+def _num(value):
+    return float("nan") if value is None else float(value)
+
+
+# ----------------------------------------------------------------------------- inputs
+def _as_dataset(dataset):
+    if isinstance(dataset, Dataset):
+        return dataset
+    if isinstance(dataset, tuple) and len(dataset) in (2, 3):
+        X, y = dataset[0], dataset[1]
+        groups = dataset[2] if len(dataset) == 3 else None
+        samples = as_samples(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(samples):
+            raise ValueError(f"dataset: y must be 1-D with one label per sample ({len(samples)}); got shape {y.shape}")
+        if groups is not None:
+            groups = list(groups)
+            if len(groups) != len(samples):
+                raise ValueError(f"dataset: groups has {len(groups)} entries for {len(samples)} samples")
+        items = [s.replace(label=_plain(y[i]), group=(s.group if groups is None else groups[i]))
+                 for i, s in enumerate(samples)]
+        return Dataset(items, name="dataset")
+    if isinstance(dataset, (str, Path)):
+        raise TypeError(
+            f"dataset={str(dataset)!r}: pass a featurepipe.dataset.Dataset (load folders and manifests with "
+            "featurepipe.datasets) or a tuple (X, y[, groups])"
+        )
+    raise TypeError(f"dataset must be a featurepipe Dataset or a tuple (X, y[, groups]); got {type(dataset).__name__}")
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_pipelines(pipelines):
+    if not isinstance(pipelines, dict) or not pipelines:
+        raise TypeError("pipelines must be a non-empty dict {name: estimator}")
+    for name, est in pipelines.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"pipeline names must be non-empty strings; got {name!r}")
+        if isinstance(est, str):
+            raise TypeError(f"pipelines[{name!r}] is the string {est!r}; pass an estimator object")
+        if not (hasattr(est, "fit") and hasattr(est, "predict") and hasattr(est, "get_params")):
+            raise TypeError(f"pipelines[{name!r}] is a {type(est).__name__}, not a scikit-learn classifier "
+                            "(it needs fit, predict and get_params)")
+    return dict(pipelines)
+
+
+def _check_grids(param_grids, pipelines):
+    if param_grids is None:
+        return {}
+    if not isinstance(param_grids, dict):
+        raise TypeError(f"param_grids must be a dict {{pipeline name: grid}}; got {type(param_grids).__name__}")
+    unknown = sorted(set(param_grids) - set(pipelines))
+    if unknown:
+        raise ValueError(f"param_grids names pipelines {unknown} that are not in pipelines {sorted(pipelines)}")
+    out = {}
+    for name, grid in param_grids.items():
+        if grid is None:
+            continue
+        grids = _grid_list(grid)
+        if not grids or not all(grids):
+            raise ValueError(f"param_grids[{name!r}] must be a non-empty dict or list of non-empty dicts")
+        out[name] = grid
+    return out
+
+
+def _check_choice(value, name, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def _versions():
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "featurepipe": __version__}
+    for pkg in _VERSION_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _estimator_hash(estimator):
+    try:
+        return joblib.hash(clone(estimator, safe=False))
+    except Exception as exc:  # unpicklable parameters: fall back on the full textual description
+        warnings.warn(f"could not hash {type(estimator).__name__} by value ({exc}); resuming keys on its repr",
+                      UserWarning, stacklevel=3)
+        return joblib.hash(_full_repr(estimator))
+
+
+def _full_repr(estimator):
+    from sklearn import config_context
+
+    with config_context(print_changed_only=False):
+        return repr(estimator)
+
+
+# ----------------------------------------------------------------------------- per fold
+def _final_estimator(fitted):
+    est = fitted
+    if isinstance(est, GridSearchCV):
+        est = est.best_estimator_
+    while isinstance(est, Pipeline):
+        est = est.steps[-1][1]
+    return est
+
+
+def _history(fitted):
+    hist = getattr(_final_estimator(fitted), "history_", None)
+    if hist is None:
+        return None
+    if hasattr(hist, "history"):  # a keras.callbacks.History
+        hist = hist.history
+    if not isinstance(hist, dict):
+        return None
+    return {str(k): [float(v) for v in np.ravel(vals)] for k, vals in hist.items()}
+
+
+def _aligned_scores(est, Z, labels):
+    """Scores with one column per label (``labels`` order) and which method produced them."""
+    if hasattr(est, "predict_proba"):
+        raw, kind = np.asarray(est.predict_proba(Z), dtype=np.float64), "predict_proba"
+    elif hasattr(est, "decision_function"):
+        raw, kind = np.asarray(est.decision_function(Z), dtype=np.float64), "decision_function"
+    else:
+        return None, None
+    classes = list(getattr(est, "classes_", labels))
+    if raw.ndim == 1:
+        if len(classes) != 2:
+            raise ValueError(f"{kind} returned a 1-D array for {len(classes)} classes")
+        raw = np.column_stack([-raw, raw])
+    out = np.full((raw.shape[0], len(labels)), 0.0 if kind == "predict_proba" else raw.min() - 1.0)
+    index = {label: j for j, label in enumerate(labels)}
+    for j, label in enumerate(classes):
+        out[:, index[_plain(label)]] = raw[:, j]
+    return out, kind
+
+
+def _evaluate_fold(name, config, estimator, grid, Z, y, split, labels, pos_label, inner_spec, inner_groups,
+                   inner_scoring, on_error):
+    """Fit on the training part of one split, predict its test part, score it."""
+    record = {"kind": "fold", "schema": _SCHEMA, "pipeline": name, "config": config, "repeat": split.repeat,
+              "fold": split.fold, "n_train": int(len(split.train)), "n_test": int(len(split.test))}
+    try:
+        Z_train, Z_test = _take(Z, split.train), _take(Z, split.test)
+        y_train, y_test = y[split.train], y[split.test]
+        start = time.perf_counter()
+        if grid is not None:
+            inner = make_splits(y_train, inner_groups[split.train], inner_spec)
+            model = GridSearchCV(clone(estimator), grid, scoring=inner_scoring, refit=True,
+                                 cv=[(s.train, s.test) for s in inner], n_jobs=1, error_score="raise")
+        else:
+            model = clone(estimator)
+        model.fit(Z_train, y_train)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        y_pred = np.asarray(model.predict(Z_test))
+        scores, kind = _aligned_scores(model, Z_test, labels)
+        predict_s = time.perf_counter() - start
+        result = compute_metrics(y_test, y_pred, scores, labels=labels, pos_label=pos_label)
+        record.update(
+            status="ok",
+            metrics={m: result[m] for m in METRIC_NAMES},
+            per_class=result["per_class"],
+            confusion_matrix=result["confusion_matrix"],
+            test_index=split.test,
+            y_true=[_plain(v) for v in y_test],
+            y_pred=[_plain(v) for v in y_pred],
+            y_score=None if scores is None else scores,
+            score_kind=kind,
+            time={"fit_s": fit_s, "predict_s": predict_s},
+            best_params=(None if grid is None else {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None)))
+                                                    else v for k, v in model.best_params_.items()}),
+            inner_best_score=None if grid is None else float(model.best_score_),
+            history=_history(model),
+        )
+    except Exception as exc:
+        if on_error == "raise":
+            raise
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc(limit=5))
+    return to_jsonable(record)
+
+
+def _take(Z, index):
+    if isinstance(Z, np.ndarray) or sp.issparse(Z):
+        return Z[index]
+    return [Z[i] for i in index]
+
+
+# ----------------------------------------------------------------------------- prefix
+def _compute_prefix(prefix, samples, chunk_size, progress, desc):
+    """Output of a stateless prefix on all samples, computed in chunks (progress bar)."""
+    prefix = clone(prefix)
+    prefix.fit(samples[: min(len(samples), 1)])  # stateless: fit only validates parameters
+    parts = []
+    with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(samples), chunk_size):
+            chunk = samples[start:start + chunk_size]
+            parts.append(prefix.transform(chunk))
+            bar.update(len(chunk))
+    if any(sp.issparse(p) for p in parts):
+        return sp.vstack(parts).tocsr()
+    return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+
+# ----------------------------------------------------------------------------- main entry
+def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
+                  metrics=None, rank_by="mcc", pos_label=None, duplicates="exact", output_dir=None,
+                  resume=True, n_jobs=None, backend=None, scheduler=None, rope=0.01, confidence=0.95,
+                  plots=True, progress=True, on_error="raise", feature_chunk_size=64):
+    """Evaluate several pipelines on one dataset with the same leakage-proof splits.
+
+    Every pipeline sees the same outer splits: stratified by class, grouped
+    so that all images of a patient and all copies of an image (duplicate
+    clusters) stay on one side, optionally repeated. Each pipeline's
+    stateless prefix (image steps and feature extractors) is computed once
+    on all samples; only the learned suffix (scaler, sampler, classifier) is
+    fitted per fold — the scores are those of fitting the whole pipeline
+    per fold, without the waste. With a parameter grid, the suffix is tuned
+    by an inner grouped CV on each outer training part (nested CV).
+
+    Parameters
+    ----------
+    dataset : Dataset or tuple (X, y[, groups])
+        Labelled samples; ``Sample.group`` (or ``groups``) holds patient ids.
+    pipelines : dict {name: estimator}
+        scikit-learn / imbalanced-learn classifiers, usually pipelines that
+        take samples (images) as ``X``. Resampling (SMOTE …) belongs inside an
+        imblearn Pipeline so it runs on training folds only.
+    cv : int, dict or CVSpec, default=5
+        Outer CV: ``n_splits`` (int) or ``{"n_splits", "n_repeats", "random_state"}``.
+    param_grids : dict {name: grid}, optional
+        Grids (full-pipeline parameter names) for nested CV of those pipelines.
+    inner_cv : int, default=3
+        Folds of the inner (tuning) CV, grouped and stratified like the outer one.
+    inner_scoring : str or callable, default="balanced_accuracy"
+        scikit-learn scoring used to pick hyper-parameters.
+    metrics : list of str, optional
+        Metrics shown in the reports (default: all of
+        :data:`featurepipe.metrics.METRIC_NAMES`; every metric is stored anyway).
+    rank_by : str, default="mcc"
+        Metric that sorts the summary table and is used for the paired comparisons.
+    pos_label : label, optional
+        Positive class of a binary problem (default: the second label in sorted order).
+    duplicates : {"exact"} or None or array-like, default="exact"
+        How to find copies of an image: ``"exact"`` clusters bit-identical
+        decoded images; an array gives a cluster id per sample (e.g. from a
+        near-duplicate detector); ``None`` disables the check (reported as a
+        warning in the leakage report).
+    output_dir : str or path, optional
+        Where ``folds.jsonl`` (per-fold results, written as folds finish),
+        ``results.json``, ``folds.csv``, ``summary.csv``, ``summary.md`` and
+        the PNG plots go. Without it nothing is written and nothing resumes.
+    resume : bool, default=True
+        Skip folds already in ``output_dir/folds.jsonl`` under the same
+        configuration (pipeline parameters, grid, splits, dataset, version).
+    n_jobs : int, optional
+        Folds evaluated in parallel through joblib.
+    backend : str, optional
+        joblib backend for the folds (``"loky"``, ``"threading"``, ``"dask"`` …).
+        ``"dask"`` uses the running ``distributed.Client``, or connects to ``scheduler``.
+    scheduler : str, optional
+        Address of a Dask scheduler (``"tcp://host:8786"``); implies ``backend="dask"``.
+    rope : float or None, default=0.01
+        Region of practical equivalence of the Bayesian correlated t-test
+        (``None``: skip that test).
+    confidence : float, default=0.95
+        Level of the confidence intervals.
+    plots : bool, default=True
+        Write PNG plots (needs ``output_dir``).
+    progress : bool, default=True
+        Show tqdm progress bars.
+    on_error : {"raise", "record"}, default="raise"
+        What a failing fold does: stop the run (finished folds stay saved),
+        or be recorded as failed (reported; retried on the next run).
+    feature_chunk_size : int, default=64
+        Samples per chunk when computing a stateless prefix (progress granularity).
+
+    Returns
+    -------
+    BenchmarkResult
+
+    Notes
+    -----
+    Confidence intervals and paired tests use the Nadeau–Bengio corrected
+    variance (see :mod:`featurepipe.stats`); p-values are Holm-adjusted over
+    all pairs of pipelines. Wall time per stage: "features" is the stateless
+    prefix (lazy image steps such as filters run inside it), "fit" the
+    suffix fit (with inner tuning when nested), "predict" prediction and
+    scoring of the test part.
+    """
+    ds = _as_dataset(dataset)
+    pipelines = _check_pipelines(pipelines)
+    grids = _check_grids(param_grids, pipelines)
+    spec = CVSpec.coerce(cv)
+    inner_spec = CVSpec.coerce(inner_cv, name="inner_cv")
+    inner_spec = CVSpec(inner_spec.n_splits, 1, spec.random_state)
+    shown_metrics = check_metric_names(metrics)
+    _check_choice(rank_by, "rank_by", METRIC_NAMES)
+    _check_choice(on_error, "on_error", ("raise", "record"))
+    if rope is not None and not (isinstance(rope, (int, float)) and rope >= 0):
+        raise ValueError(f"rope must be a number >= 0 or None; got {rope!r}")
+    if not (isinstance(feature_chunk_size, (int, np.integer)) and feature_chunk_size >= 1):
+        raise ValueError(f"feature_chunk_size must be a positive integer; got {feature_chunk_size!r}")
+    if scheduler is not None:
+        if backend not in (None, "dask"):
+            raise ValueError(f"scheduler={scheduler!r} needs backend='dask'; got backend={backend!r}")
+        backend = "dask"
+    if plots and output_dir is None:
+        plots = False
+
+    samples = ds.samples
+    y = np.array([_plain(s.label) for s in samples], dtype=object)
+    labels = sorted(set(y.tolist()), key=lambda v: (str(type(v)), v))
+    y = np.array(y.tolist())
+    if len(labels) < 2:
+        raise ValueError(f"the dataset has a single class {labels}; a classification benchmark needs two or more")
+    if pos_label is not None:
+        if len(labels) != 2:
+            raise ValueError(f"pos_label={pos_label!r} only applies to binary problems; classes are {labels}")
+        if pos_label not in labels:
+            raise ValueError(f"pos_label={pos_label!r} is not one of the classes {labels}")
+    elif len(labels) == 2:
+        pos_label = labels[1]
+
+    # groups: patients + duplicate clusters, merged into connected components
+    patient = [s.group for s in samples]
+    if isinstance(duplicates, str):
+        _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
+        clusters = exact_duplicate_clusters(samples)
+        dup_method = "exact: bit-identical decoded pixels"
+    elif duplicates is None:
+        clusters, dup_method = None, "none"
+    else:
+        clusters = np.asarray(duplicates, dtype=object)
+        if clusters.shape != (len(samples),):
+            raise ValueError(f"duplicates must give one cluster id per sample ({len(samples)}); "
+                             f"got shape {clusters.shape}")
+        dup_method = "user-supplied cluster ids"
+    patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
+    merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
+    splits = make_splits(y, merged, spec)
+    fingerprint = splits_fingerprint(splits, y, merged)
+    data_id = joblib.hash([s.key for s in samples])
+
+    # configuration per pipeline (what must match for a finished fold to be reused)
+    prefixes, suffixes, descriptions, configs = {}, {}, {}, {}
+    for name, est in pipelines.items():
+        if isinstance(est, Pipeline):
+            prefix, suffix = split_stateless_prefix(est, grids.get(name))
+        else:
+            prefix, suffix = None, est
+        prefixes[name], suffixes[name] = prefix, suffix
+        configs[name] = joblib.hash({
+            "featurepipe": __version__, "schema": _SCHEMA, "estimator": _estimator_hash(est),
+            "grid": repr(grids.get(name)), "inner_cv": inner_spec.as_dict() if name in grids else None,
+            "inner_scoring": repr(inner_scoring) if name in grids else None, "splits": fingerprint,
+            "data": data_id, "labels": repr(labels), "pos_label": repr(pos_label),
+        })[:16]
+        descriptions[name] = {
+            "estimator": repr(est),
+            "class": f"{type(est).__module__}.{type(est).__qualname__}",
+            "params": to_jsonable({k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                                   for k, v in est.get_params(deep=True).items()}),
+            "stateless_prefix": [] if prefix is None else [n for n, _ in prefix.steps],
+            "suffix": [n for n, _ in suffix.steps] if isinstance(suffix, Pipeline) else [type(suffix).__name__],
+            "param_grid": to_jsonable(grids.get(name)) if name in grids else None,
+            "config_hash": configs[name],
+        }
+
+    out_dir = None if output_dir is None else Path(output_dir)
+    store = None
+    done = {}
+    prefix_records = {}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        store = FoldStore(out_dir / "folds.jsonl")
+        if resume:
+            for rec in store.load():
+                name = rec.get("pipeline")
+                if name not in configs or rec.get("config") != configs[name]:
+                    continue
+                if rec.get("kind") == "prefix":
+                    prefix_records[name] = rec
+                elif rec.get("kind") == "fold" and rec.get("status") == "ok":
+                    done[(name, rec["repeat"], rec["fold"])] = rec
+
+    records = dict(done)
+    failures = {}
+    with _parallel_context(backend, scheduler, n_jobs):
+        for name in pipelines:
+            pending = [s for s in splits if (name, s.repeat, s.fold) not in done]
+            if not pending:
+                continue
+            prefix = prefixes[name]
+            start = time.perf_counter()
+            if prefix is not None:
+                Z = _compute_prefix(prefix, samples, int(feature_chunk_size), progress, f"{name}: features")
+            else:
+                Z = samples
+            features_s = time.perf_counter() - start
+            prefix_rec = to_jsonable({"kind": "prefix", "schema": _SCHEMA, "pipeline": name, "config": configs[name],
+                                      "features_s": features_s, "n_samples": len(samples),
+                                      "steps": descriptions[name]["stateless_prefix"],
+                                      "n_features": int(Z.shape[1]) if getattr(Z, "ndim", 1) == 2 else None})
+            prefix_records[name] = prefix_rec
+            if store is not None:
+                store.append(prefix_rec)
+            grid = grids.get(name)
+            tasks = (delayed(_evaluate_fold)(name, configs[name], suffixes[name], grid, Z, y, split, labels,
+                                             pos_label, inner_spec, merged, inner_scoring, on_error)
+                     for split in pending)
+            with tqdm(total=len(splits), initial=len(splits) - len(pending), desc=f"{name}: folds",
+                      unit="fold", disable=not progress, leave=False) as bar:
+                for rec in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+                    if store is not None:
+                        store.append(rec)
+                    if rec["status"] == "ok":
+                        records[(name, rec["repeat"], rec["fold"])] = rec
+                    else:
+                        failures[(name, rec["repeat"], rec["fold"])] = rec
+                        warnings.warn(f"pipeline {name!r} failed on repeat {rec['repeat']} fold {rec['fold']}: "
+                                      f"{rec['error']}", UserWarning, stacklevel=2)
+                    bar.update(1)
+
+    folds = sorted(list(records.values()) + list(failures.values()),
+                   key=lambda r: (list(pipelines).index(r["pipeline"]), r["repeat"], r["fold"]))
+    n_train = np.mean([len(s.train) for s in splits])
+    n_test = np.mean([len(s.test) for s in splits])
+    ratio = float(n_test / n_train)
+
+    summary, timings = {}, {}
+    for name in pipelines:
+        recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
+                      key=lambda r: (r["repeat"], r["fold"]))
+        summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=ratio,
+                                      confidence=confidence) for m in METRIC_NAMES}
+        timings[name] = _timings(recs, prefix_records.get(name), len(samples))
+    comparisons = {}
+    for metric in dict.fromkeys([rank_by] + [m for m in shown_metrics if m in ("mcc", "roc_auc", "accuracy")]):
+        scores = {}
+        for name in pipelines:
+            by_split = {(r["repeat"], r["fold"]): _num(r["metrics"].get(metric))
+                        for r in folds if r["pipeline"] == name and r["status"] == "ok"}
+            scores[name] = np.array([by_split.get(s.id, np.nan) for s in splits])
+        comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=ratio, rope=rope)
+
+    leak = leakage_report(
+        splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
+        pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
+        tuned={n: n in grids for n in pipelines},
+    )
+    for message in leak["warnings"]:
+        warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
+
+    merged_counts = np.unique(merged, return_counts=True)[1]
+    dataset_info = {
+        "name": ds.name, "n_samples": len(samples), "root": ds.root,
+        "class_counts": {str(k): v for k, v in ds.class_counts().items()},
+        "labels": labels, "pos_label": pos_label, "task": "binary" if len(labels) == 2 else "multi-class",
+        "n_patient_groups": len({g for g in patient if g is not None}),
+        "n_samples_without_group": sum(g is None for g in patient),
+        "n_independent_groups": int(len(merged_counts)),
+        "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
+        "synthetic": bool(ds.info.get("synthetic", False)),
+    }
+    config = {
+        "cv": spec.as_dict(), "cv_description": (
+            f"{spec.n_repeats} × stratified grouped {spec.n_splits}-fold (groups: patients + duplicate clusters)"),
+        "inner_cv": inner_spec.n_splits, "inner_scoring": repr(inner_scoring), "metrics": list(shown_metrics),
+        "rank_by": rank_by, "pos_label": pos_label, "duplicates": dup_method, "confidence": confidence,
+        "ci_method": CI_LABEL, "test": NB_TEST_LABEL, "multiple_comparisons": "Holm over all pairs of pipelines",
+        "rope": rope, "test_train_ratio": ratio, "n_jobs": n_jobs, "backend": backend or "joblib default",
+        "split_fingerprint": fingerprint,
+    }
+    result = BenchmarkResult(
+        dataset=dataset_info, config=config, pipelines=descriptions,
+        splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
+                for s in splits],
+        folds=folds, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
+        versions=_versions(), output_dir=out_dir,
+    )
+    if out_dir is not None:
+        from .report import write_reports
+
+        result.files = write_reports(result, out_dir)
+        if plots:
+            from .plots import write_plots
+
+            result.files += write_plots(result, out_dir, samples)
+        (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
+                                              encoding="utf-8")
+    if failures and on_error == "record":
+        warnings.warn(f"{len(failures)} fold(s) failed and were recorded; see the report", UserWarning, stacklevel=2)
+    return result
+
+
+def _timings(recs, prefix_rec, n_samples):
+    fit = np.array([r["time"]["fit_s"] for r in recs]) if recs else np.array([])
+    pred = np.array([r["time"]["predict_s"] for r in recs]) if recs else np.array([])
+    n_train = np.array([r["n_train"] for r in recs]) if recs else np.array([])
+    n_test = np.array([r["n_test"] for r in recs]) if recs else np.array([])
+    features_s = None if prefix_rec is None else prefix_rec.get("features_s")
+    out = {
+        "features_s": features_s,
+        "features_ms_per_image": None if features_s is None else 1000.0 * features_s / max(n_samples, 1),
+        "fit_s_per_fold": float(fit.mean()) if len(fit) else None,
+        "fit_ms_per_training_image": float(1000.0 * fit.sum() / n_train.sum()) if len(fit) else None,
+        "predict_s_per_fold": float(pred.mean()) if len(pred) else None,
+        "predict_ms_per_image": float(1000.0 * pred.sum() / n_test.sum()) if len(pred) else None,
+        "total_s": (features_s or 0.0) + float(fit.sum() + pred.sum()),
+        "n_folds": len(recs),
+    }
+    # Per-image cost of classifying one new image: features + prediction.
+    if out["features_ms_per_image"] is not None and out["predict_ms_per_image"] is not None:
+        out["ms_per_image"] = out["features_ms_per_image"] + out["predict_ms_per_image"]
+    else:
+        out["ms_per_image"] = None
+    return out
+
+
+@contextlib.contextmanager
+def _parallel_context(backend, scheduler, n_jobs):
+    if backend is None:
+        yield
+        return
+    client = None
+    if backend == "dask":
+        try:
+            import distributed
+        except ImportError:
+            raise ImportError("backend='dask' needs dask[distributed]: pip install 'featurepipe[dask]'") from None
+        if scheduler is not None:
+            client = distributed.Client(scheduler)
+        else:
+            try:
+                distributed.get_client()
+            except ValueError:
+                raise ValueError("backend='dask' needs a running distributed.Client, or scheduler='<address>'") from None
+    try:
+        with joblib.parallel_config(backend=backend):
+            yield
+    finally:
+        if client is not None:
+            client.close()
+

@@ -1,0 +1,213 @@
+"""Grouped, stratified, optionally repeated CV splits shared by every pipeline.
+
+Samples that must never be separated — images of one patient, and copies of
+one image (duplicate clusters) — are merged into connected groups
+(:func:`merge_groups`), and the splits keep each group whole on one side:
+stratified by class as far as the groups allow
+(:class:`~sklearn.model_selection.StratifiedGroupKFold`, shuffled with a
+seed per repeat).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from ..sample import _array_digest, hash_bytes
+
+__all__ = ["CVSpec", "Split", "exact_duplicate_clusters", "merge_groups", "make_splits", "splits_fingerprint"]
+
+
+@dataclass(frozen=True)
+class CVSpec:
+    """Outer cross-validation: ``n_repeats`` × stratified grouped ``n_splits``-fold, seeded.
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Folds per repeat (>= 2).
+    n_repeats : int, default=1
+        Independent reshufflings of the groups into folds.
+    random_state : int, default=0
+        Seed; the same seed gives the same splits (required for resuming).
+    """
+
+    n_splits: int = 5
+    n_repeats: int = 1
+    random_state: int = 0
+
+    @classmethod
+    def coerce(cls, cv, *, name="cv"):
+        """A :class:`CVSpec` from an int (``n_splits``), a dict of its fields, or a CVSpec."""
+        if isinstance(cv, CVSpec):
+            spec = cv
+        elif isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+            spec = cls(n_splits=int(cv))
+        elif isinstance(cv, dict):
+            unknown = set(cv) - {"n_splits", "n_repeats", "random_state"}
+            if unknown:
+                raise ValueError(f"{name} has unknown keys {sorted(unknown)}; allowed: n_splits, n_repeats, random_state")
+            spec = cls(**cv)
+        else:
+            raise TypeError(
+                f"{name} must be an int (number of folds), a dict with n_splits/n_repeats/random_state, or a "
+                f"CVSpec; got {type(cv).__name__}"
+            )
+        spec.validate(name)
+        return spec
+
+    def validate(self, name="cv"):
+        for field, minimum in (("n_splits", 2), ("n_repeats", 1)):
+            value = getattr(self, field)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name}.{field} must be an integer >= {minimum}; got {value!r}")
+        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
+            raise ValueError(
+                f"{name}.random_state must be an integer (fixed splits are needed to compare pipelines on the "
+                f"same folds and to resume); got {self.random_state!r}"
+            )
+
+    def as_dict(self):
+        return {"n_splits": int(self.n_splits), "n_repeats": int(self.n_repeats), "random_state": int(self.random_state)}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One outer fold: ``train`` and ``test`` are sorted sample indices."""
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def id(self):
+        return (self.repeat, self.fold)
+
+
+def exact_duplicate_clusters(samples):
+    """Cluster id per sample: samples with bit-identical decoded images share one.
+
+    Two files with the same pixels (whatever their names, masks or
+    encodings) are one cluster. Returns an int array of shape
+    ``(n_samples,)``; a sample without copies is a cluster of its own.
+    """
+    ids = {}
+    out = np.empty(len(samples), dtype=np.int64)
+    digest_of_key = {}
+    for i, sample in enumerate(samples):
+        digest = digest_of_key.get(sample.key)
+        if digest is None:
+            image = sample.image
+            digest = _array_digest(np.asarray(image))
+            digest_of_key[sample.key] = digest
+        out[i] = ids.setdefault(digest, len(ids))
+    return out
+
+
+def merge_groups(*labelings):
+    """Connected components of "shares a value in any labeling".
+
+    Parameters
+    ----------
+    *labelings : array-like of shape (n_samples,)
+        E.g. patient ids and duplicate-cluster ids. ``None`` entries link
+        nothing.
+
+    Returns
+    -------
+    ndarray of int, shape (n_samples,)
+        Component ids numbered in order of first appearance.
+    """
+    if not labelings:
+        raise ValueError("merge_groups needs at least one labeling")
+    arrays = [np.asarray(lab, dtype=object) for lab in labelings]
+    n = len(arrays[0])
+    for k, arr in enumerate(arrays):
+        if arr.shape != (n,):
+            raise ValueError(f"labeling {k} has shape {arr.shape}; expected ({n},) like the first")
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for arr in arrays:
+        first = {}
+        for i, value in enumerate(arr):
+            if value is None:
+                continue
+            j = first.setdefault(value, i)
+            if j != i:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    roots = {}
+    return np.array([roots.setdefault(find(i), len(roots)) for i in range(n)], dtype=np.int64)
+
+
+def _repeat_seeds(random_state, n_repeats):
+    return np.random.default_rng(int(random_state)).integers(0, 2**31 - 1, size=n_repeats).tolist()
+
+
+def _make_splitter(n_splits, seed):
+    # One internal place that chooses the splitter, so a featurepipe-wide
+    # repeated splitter can replace it without touching the runner.
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
+def make_splits(y, groups, spec):
+    """The outer splits for labels ``y`` and merged ``groups`` under ``spec`` (a :class:`CVSpec`).
+
+    Raises
+    ------
+    ValueError
+        When there are fewer groups than folds. A class with fewer groups
+        than folds only warns: some test folds will lack that class.
+    """
+    spec = CVSpec.coerce(spec)
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    if len(y) != len(groups):
+        raise ValueError(f"y has {len(y)} entries but groups has {len(groups)}")
+    n_groups = len(np.unique(groups))
+    if n_groups < spec.n_splits:
+        raise ValueError(
+            f"cv.n_splits={spec.n_splits} but there are only {n_groups} independent groups (patients and "
+            "duplicate clusters merged); use fewer folds"
+        )
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"at least two classes are needed; every sample has label {classes.tolist()}")
+    for label in classes:
+        n_label_groups = len(np.unique(groups[y == label]))
+        if n_label_groups < spec.n_splits:
+            warnings.warn(
+                f"class {label!r} occurs in only {n_label_groups} groups, fewer than cv.n_splits={spec.n_splits}: "
+                "some test folds will not contain it (per-fold ROC-AUC of that class is then undefined)",
+                UserWarning, stacklevel=3,
+            )
+    splits = []
+    placeholder = np.zeros(len(y))
+    with warnings.catch_warnings():
+        # Our own warning above is clearer than scikit-learn's about the least populated class.
+        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+        for r, seed in enumerate(_repeat_seeds(spec.random_state, spec.n_repeats)):
+            splitter = _make_splitter(spec.n_splits, seed)
+            for f, (train, test) in enumerate(splitter.split(placeholder, y, groups)):
+                splits.append(Split(r, f, np.sort(train), np.sort(test)))
+    return splits
+
+
+def splits_fingerprint(splits, y, groups):
+    """A hash identifying the splits, labels and groups (changes when any of them does)."""
+    parts = [repr([str(v) for v in np.asarray(y).tolist()]), repr(np.asarray(groups).tolist())]
+    for s in splits:
+        parts.append(f"{s.repeat}:{s.fold}")
+        parts.append(_array_digest(np.asarray(s.test, dtype=np.int64)))
+    return hash_bytes(*parts)[:24]

@@ -1,0 +1,343 @@
+"""Grid search that computes a pipeline's stateless prefix once.
+
+A pipeline such as ``[CLAHE, CNNFeatures, StandardScaler, SVC]`` spends
+nearly all of its time in steps that learn nothing from the training data
+(the image filter and the frozen CNN). Plain :class:`~sklearn.model_selection.GridSearchCV`
+recomputes them for every fold and every parameter setting.
+:class:`PrefixCachedGridSearchCV` instead
+
+1. splits the pipeline into its *stateless prefix* — the leading steps for
+   which :func:`featurepipe.base.is_stateless` holds and that the grid does
+   not touch (the first stateless step whose parameters are searched ends
+   the prefix, and so does any step that is not stateless) — and the
+   learned *suffix*;
+2. computes the prefix once on all samples (fitting a stateless step
+   learns nothing, so its output on a sample is the same whichever fold it
+   was fitted on);
+3. runs :class:`~sklearn.model_selection.GridSearchCV` on the suffix with
+   the very same CV splits, and refits the best suffix on all samples;
+4. exposes the scikit-learn search attributes with the full pipeline's
+   parameter names and a refitted full pipeline (prefix + best suffix).
+
+The scores are those of plain ``GridSearchCV`` on the whole pipeline
+(tests compare them); only the wasted recomputation is gone.
+
+What counts as stateless: steps that declare it (``_stateless = True``,
+featurepipe's image steps and feature extractors), ``"passthrough"``, and a
+:class:`~sklearn.pipeline.FeatureUnion` or nested
+:class:`~sklearn.pipeline.Pipeline` made only of stateless parts (e.g. a
+hybrid of CNN and handcrafted features). A resampler (anything with
+``fit_resample``, e.g. SMOTE) is never part of the prefix: it must only see
+training folds.
+
+Scoring callables receive the suffix and the prefix output (features), not
+images; strings such as ``"accuracy"`` or ``"roc_auc"`` are unaffected.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.model_selection import GridSearchCV, check_cv
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.utils import get_tags
+from sklearn.utils.metaestimators import available_if
+
+from .base import is_stateless
+
+__all__ = ["PrefixCachedGridSearchCV", "split_stateless_prefix", "step_is_stateless", "grid_step_names"]
+
+
+def step_is_stateless(step):
+    """Whether a pipeline step's output can be computed once on all samples.
+
+    True for steps that declare ``_stateless = True``, for ``"passthrough"``
+    / ``None``, and for :class:`~sklearn.pipeline.FeatureUnion` and nested
+    :class:`~sklearn.pipeline.Pipeline` objects whose parts are all
+    stateless. Never true for resamplers (``fit_resample``).
+    """
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return True
+    if isinstance(step, str):  # "drop" inside unions is handled there
+        return False
+    if hasattr(step, "fit_resample"):
+        return False
+    if isinstance(step, FeatureUnion):
+        parts = [t for _, t in step.transformer_list if not (isinstance(t, str) and t == "drop")]
+        return bool(parts) and all(step_is_stateless(t) for t in parts)
+    if isinstance(step, Pipeline):
+        return bool(step.steps) and all(step_is_stateless(s) for _, s in step.steps)
+    return is_stateless(step)
+
+
+def _grid_list(param_grid):
+    if param_grid is None:
+        return []
+    if isinstance(param_grid, dict):
+        return [param_grid]
+    try:
+        grids = list(param_grid)
+    except TypeError:
+        raise TypeError(f"param_grid must be a dict or a list of dicts; got {type(param_grid).__name__}") from None
+    for i, grid in enumerate(grids):
+        if not isinstance(grid, dict):
+            raise TypeError(f"param_grid[{i}] must be a dict; got {type(grid).__name__}")
+    return grids
+
+
+def grid_step_names(pipeline, param_grid):
+    """Names of the pipeline steps that ``param_grid`` sets (or replaces).
+
+    Returns ``None`` when a key addresses no step (a pipeline-level
+    parameter such as ``memory``): then no step can safely be precomputed.
+    """
+    names = {name for name, _ in pipeline.steps}
+    touched = set()
+    for grid in _grid_list(param_grid):
+        for key in grid:
+            head = key.split("__", 1)[0]
+            if head not in names:
+                return None
+            touched.add(head)
+    return touched
+
+
+def split_stateless_prefix(pipeline, param_grid=None):
+    """Split ``pipeline`` into the stateless prefix and the learned suffix.
+
+    Parameters
+    ----------
+    pipeline : sklearn or imblearn Pipeline
+    param_grid : dict or list of dict, optional
+        Parameters that will be searched; a step they touch ends the prefix.
+
+    Returns
+    -------
+    prefix : Pipeline or None
+        An (unfitted) :class:`sklearn.pipeline.Pipeline` of the prefix steps
+        (the step objects themselves, not copies), ``None`` when empty.
+    suffix : Pipeline
+        A pipeline of the same class as ``pipeline`` (so imblearn samplers
+        keep working) holding the remaining steps under their original
+        names — parameter names such as ``svc__C`` mean the same thing in
+        the suffix and in the full pipeline. The final step is always in
+        the suffix.
+    """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(
+            f"expected a sklearn or imblearn Pipeline; got {type(pipeline).__name__}. Wrap a single estimator "
+            "with sklearn.pipeline.make_pipeline(...) to use the stateless-prefix search."
+        )
+    steps = list(pipeline.steps)
+    if not steps:
+        raise ValueError("the pipeline has no steps")
+    touched = grid_step_names(pipeline, param_grid)
+    k = 0
+    if touched is not None:
+        while k < len(steps) - 1:
+            name, step = steps[k]
+            if name in touched or not step_is_stateless(step):
+                break
+            k += 1
+    prefix = Pipeline(steps[:k]) if k else None
+    suffix = clone(pipeline, safe=False)
+    suffix.steps = steps[k:]
+    # clone() above copied the other pipeline parameters (memory, verbose, ...); the steps
+    # list now holds the original (unfitted) step objects, which GridSearchCV clones anyway.
+    return prefix, suffix
+
+
+def _transform_prefix(prefix, X):
+    """Output of a fitted (stateless) prefix on ``X``: features or derived samples."""
+    return prefix.transform(X)
+
+
+class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Exhaustive grid search that computes the pipeline's stateless prefix once.
+
+    Same parameters and fitted attributes as
+    :class:`~sklearn.model_selection.GridSearchCV` (see the module
+    docstring for how the pipeline is split); the scores are identical to
+    plain ``GridSearchCV`` on the full pipeline with the same splits.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        The full pipeline (sklearn or imblearn).
+    param_grid : dict or list of dict
+        Grid with full-pipeline parameter names (``"svc__C"``).
+    scoring, refit, error_score, return_train_score, verbose, pre_dispatch, n_jobs :
+        As in :class:`~sklearn.model_selection.GridSearchCV`, applied to the
+        suffix search.
+    cv : int, cross-validation generator or iterable, default=None
+        As in ``GridSearchCV``. The splits are drawn once from ``(X, y,
+        groups)`` and reused, so group-aware splitters work unchanged.
+
+    Attributes
+    ----------
+    best_estimator_ : Pipeline
+        The full pipeline: fitted prefix steps followed by the refitted best
+        suffix (only with ``refit``).
+    best_params_, best_score_, best_index_, cv_results_, scorer_, n_splits_,
+    multimetric_, refit_time_ :
+        As in ``GridSearchCV`` (parameter names are the full pipeline's).
+    prefix_ : Pipeline or None
+        The fitted stateless prefix.
+    prefix_steps_ : list of str
+        Names of the steps computed once.
+    prefix_time_ : float
+        Seconds spent computing the prefix on all samples.
+    search_ : GridSearchCV
+        The search run on the suffix.
+    classes_ : ndarray
+        Class labels (classifiers, with ``refit``).
+    """
+
+    def __init__(self, estimator, param_grid, *, scoring=None, n_jobs=None, refit=True, cv=None, verbose=0,
+                 pre_dispatch="2*n_jobs", error_score=np.nan, return_train_score=False):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.pre_dispatch = pre_dispatch
+        self.error_score = error_score
+        self.return_train_score = return_train_score
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = get_tags(self.estimator).estimator_type
+        tags.input_tags.two_d_array = False
+        return tags
+
+    def _check_params(self):
+        if not isinstance(self.estimator, Pipeline):
+            raise TypeError(
+                f"estimator must be a sklearn or imblearn Pipeline; got {type(self.estimator).__name__}"
+            )
+        grids = _grid_list(self.param_grid)
+        if not grids or not all(grids):
+            raise ValueError("param_grid must be a non-empty dict or list of dicts")
+
+    def fit(self, X, y=None, groups=None, **fit_params):
+        """Compute the prefix once, search the suffix, refit the best full pipeline.
+
+        Parameters
+        ----------
+        X : sequence of samples (or whatever the pipeline's first step takes)
+        y : array-like of shape (n_samples,)
+        groups : array-like of shape (n_samples,), optional
+            For group-aware ``cv`` splitters.
+        **fit_params :
+            Passed to the suffix's ``fit`` (``"step__param"`` names of suffix
+            steps only).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        prefix, suffix = split_stateless_prefix(self.estimator, self.param_grid)
+        prefix_names = [] if prefix is None else [name for name, _ in prefix.steps]
+        bad = [k for k in fit_params if k.split("__", 1)[0] in prefix_names]
+        if bad:
+            raise ValueError(f"fit parameters {bad} address stateless prefix steps, which learn nothing")
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        splits = [(np.asarray(train), np.asarray(test)) for train, test in cv.split(X, y, groups)]
+
+        start = time.perf_counter()
+        if prefix is not None:
+            prefix = clone(prefix)
+            prefix.fit(X, y)
+            Z = _transform_prefix(prefix, X)
+        else:
+            Z = X
+        self.prefix_time_ = time.perf_counter() - start
+
+        search = GridSearchCV(
+            suffix, self.param_grid, scoring=self.scoring, n_jobs=self.n_jobs, refit=self.refit, cv=splits,
+            verbose=self.verbose, pre_dispatch=self.pre_dispatch, error_score=self.error_score,
+            return_train_score=self.return_train_score,
+        )
+        search.fit(Z, y, **fit_params)
+        self.search_ = search
+        self.prefix_ = prefix
+        self.prefix_steps_ = prefix_names
+        self.cv_results_ = search.cv_results_
+        self.scorer_ = search.scorer_
+        self.n_splits_ = search.n_splits_
+        self.multimetric_ = search.multimetric_
+        if hasattr(search, "best_index_"):
+            self.best_index_ = search.best_index_
+            self.best_params_ = search.best_params_
+        if hasattr(search, "best_score_"):
+            self.best_score_ = search.best_score_
+        if self.refit:
+            full = clone(self.estimator, safe=False)
+            head = [] if prefix is None else list(prefix.steps)
+            full.steps = head + list(search.best_estimator_.steps)
+            self.best_estimator_ = full
+            self.refit_time_ = search.refit_time_
+            if hasattr(search.best_estimator_, "classes_"):
+                self.classes_ = search.best_estimator_.classes_
+            if hasattr(search, "n_features_in_"):
+                self.n_features_in_ = search.n_features_in_
+        return self
+
+    # -- delegation to the refitted full pipeline (like GridSearchCV) -----------------
+    def _has(name):
+        def check(self):
+            if not self.refit:
+                return False
+            target = getattr(self, "best_estimator_", self.estimator)
+            return hasattr(target, name)
+
+        return check
+
+    def _best(self):
+        if not self.refit:
+            raise AttributeError("refit=False: no best_estimator_ to predict with; fit with refit=True")
+        if not hasattr(self, "best_estimator_"):
+            raise AttributeError("this PrefixCachedGridSearchCV is not fitted yet; call fit first")
+        return self.best_estimator_
+
+    @available_if(_has("predict"))
+    def predict(self, X):
+        """Predictions of the refitted full pipeline."""
+        return self._best().predict(X)
+
+    @available_if(_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of the refitted full pipeline, columns in ``classes_`` order."""
+        return self._best().predict_proba(X)
+
+    @available_if(_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        return self._best().predict_log_proba(X)
+
+    @available_if(_has("decision_function"))
+    def decision_function(self, X):
+        return self._best().decision_function(X)
+
+    @available_if(_has("transform"))
+    def transform(self, X):
+        return self._best().transform(X)
+
+    def score(self, X, y=None):
+        """Score of the refitted full pipeline with the search's scorer (``refit`` metric)."""
+        best = self._best()
+        if self.multimetric_:
+            if not isinstance(self.refit, str):
+                raise AttributeError("score needs refit=<metric name> with multi-metric scoring")
+            scorer = self.scorer_[self.refit]
+        else:
+            scorer = self.scorer_
+        # The scorer was built for the suffix; it only calls predict/predict_proba/decision_function,
+        # which the full pipeline offers on raw samples.
+        return scorer(best, X, y)
+
+    del _has

@@ -1,0 +1,349 @@
+"""The benchmark runner: same splits for all, exact per-fold results, nested CV, resume, Dask, reports."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from featurepipe import FeatureExtractor, Sample
+from featurepipe.benchmark import CVSpec, exact_duplicate_clusters, make_splits, merge_groups, run_benchmark
+from featurepipe.cache import clear_memory_cache
+from featurepipe.dataset import Dataset
+from featurepipe.metrics import METRIC_NAMES, compute_metrics
+from featurepipe.stats import corrected_resampled_ttest, summarize
+
+
+class Stats(FeatureExtractor):
+    def __init__(self, cache=True, n_jobs=None):
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _extract(self, image, mask):
+        return [image.mean(), image.std(), np.percentile(image, 90), image[:2].mean()]
+
+    def _feature_names(self):
+        return ["mean", "std", "p90", "top"]
+
+
+FITS = []
+FAIL = {"at": None}
+
+
+class FlakyLR(LogisticRegression):
+    """Counts fits; raises at the FAIL["at"]-th fit (simulates an interruption)."""
+
+    def fit(self, X, y, sample_weight=None):
+        FITS.append(1)
+        if FAIL["at"] is not None and len(FITS) == FAIL["at"]:
+            raise RuntimeError("simulated interruption")
+        return super().fit(X, y, sample_weight)
+
+
+class HistoryLR(LogisticRegression):
+    """A classifier that records a training history, like the Keras baselines."""
+
+    def fit(self, X, y, sample_weight=None):
+        super().fit(X, y, sample_weight)
+        self.history_ = {"loss": [0.9, 0.6, 0.4], "val_loss": [1.0, 0.8, 0.7]}
+        return self
+
+
+class AlwaysFails(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        raise ValueError("this classifier cannot be fitted")
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    clear_memory_cache()
+    FITS.clear()
+    FAIL["at"] = None
+
+
+def make_dataset(n=36, classes=("benign", "malignant"), seed=0, shift=0.06):
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        k = classes.index(label)
+        image = (rng.random((8, 8)) * 0.7 + shift * k).astype(np.float32)
+        samples.append(Sample.from_array(image, label=label, group=f"patient{i // 2}"))
+    return Dataset(samples, name="tiny")
+
+
+def pipes():
+    return {
+        "lr": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
+        "knn": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("knn", KNeighborsClassifier(5))]),
+    }
+
+
+CV = {"n_splits": 3, "n_repeats": 2, "random_state": 0}
+
+
+def _runner_groups(ds):
+    patient = [s.group for s in ds.samples]
+    return merge_groups(patient, exact_duplicate_clusters(ds.samples))
+
+
+def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
+    ds = make_dataset()
+    res = run_benchmark(ds, pipes(), cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    X, y = ds.samples, ds.y
+    groups = _runner_groups(ds)
+    splits = make_splits(y, groups, CVSpec(**CV))
+    assert [(s["repeat"], s["fold"], s["test"]) for s in res.splits] == \
+        [(s.repeat, s.fold, s.test.tolist()) for s in splits]
+    patients = np.array([s.group for s in ds.samples])
+    for s in splits:
+        assert not set(patients[s.train]) & set(patients[s.test])  # patients never straddle
+    assert len(res.folds) == 2 * 6
+    for name, pipe in pipes().items():
+        recs = [r for r in res.folds if r["pipeline"] == name]
+        for rec, split in zip(recs, splits):
+            assert rec["test_index"] == split.test.tolist()  # same splits for every pipeline
+            model = clone(pipe).fit(X[split.train], y[split.train])
+            proba = model.predict_proba(X[split.test])
+            ref = compute_metrics(y[split.test], model.predict(X[split.test]), proba, labels=["benign", "malignant"])
+            for m in METRIC_NAMES:
+                assert rec["metrics"][m] == pytest.approx(ref[m], abs=1e-12), (name, m)
+            assert rec["confusion_matrix"] == ref["confusion_matrix"]
+            np.testing.assert_allclose(rec["y_score"], proba, atol=1e-12)
+            assert rec["score_kind"] == "predict_proba"
+        values = [r["metrics"]["mcc"] for r in recs]
+        ratio = np.mean([len(s.test) for s in splits]) / np.mean([len(s.train) for s in splits])
+        assert res.summary[name]["mcc"] == pytest.approx(summarize(values, test_train_ratio=ratio))
+        assert res.timings[name]["n_folds"] == 6 and res.timings[name]["features_s"] >= 0
+    [row] = res.comparisons["mcc"]
+    ref = corrected_resampled_ttest(res.fold_scores("lr", "mcc"), res.fold_scores("knn", "mcc"),
+                                    test_train_ratio=res.config["test_train_ratio"])
+    assert row["p_value"] == pytest.approx(ref.p_value) and row["p_holm"] == pytest.approx(ref.p_value)
+    assert row["mean_diff"] == pytest.approx(ref.mean_diff)
+
+    # reports
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["versions"]["scikit-learn"] and data["config"]["cv"] == CV
+    assert data["dataset"]["class_counts"] == {"benign": 18, "malignant": 18}
+    assert data["pipelines"]["lr"]["stateless_prefix"] == ["stats"]
+    assert data["summary"]["knn"]["accuracy"]["mean"] == pytest.approx(res.summary["knn"]["accuracy"]["mean"])
+    with open(tmp_path / "folds.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and float(rows[0]["mcc"]) == pytest.approx(res.folds[0]["metrics"]["mcc"])
+    md = (tmp_path / "summary.md").read_text()
+    order = res.ranking("mcc")
+    assert md.index(f"| 1 | {order[0]} |") < md.index(f"| 2 | {order[1]} |")
+    assert "Nadeau–Bengio" in md and "Holm" in md and "Leakage report" in md
+    by_acc = res.to_markdown("accuracy")
+    assert "**Sorted by**: accuracy" in by_acc
+
+
+def test_nested_cv_tunes_on_the_outer_training_part_only():
+    ds = make_dataset(seed=3)
+    grid = {"svc__C": [0.01, 1.0, 100.0]}
+    pipe = Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("svc", SVC())])
+    cv = {"n_splits": 3, "n_repeats": 1, "random_state": 1}
+    res = run_benchmark(ds, {"svc": pipe}, cv=cv, param_grids={"svc": grid}, inner_cv=3, progress=False)
+    X, y = ds.samples, ds.y
+    groups = _runner_groups(ds)
+    for rec, split in zip(res.folds, make_splits(y, groups, CVSpec(**cv))):
+        inner = make_splits(y[split.train], groups[split.train], CVSpec(3, 1, 1))
+        ref = GridSearchCV(pipe, grid, cv=[(s.train, s.test) for s in inner], scoring="balanced_accuracy")
+        ref.fit(X[split.train], y[split.train])
+        assert rec["best_params"] == ref.best_params_
+        assert rec["inner_best_score"] == pytest.approx(ref.best_score_)
+        assert rec["y_pred"] == ref.predict(X[split.test]).tolist()
+        assert rec["score_kind"] == "decision_function"  # SVC without probabilities
+    assert "nested CV" in res.leakage["pipelines"]["svc"]["tuning"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    ds = make_dataset(seed=4)
+    pipe = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR())])}
+    FAIL["at"] = 4
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "folds.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in lines].count("fold") == 3  # three folds finished and were saved
+    FAIL["at"] = None
+    FITS.clear()
+    resumed = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 3  # only the three missing folds ran
+    assert len(resumed.folds) == 6
+    fresh = run_benchmark(ds, pipe, cv=CV, output_dir=None, progress=False)
+    for a, b in zip(resumed.folds, fresh.folds):
+        assert (a["repeat"], a["fold"]) == (b["repeat"], b["fold"])
+        assert a["metrics"] == pytest.approx(b["metrics"]) and a["y_pred"] == b["y_pred"]
+    # another configuration of the same name does not reuse those folds
+    FITS.clear()
+    changed = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR(C=0.5))])}
+    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 6
+    # resume=False recomputes everything
+    FITS.clear()
+    run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
+    assert len(FITS) == 6
+
+
+def test_dask_backend_gives_the_sequential_results():
+    distributed = pytest.importorskip("distributed")
+    ds = make_dataset(seed=5)
+    sequential = run_benchmark(ds, pipes(), cv=CV, progress=False)
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        clear_memory_cache()
+        on_dask = run_benchmark(ds, pipes(), cv=CV, progress=False, backend="dask", n_jobs=2)
+    assert on_dask.config["backend"] == "dask"
+    assert len(on_dask.folds) == len(sequential.folds)
+    for a, b in zip(sequential.folds, on_dask.folds):
+        assert (a["pipeline"], a["repeat"], a["fold"]) == (b["pipeline"], b["repeat"], b["fold"])
+        assert a["metrics"] == b["metrics"] and a["y_pred"] == b["y_pred"] and a["y_score"] == b["y_score"]
+    with pytest.raises(ValueError, match="distributed.Client"):
+        run_benchmark(ds, pipes(), cv=CV, progress=False, backend="dask")
+
+
+def test_multiclass_report_plots_and_learning_curves(tmp_path):
+    ds = make_dataset(n=45, classes=("benign", "malignant", "normal"), seed=6, shift=0.05)
+    pipelines = {
+        "history lr": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", HistoryLR())]),
+        "svc": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("svc", SVC())]),
+    }
+    res = run_benchmark(ds, pipelines, cv={"n_splits": 3, "n_repeats": 1, "random_state": 0},
+                        output_dir=tmp_path, progress=False, metrics=["accuracy", "mcc", "roc_auc", "pr_auc"])
+    assert res.dataset["task"] == "multi-class" and res.dataset["pos_label"] is None
+    rec = res.folds[0]
+    assert set(rec["per_class"]) == {"benign", "malignant", "normal"}
+    assert rec["history"] == {"loss": [0.9, 0.6, 0.4], "val_loss": [1.0, 0.8, 0.7]}
+    macro = np.mean([rec["per_class"][c]["roc_auc"] for c in ("benign", "malignant", "normal")])
+    assert rec["metrics"]["roc_auc"] == pytest.approx(macro)
+    for name in ("roc_curves", "confusion_matrices", "fold_scores", "intensity_distributions", "learning_curves",
+                 "misclassified_history_lr", "misclassified_svc"):
+        path = tmp_path / f"{name}.png"
+        assert str(path) in res.files
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+    md = (tmp_path / "summary.md").read_text()
+    assert "| # | pipeline | accuracy | MCC | ROC-AUC | PR-AUC |" in md
+    assert "macro averages" in md
+
+
+def test_failed_folds_are_recorded_not_hidden(tmp_path):
+    ds = make_dataset(seed=7)
+    pipelines = {"ok": Pipeline([("stats", Stats()), ("lr", LogisticRegression())]),
+                 "broken": Pipeline([("stats", Stats()), ("lr", AlwaysFails())])}
+    with pytest.warns(UserWarning) as caught:
+        res = run_benchmark(ds, pipelines, cv=CV, output_dir=tmp_path, plots=False, progress=False,
+                            on_error="record")
+    messages = [str(w.message) for w in caught]
+    assert any("pipeline 'broken' failed on repeat 0 fold 0" in m for m in messages)
+    assert any("6 fold(s) failed and were recorded" in m for m in messages)
+    failed = [r for r in res.folds if r["status"] == "failed"]
+    assert len(failed) == 6 and all("cannot be fitted" in r["error"] for r in failed)
+    assert res.summary["broken"]["accuracy"]["n"] == 0 and res.summary["ok"]["accuracy"]["n"] == 6
+    assert "## Failed folds" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(ValueError, match="cannot be fitted"):
+        run_benchmark(ds, pipelines, cv=CV, progress=False)
+
+
+def test_synthetic_dataset_is_labelled_in_reports(tmp_path):
+    ds = make_dataset(seed=8)
+    ds = Dataset(list(ds.samples), name="toy", info={"synthetic": True, "note": "made-up pixels"})
+    res = run_benchmark(ds, {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert res.dataset["synthetic"] is True
+    assert "**SYNTHETIC DATA** — made-up pixels" in (tmp_path / "summary.md").read_text()
+
+
+def test_input_validation_names_the_parameter():
+    ds = make_dataset(n=12)
+    good = pipes()
+    with pytest.raises(TypeError, match="non-empty dict"):
+        run_benchmark(ds, [])
+    with pytest.raises(TypeError, match=r"pipelines\['x'\] is the string"):
+        run_benchmark(ds, {"x": "hog+svm"})
+    with pytest.raises(TypeError, match="not a scikit-learn classifier"):
+        run_benchmark(ds, {"x": StandardScaler()})
+    with pytest.raises(ValueError, match=r"param_grids names pipelines \['nope'\]"):
+        run_benchmark(ds, good, param_grids={"nope": {"C": [1]}})
+    with pytest.raises(ValueError, match="cv.n_splits must be an integer >= 2"):
+        run_benchmark(ds, good, cv={"n_splits": 1})
+    with pytest.raises(ValueError, match="cv has unknown keys"):
+        run_benchmark(ds, good, cv={"folds": 3})
+    with pytest.raises(ValueError, match="rank_by"):
+        run_benchmark(ds, good, rank_by="auc")
+    with pytest.raises(ValueError, match="pos_label='x'"):
+        run_benchmark(ds, good, pos_label="x")
+    with pytest.raises(ValueError, match="duplicates"):
+        run_benchmark(ds, good, duplicates="fuzzy")
+    with pytest.raises(ValueError, match="only 6 independent groups"):
+        run_benchmark(ds, good, cv=7, progress=False)
+    with pytest.raises(ValueError, match="needs backend='dask'"):
+        run_benchmark(ds, good, backend="loky", scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(TypeError, match="featurepipe.datasets"):
+        run_benchmark("some/folder", good)
+    X = [s.image for s in ds.samples]
+    with pytest.raises(ValueError, match="one label per sample"):
+        run_benchmark((X, ds.y[:5]), good)
+
+
+def test_tuple_dataset_and_binary_pos_label():
+    ds = make_dataset(seed=9)
+    X = [s.image for s in ds.samples]
+    y = np.where(ds.y == "malignant", 1, 0)
+    groups = [s.group for s in ds.samples]
+    res = run_benchmark((X, y, groups), {"lr": pipes()["lr"]}, cv=CV, progress=False, pos_label=0)
+    assert res.dataset["labels"] == [0, 1] and res.dataset["pos_label"] == 0
+    rec = res.folds[0]
+    ref = compute_metrics(rec["y_true"], rec["y_pred"], rec["y_score"], labels=[0, 1], pos_label=0)
+    assert rec["metrics"]["sensitivity"] == pytest.approx(ref["sensitivity"])
+    assert res.dataset["n_patient_groups"] == 18
+
+
+def test_demo_dataset_is_deterministic_synthetic_and_self_healing(tmp_path):
+    from skimage.measure import label as cc_label
+    from skimage.measure import regionprops
+
+    from featurepipe.demo import DEMO_CLASSES, load_demo
+
+    ds = load_demo(tmp_path / "a", n_per_class=8, size=64, n_duplicates=2)
+    assert len(ds) == 3 * 8 + 2
+    counts = ds.class_counts()
+    assert all(8 <= c <= 10 for c in counts.values())  # 8 per class plus the 2 copies
+    assert "SYNTHETIC" in ds.name and ds.info["synthetic"] is True and "not real medical data" in ds.info["note"]
+    assert tuple(sorted(ds.class_counts())) == DEMO_CLASSES
+    root = ds.root
+    again = load_demo(tmp_path / "b", n_per_class=8, size=64, n_duplicates=2)
+    sums_a = (tmp_path / "a").glob("*/SHA1SUMS")
+    sums_b = (tmp_path / "b").glob("*/SHA1SUMS")
+    assert next(sums_a).read_text() == next(sums_b).read_text()  # deterministic, byte for byte
+    assert [s.key for s in ds] == [s.key for s in again]
+    solidity = {"benign": [], "malignant": []}
+    for s in ds:
+        image, mask = s.load()
+        assert image.shape == (64, 64) and image.dtype == np.float32
+        if s.label == "normal":
+            assert not mask.any()
+        else:
+            assert mask.any()
+            region = max(regionprops(cc_label(mask)), key=lambda r: r.area)
+            solidity[s.label].append(region.solidity)
+    # smooth benign outlines are more convex than lobulated malignant ones
+    assert np.mean(solidity["benign"]) > np.mean(solidity["malignant"])
+    clusters = exact_duplicate_clusters(ds.samples)
+    assert len(clusters) - len(set(clusters.tolist())) == 2  # the two planted copies
+    # an altered file is detected and the set regenerated identically
+    victim = next(iter(sorted(Path(root).glob("images/*.png"))))
+    original = victim.read_bytes()
+    victim.write_bytes(b"not a png")
+    healed = load_demo(tmp_path / "a", n_per_class=8, size=64, n_duplicates=2)
+    assert victim.read_bytes() == original and len(healed) == len(ds)
+    with pytest.raises(ValueError, match="views_per_patient"):
+        load_demo(tmp_path / "c", n_per_class=7)
