@@ -99,6 +99,8 @@ def test_mask_roi_and_empty_mask_policy():
     with pytest.raises(ValueError, match="no keypoint of the grid"):
         dense_descriptors(img, tiny, roi="mask")
     assert dense_descriptors(img, tiny, roi="mask", empty_mask="nan").shape == (0, 32)
+    for bad_mask in (tiny, None, np.zeros_like(mask)):
+        np.testing.assert_array_equal(dense_descriptors(img, bad_mask, roi="mask", empty_mask="image"), full)
 
     X = [Sample.from_array(img, mask=mask), Sample.from_array(_texture("x", rng), mask=mask),
          Sample.from_array(img * 0.5, mask=np.zeros_like(mask))]

@@ -223,6 +223,10 @@ def test_missing_or_empty_mask_policy():
         curvelet_features(img, None, roi="mask_bbox", **SMALL)
     values, names = curvelet_features(img, empty, roi="mask_bbox", empty_mask="nan", **SMALL)
     assert len(values) == len(names) == 114 and np.all(np.isnan(values))
+    whole, _ = curvelet_features(img, **SMALL)
+    for mask in (empty, None):
+        np.testing.assert_array_equal(curvelet_features(img, mask, roi="mask_bbox", empty_mask="image", **SMALL)[0],
+                                      whole)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +237,7 @@ def test_missing_or_empty_mask_policy():
         (dict(size=0), "size must be at least 16"),
         (dict(size=(64, "a")), "size must be a positive int or a pair"),
         (dict(roi="box"), "roi must be one of 'image', 'mask_bbox'; got 'box'"),
-        (dict(empty_mask="zero"), "empty_mask must be one of 'error', 'nan'; got 'zero'"),
+        (dict(empty_mask="zero"), "empty_mask must be one of 'error', 'nan', 'image'; got 'zero'"),
         (dict(rotation_invariant="yes"), "rotation_invariant must be True or False"),
     ],
 )

@@ -64,7 +64,7 @@ __all__ = ["BagOfVisualWords", "dense_descriptors", "dense_keypoints"]
 
 _DESCRIPTORS = ("orb", "sift")
 _ROI_CHOICES = ("image", "mask")
-_EMPTY_MASK_CHOICES = ("error", "nan")
+_EMPTY_MASK_CHOICES = ("error", "nan", "image")
 _DIMENSIONS = {"orb": 256, "sift": 128}  # after unpacking ORB's 32 bytes to bits
 
 
@@ -145,10 +145,11 @@ def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_
     patch_size : int, default=16
         ORB patch side / SIFT keypoint diameter, in pixels (≥ 8).
     roi : {"image", "mask"}, default="image"
-    empty_mask : {"error", "nan"}, default="error"
+    empty_mask : {"error", "nan", "image"}, default="error"
         With ``roi="mask"``: a missing or empty mask, or one containing no
-        grid point, raises ``ValueError`` — or, with ``"nan"``, gives zero
-        descriptors (then :class:`BagOfVisualWords` returns a NaN histogram).
+        grid point, raises ``ValueError``; with ``"nan"`` it gives zero
+        descriptors (then :class:`BagOfVisualWords` returns a NaN histogram);
+        with ``"image"`` every grid keypoint of the image is used.
 
     Returns
     -------
@@ -178,8 +179,13 @@ def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_
         if problem is not None:
             if empty_mask == "nan":
                 return empty
-            raise ValueError(f"roi='mask' needs keypoints inside a mask but {problem}; lower grid_step, use "
-                             "roi='image', or set empty_mask='nan' to get NaN histograms for such images")
+            if empty_mask == "error":
+                raise ValueError(
+                    f"roi='mask' needs keypoints inside a mask but {problem}; lower grid_step, use roi='image', "
+                    "or set empty_mask='nan' (NaN histograms) or empty_mask='image' (all grid keypoints) for "
+                    "such images"
+                )
+            xy = dense_keypoints(gray.shape, descriptor, grid_step, patch_size)
     else:
         xy = dense_keypoints(gray.shape, descriptor, grid_step, patch_size)
     keypoints = [cv2.KeyPoint(float(x), float(y), float(patch_size), 0.0) for x, y in xy]
@@ -238,9 +244,10 @@ class BagOfVisualWords(FeatureExtractor):
         ORB patch side / SIFT keypoint diameter (pixels, ≥ 8).
     roi : {"image", "mask"}, default="image"
         All grid keypoints, or only those whose centre is inside the mask.
-    empty_mask : {"error", "nan"}, default="error"
+    empty_mask : {"error", "nan", "image"}, default="error"
         With ``roi="mask"``: images without keypoints inside their mask raise,
-        or get a NaN histogram (and give the codebook nothing).
+        get a NaN histogram (and give the codebook nothing), or use all the
+        image's grid keypoints.
     max_descriptors : int or None, default=50000
         At most this many training descriptors (sampled uniformly) are
         clustered in ``fit``; ``None`` uses all.

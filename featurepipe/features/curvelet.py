@@ -6,6 +6,11 @@ in its default ``"real"`` kind: a tight frame (Parseval: the squared
 coefficient magnitudes sum to the squared norm of the image) whose
 coefficients are complex; we use their magnitudes.
 
+The transform is trusted because the tests check it: forward then backward
+reproduces random images to ~1e-15 (float64; 3 wedges per direction),
+~1e-8 (6 wedges) and ~1e-5 (12 wedges), and to float32 round-off (~4e-7)
+for float32 input, and the band energies add up to the image's squared norm.
+
 Not the same numbers as CurveLab / FDCT papers
 ----------------------------------------------
 Curvelet-texture papers on mammograms and breast thermograms mostly use the
@@ -103,7 +108,7 @@ __all__ = [
 CURVELET_STATS = ("mean", "std", "energy", "entropy", "skewness", "kurtosis")
 
 _ROI_CHOICES = ("image", "mask_bbox")
-_EMPTY_MASK_CHOICES = ("error", "nan")
+_EMPTY_MASK_CHOICES = ("error", "nan", "image")
 # A band whose magnitudes have a smaller standard deviation is flat (float32
 # round-off of a constant region): higher moments would be noise / 0.
 _FLAT_STD = 1e-7
@@ -231,15 +236,17 @@ def _band_stats(bands):
 def _prepare(image, mask, size, roi, empty_mask):
     """Gray float image cropped (roi) and resized to ``size``; ``None`` when the NaN policy applies."""
     image = to_float_image(image, name="image")
-    if roi == "mask_bbox":
-        if mask is None or not np.any(mask):
-            if empty_mask == "nan":
-                return None
+    if roi == "mask_bbox" and (mask is None or not np.any(mask)):
+        if empty_mask == "nan":
+            return None
+        if empty_mask == "error":
             what = "no mask" if mask is None else "an empty mask (no True pixel)"
             raise ValueError(
                 f"roi='mask_bbox' needs a non-empty mask but the image has {what}; pass masks, use "
-                "roi='image', or set empty_mask='nan' to get NaN features for such images"
+                "roi='image', or set empty_mask='nan' (NaN features) or empty_mask='image' (whole image) "
+                "for such images"
             )
+    elif roi == "mask_bbox":
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask has shape {mask.shape} but the image is {image.shape[:2]} (H, W)")
@@ -309,9 +316,10 @@ def curvelet_features(image, mask=None, *, size=128, num_scales=4, wedges_per_di
     roi : {"image", "mask_bbox"}, default="image"
         ``"image"``: the whole image; ``"mask_bbox"``: the bounding box of
         the mask (then resized to ``size``).
-    empty_mask : {"error", "nan"}, default="error"
+    empty_mask : {"error", "nan", "image"}, default="error"
         With ``roi="mask_bbox"``, what a missing or empty mask gives: a
-        ``ValueError``, or a vector of NaN (to impute or drop explicitly).
+        ``ValueError``, a vector of NaN (to impute or drop explicitly), or
+        the features of the whole image.
 
     Returns
     -------
@@ -372,8 +380,9 @@ class CurveletFeatures(FeatureExtractor):
         Cyclic shift of each scale's wedges to start at the most energetic one.
     roi : {"image", "mask_bbox"}, default="image"
         Whole image, or the bounding box of the sample's mask.
-    empty_mask : {"error", "nan"}, default="error"
-        With ``roi="mask_bbox"``: missing/empty mask raises, or gives NaN features.
+    empty_mask : {"error", "nan", "image"}, default="error"
+        With ``roi="mask_bbox"``: a missing/empty mask raises, gives NaN
+        features, or the whole image is used.
     cache : bool or path, default=True
         Per-sample cache (see :mod:`featurepipe.cache`).
     n_jobs : int, optional
