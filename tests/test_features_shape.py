@@ -1,6 +1,7 @@
 """Shape features of masks: hand-computed shapes, scikit-image regionprops, OpenCV Hu moments, policies."""
 
 import pickle
+import re
 
 import cv2
 import numpy as np
@@ -277,3 +278,32 @@ def test_clone_params_pickle_and_grid_search():
     # Round vs elongated is separable by eccentricity / axis ratio whatever the perimeter estimator.
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"], [1.0, 1.0])
     np.testing.assert_array_equal(search.predict(X), y)
+
+
+# --------------------------------------------------------------------------- real masks
+def test_busi_lesion_masks_match_regionprops(shared_data):
+    root = shared_data / "busi"
+    images = sorted(p for p in (root / "benign").glob("*.png") if "_mask" not in p.name)[:12]
+    images += sorted(p for p in (root / "malignant").glob("*.png") if "_mask" not in p.name)[:12]
+    # Images with several lesion masks (merged by Sample.from_path) exercise the components policy.
+    several = sorted(p for p in (root / "benign").glob("*_mask_1.png"))[:4]
+    images += [p.with_name(p.name.replace("_mask_1", "")) for p in several]
+    checked = 0
+    for path in images:
+        masks = sorted(path.parent.glob(path.stem.replace("[", "[[]") + "_mask*.png"))
+        sample = Sample.from_path(path, mask=masks)
+        mask = sample.mask
+        for components in ("largest", "union"):
+            f = _as_dict(shape_features(mask, components=components)[0])
+            ref = _reference(mask, components, "crofton")
+            for key in ("shape_area", "shape_perimeter", "shape_solidity", "shape_extent", "shape_eccentricity",
+                        "shape_major_axis_length", "shape_minor_axis_length"):
+                np.testing.assert_allclose(f[key], ref[key], rtol=1e-9, err_msg=f"{path.name}: {key}")
+            checked += 1
+    assert checked == 2 * len(images) >= 40
+    # BUSI's normal images have empty masks: an error by default, NaN on request.
+    normal = sorted(p for p in (root / "normal").glob("*.png") if "_mask" not in p.name)[0]
+    sample = Sample.from_path(normal, mask=normal.with_name(normal.stem + "_mask.png"))
+    with pytest.raises(ValueError, match=f"ShapeFeatures on sample .*{re.escape(normal.name)}.*the mask is empty"):
+        ShapeFeatures(cache=False).fit_transform([sample])
+    assert np.all(np.isnan(ShapeFeatures(empty_mask="nan", cache=False).fit_transform([sample])))
