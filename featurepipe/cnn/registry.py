@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -131,6 +132,10 @@ class BackboneSpec:
     weights_file : callable or None
         ``weights_file(input_shape) -> (file name, URL)`` of the file Keras
         downloads for ``weights="imagenet"`` (``None`` when not downloaded).
+    fingerprint : str
+        Identifies a user-registered model's architecture and weights (part
+        of feature-cache keys, so re-registering a changed model under the
+        same name never serves stale features); empty for built-ins.
     """
 
     name: str
@@ -143,12 +148,19 @@ class BackboneSpec:
     description: str
     min_input_size: int = 32
     weights_file: Callable | None = field(default=None, repr=False)
+    fingerprint: str = ""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 # Bumped whenever a name is (re-)registered so the model cache never serves a stale model.
 _GENERATION: dict[str, int] = {}
 _LOCK = threading.RLock()
+# Called whenever cached models are dropped (the extractor forgets its compiled functions).
+_CLEAR_HOOKS: list = []
+# Random (weights=None) models differ between processes and between rebuilds: features computed
+# with them are keyed by this process's nonce and the number of times the model cache was cleared.
+_PROCESS_NONCE = uuid.uuid4().hex[:16]
+_EPOCH = [0]
 
 
 def keras_cache_dir():
@@ -396,6 +408,23 @@ def _headless(name, model):
                      "(batch, height, width, channels); a CNN backbone is needed")
 
 
+def _model_fingerprint(model):
+    """Hash of a Keras model's architecture (config JSON) and weights."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1()
+    try:
+        h.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode("utf-8"))
+    except (NotImplementedError, TypeError):
+        h.update(type(model).__qualname__.encode("utf-8"))
+    for weight in model.get_weights():
+        weight = np.ascontiguousarray(weight)
+        h.update(str(weight.dtype).encode() + repr(weight.shape).encode())
+        h.update(weight.tobytes())
+    return "model:" + h.hexdigest()[:24]
+
+
 def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, default_input_size=None,
                       output_dim=None, weights_source="user-registered model", licence="as set by its owner",
                       description="", min_input_size=None, overwrite=False):
@@ -470,6 +499,7 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
         if min_input_size is None:
             min_input_size = fixed_size if fixed_size is not None else 32
         builder = functools.partial(_user_model_builder, name, base)
+        fingerprint = _model_fingerprint(base)
     elif callable(model_or_builder):
         if default_input_size is None or output_dim is None:
             raise ValueError(f"register_backbone({name!r}, ...): with a builder function, pass "
@@ -477,6 +507,8 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
         builder = model_or_builder
         if min_input_size is None:
             min_input_size = 32
+        qualname = getattr(builder, "__qualname__", repr(builder))
+        fingerprint = f"builder:{getattr(builder, '__module__', '?')}.{qualname}"
     else:
         raise TypeError(f"register_backbone({name!r}, ...): expected a keras.Model or a builder callable; "
                         f"got {type(model_or_builder).__name__}")
@@ -484,7 +516,7 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
         name=name, builder=builder, preprocess=preprocess, default_input_size=int(default_input_size),
         output_dim=int(output_dim), weights_source=weights_source, licence=licence,
         description=description or f"user-registered backbone {name!r}", min_input_size=int(min_input_size),
-        weights_file=None,
+        weights_file=None, fingerprint=fingerprint,
     )
     with _LOCK:
         _REGISTRY[name] = spec
@@ -561,9 +593,17 @@ def _weights_key(weights):
         return ("file", os.path.abspath(path), None, None)
 
 
+def random_weights_token():
+    """Identifies the random networks of this process (``weights=None``) in feature-cache keys."""
+    return f"{_PROCESS_NONCE}.{_EPOCH[0]}"
+
+
 def _drop_cached(name):
+    _EPOCH[0] += 1
     for key in [k for k in _MODELS if k[0] == name]:
         del _MODELS[key]
+    for hook in _CLEAR_HOOKS:
+        hook()
 
 
 def _normalise_size(input_size, spec):
@@ -611,5 +651,8 @@ def load_backbone(name, weights="imagenet", input_size=None):
 def clear_model_cache():
     """Forget every built model (frees memory; the next use rebuilds)."""
     with _LOCK:
+        _EPOCH[0] += 1
         _MODELS.clear()
+        for hook in _CLEAR_HOOKS:
+            hook()
 

@@ -1,0 +1,455 @@
+"""``CNNFeatures``: a frozen CNN backbone as an image → vector feature extractor.
+
+Functional core: :func:`prepare_batch` turns images into the network's input
+batch, :func:`pool_feature_map` pools feature maps (average, max, GeM), and
+:func:`get_runner` returns the per-process ``tf.function`` that runs a
+backbone and pools its output. :class:`CNNFeatures` adds the scikit-learn
+contract and the per-sample cache of :class:`featurepipe.base.FeatureExtractor`.
+
+Speed and memory
+----------------
+* The backbone is built once per process (:func:`featurepipe.cnn.load_backbone`)
+  and shared by every clone of the estimator; neither the model nor the
+  compiled function is pickled or part of a cache key.
+* Each batch goes through one ``tf.function`` (preprocessing, network,
+  pooling) traced once for a ``(None, H, W, 3)`` input, never through
+  ``Model.predict`` (about 0.5 s of overhead per call here). XLA is not used:
+  on CPU it was several times slower for depthwise-convolution networks.
+* Images are read and resized batch by batch in a background thread while
+  the network runs on the previous batch, so memory holds at most two
+  batches of pixels whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+from ..base import FeatureExtractor, _file_token
+from ..io import ImageReadError
+from . import registry
+from .registry import get_backbone, load_backbone
+
+__all__ = ["CNNFeatures", "prepare_batch", "pool_feature_map", "get_runner", "POOLINGS", "GEM_EPS"]
+
+POOLINGS = ("avg", "max", "gem")
+#: Feature-map values are clipped to at least this before GeM pooling (Radenović et al. 2018).
+GEM_EPS = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# Functional core
+def _resize(image, size):
+    """Resize ``image`` (H, W[, 3]) to ``size`` = (height, width); no-op when already that size.
+
+    Area interpolation when shrinking (anti-aliased, like averaging the
+    pixels that fall in each output pixel), bilinear when enlarging.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == tuple(size):
+        return image
+    interpolation = cv2.INTER_AREA if (size[0] < h and size[1] < w) else cv2.INTER_LINEAR
+    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=interpolation)
+
+
+def prepare_image(image, size):
+    """One image in featurepipe's convention → float32 RGB ``(H, W, 3)`` in ``[0, 255]`` at ``size``.
+
+    Parameters
+    ----------
+    image : ndarray, float32 ``(h, w)`` or ``(h, w, 3)`` in ``[0, 1]``
+    size : (int, int)
+        Output ``(height, width)``; the aspect ratio is not kept (the usual
+        practice for frozen-CNN features; crop or letterbox beforehand with
+        an image step if it matters).
+
+    Returns
+    -------
+    ndarray of float32, shape ``(height, width, 3)``
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, 3); got shape {image.shape}")
+    image = _resize(image, size)
+    if image.ndim == 2:  # grayscale -> the three identical channels ImageNet networks expect
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.multiply(image, np.float32(255.0), dtype=np.float32)
+
+
+def prepare_batch(images, size):
+    """Stack :func:`prepare_image` of each image: float32 ``(n, height, width, 3)`` in ``[0, 255]``."""
+    size = (int(size[0]), int(size[1]))
+    out = np.empty((len(images), size[0], size[1], 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = prepare_image(image, size)
+    return out
+
+
+def pool_feature_map(feature_map, pooling="avg", gem_p=3.0):
+    """Global pooling of feature maps over the spatial axes (NumPy reference implementation).
+
+    Parameters
+    ----------
+    feature_map : ndarray, shape (n, h, w, c)
+    pooling : {"avg", "max", "gem"}
+        ``gem`` is generalised-mean pooling ``(mean(max(x, eps) ** p)) ** (1/p)``
+        (Radenović et al. 2018): ``p = 1`` is average pooling, ``p → ∞`` max pooling.
+    gem_p : float
+        The GeM exponent ``p`` (> 0).
+
+    Returns
+    -------
+    ndarray, shape (n, c)
+    """
+    x = np.asarray(feature_map, dtype=np.float64)
+    if pooling == "avg":
+        return x.mean(axis=(1, 2))
+    if pooling == "max":
+        return x.max(axis=(1, 2))
+    if pooling == "gem":
+        return np.power(np.power(np.maximum(x, GEM_EPS), gem_p).mean(axis=(1, 2)), 1.0 / gem_p)
+    raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+
+
+def _tf_pool(x, pooling, gem_p):
+    import tensorflow as tf
+
+    if pooling == "avg":
+        return tf.reduce_mean(x, axis=[1, 2])
+    if pooling == "max":
+        return tf.reduce_max(x, axis=[1, 2])
+    p = tf.constant(gem_p, dtype=x.dtype)
+    return tf.pow(tf.reduce_mean(tf.pow(tf.maximum(x, tf.constant(GEM_EPS, x.dtype)), p), axis=[1, 2]), 1.0 / p)
+
+
+class _Forward:
+    """Preprocess, run the network, pool: the body of the per-batch ``tf.function``.
+
+    A callable object rather than a closure: TensorFlow counts traces per
+    code object, and one code object shared by many runners would trigger
+    its "frequent retracing" warning although each runner traces only once.
+    """
+
+    def __init__(self, model, preprocess, pooling, gem_p):
+        self.model = model
+        self.preprocess = preprocess
+        self.pooling = pooling
+        self.gem_p = gem_p
+
+    def __call__(self, batch):
+        import tensorflow as tf
+
+        outputs = self.model(self.preprocess(batch), training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        pooled = [_tf_pool(tf.cast(o, tf.float32), self.pooling, self.gem_p) for o in outputs]
+        return pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=1)
+
+
+class _Runner:
+    """A compiled batch function plus what feature names need (tapped layer names and channels)."""
+
+    def __init__(self, function, layer_names, channels, model):
+        self.function = function
+        self.layer_names = layer_names
+        self.channels = channels
+        self.model = model  # keeps the model alive as long as the runner is cached
+
+
+_RUNNERS: dict = {}
+_RUNNER_LOCK = threading.RLock()
+
+
+def _forget_runners():
+    with _RUNNER_LOCK:
+        _RUNNERS.clear()
+
+
+registry._CLEAR_HOOKS.append(_forget_runners)
+
+
+def _resolve_layers(model, backbone, layer):
+    """Layer objects for ``layer`` (name, depth, or list of them), each with a 4-D output."""
+    items = layer if isinstance(layer, (list, tuple)) else [layer]
+    resolved = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                found = model.get_layer(item)
+            except ValueError:
+                names = [lyr.name for lyr in model.layers]
+                raise ValueError(f"CNNFeatures: layer {item!r} is not a layer of backbone {backbone!r}; "
+                                 f"its layers are {names[:3]} … {names[-3:]} ({len(names)} in all; "
+                                 "see load_backbone(...).summary())") from None
+        else:
+            n = len(model.layers)
+            if not -n <= item < n:
+                raise ValueError(f"CNNFeatures: layer depth {item} is out of range for backbone {backbone!r}, "
+                                 f"which has {n} layers (use -{n} … {n - 1})")
+            found = model.layers[item]
+        shape = tuple(found.output.shape)
+        if len(shape) != 4:
+            raise ValueError(f"CNNFeatures: layer {found.name!r} of backbone {backbone!r} outputs shape "
+                             f"{shape}; a 4-D feature map (batch, height, width, channels) is needed")
+        resolved.append(found)
+    return resolved
+
+
+def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3.0):
+    """The per-process compiled function ``f(batch in [0, 255]) -> pooled features`` for these settings.
+
+    Returns
+    -------
+    runner : object
+        ``runner.function(tf.Tensor (n, H, W, 3) float32) -> tf.Tensor (n, D)``;
+        ``runner.layer_names`` (tapped layer names, ``None`` for the default
+        last feature map) and ``runner.channels`` (channels per tapped map).
+    """
+    import tensorflow as tf
+
+    spec = get_backbone(backbone)
+    size = registry._normalise_size(input_size, spec)
+    layer_key = None if layer is None else tuple(layer) if isinstance(layer, (list, tuple)) else (layer,)
+    key = (backbone, registry._GENERATION.get(backbone, 0), registry._weights_key(weights), size, layer_key,
+           pooling, float(gem_p))
+    with _RUNNER_LOCK:
+        runner = _RUNNERS.get(key)
+        if runner is not None:
+            return runner
+        base = load_backbone(backbone, weights, size)
+        if layer is None:
+            model, names = base, None
+            channels = [int(base.output.shape[-1])]
+        else:
+            import keras
+
+            layers = _resolve_layers(base, backbone, layer)
+            names = [lyr.name for lyr in layers]
+            channels = [int(lyr.output.shape[-1]) for lyr in layers]
+            model = keras.Model(base.input, [lyr.output for lyr in layers], name=f"{base.name}_taps")
+        forward = _Forward(model, spec.preprocess, pooling, float(gem_p))
+        # One trace for any batch size; jit_compile=False: XLA was 4-7x slower on CPU for depthwise convs.
+        run = tf.function(forward, input_signature=[tf.TensorSpec((None, size[0], size[1], 3), tf.float32)],
+                          jit_compile=False)
+        runner = _Runner(run, names, channels, model)
+        _RUNNERS[key] = runner
+        return runner
+
+
+# ---------------------------------------------------------------------------------------------
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _safe(name):
+    return "".join(ch if ch.isalnum() else "_" for ch in str(name)).strip("_") or "layer"
+
+
+class CNNFeatures(FeatureExtractor):
+    """Pooled feature maps of a frozen ImageNet CNN (the "ConvNet + SVM" feature extractor).
+
+    Stateless: ``fit`` learns nothing; features are cached per sample
+    (keyed by the sample key and every parameter below that can change them).
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        A name from :func:`featurepipe.cnn.list_backbones` (or registered with
+        :func:`featurepipe.cnn.register_backbone`). The default works offline.
+    weights : {"imagenet", None} or path, default="imagenet"
+        Pretrained weights, a weights file (identified in cache keys by its
+        path, size and modification time), or ``None`` for random weights
+        (tests only: a warning says the features are meaningless).
+    input_size : int or (int, int), optional
+        Side (or ``(height, width)``) in pixels the images are resized to;
+        default the backbone's own (224 for most, 299 for Inception/Xception).
+    pooling : {"avg", "max", "gem"}, default="avg"
+        Global pooling of each feature map: average, maximum, or generalised
+        mean with exponent ``gem_p`` (values clipped at ``GEM_EPS`` first).
+    gem_p : float, default=3.0
+        GeM exponent (> 0); ignored for the other poolings.
+    layer : str, int or list, optional
+        Tap intermediate layers instead of the last feature map: a layer name,
+        a depth (index into ``model.layers``, negative from the end), or a
+        list of those whose pooled maps are concatenated in order.
+    batch_size : int, default=32
+        Images per network call (memory grows with it, not with the dataset).
+    cache : bool or path, default=True
+        Per-sample cache (see :mod:`featurepipe.cache`).
+    n_jobs : int, optional
+        Threads that read and resize images (default 1, running ahead of
+        the network by one batch; -1 for one per CPU). TensorFlow's own
+        thread pool runs the network.
+
+    Notes
+    -----
+    Images are converted to float32 RGB in ``[0, 255]`` (grayscale replicated
+    to three channels), resized to ``input_size`` without keeping the
+    aspect ratio (area interpolation when shrinking, bilinear when
+    enlarging), and passed through the backbone's own preprocessing.
+    A GPU is used automatically when TensorFlow sees one.
+
+    Feature names are ``cnn_<backbone>_<0000>`` for the last feature map and
+    ``cnn_<backbone>_<layer>_<0000>`` for tapped layers.
+    """
+
+    _non_key_params = ("cache", "n_jobs", "batch_size", "verbose")
+
+    def __init__(self, backbone="efficientnet_lite0", weights="imagenet", input_size=None, pooling="avg",
+                 gem_p=3.0, layer=None, batch_size=32, cache=True, n_jobs=None):
+        self.backbone = backbone
+        self.weights = weights
+        self.input_size = input_size
+        self.pooling = pooling
+        self.gem_p = gem_p
+        self.layer = layer
+        self.batch_size = batch_size
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    # -- validation ---------------------------------------------------------------------------
+    def _fail(self, param, value, allowed):
+        raise ValueError(f"CNNFeatures: {param} must be {allowed}; got {value!r}")
+
+    def _check_params(self):
+        try:
+            spec = get_backbone(self.backbone)
+        except ValueError as exc:
+            raise ValueError(f"CNNFeatures: backbone: {exc}") from None
+        weights = self.weights
+        if weights is not None and weights != "imagenet":
+            if not isinstance(weights, (str, os.PathLike)):
+                self._fail("weights", weights, "'imagenet', None or the path of a weights file")
+            if not os.path.isfile(weights):
+                self._fail("weights", weights, "'imagenet', None or the path of an existing weights file "
+                                               "(no such file)")
+        size = self.input_size
+        if size is not None:
+            pair = (size, size) if _is_int(size) else size
+            if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(_is_int(v) for v in pair)
+                    or min(pair) < spec.min_input_size):
+                self._fail("input_size", size, f"None, an integer or a (height, width) pair of integers >= "
+                                               f"{spec.min_input_size} (the smallest input {spec.name!r} takes)")
+        if self.pooling not in POOLINGS:
+            self._fail("pooling", self.pooling, f"one of {POOLINGS}")
+        if not _is_real(self.gem_p) or not math.isfinite(self.gem_p) or self.gem_p <= 0:
+            self._fail("gem_p", self.gem_p, "a finite number > 0")
+        layer = self.layer
+        if layer is not None:
+            items = layer if isinstance(layer, (list, tuple)) else [layer]
+            if not items or not all((isinstance(v, str) and v) or _is_int(v) for v in items):
+                self._fail("layer", layer, "None, a layer name, a layer depth (int), or a non-empty list of "
+                                           "those")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            self._fail("batch_size", self.batch_size, "an integer >= 1")
+        if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0 or self.n_jobs < -1):
+            self._fail("n_jobs", self.n_jobs, "None, -1 or an integer >= 1")
+        return spec
+
+    def _cache_token_extra(self):
+        """Identify what the parameters alone cannot: weights files, random networks, user models."""
+        weights = self.weights
+        if weights is None:
+            # A random network is different in every process (and after clear_model_cache()).
+            extra = f"|weights:random:{registry.random_weights_token()}"
+        elif weights == "imagenet":
+            extra = "|weights:imagenet"
+        else:
+            extra = f"|weights:{_file_token(weights)}"
+        fingerprint = get_backbone(self.backbone).fingerprint
+        if fingerprint:
+            extra += f"|{fingerprint}"
+        return extra
+
+    # -- scikit-learn API -------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Validate the parameters (nothing is learned). Returns ``self``."""
+        self._check_params()
+        self._warn_random()
+        return self
+
+    def transform(self, X):
+        """Feature matrix ``(n_samples, n_features)``, float64, cached per sample."""
+        self._check_params()
+        self._warn_random()
+        return super().transform(X)
+
+    def _warn_random(self):
+        if self.weights is None:
+            warnings.warn(f"CNNFeatures(backbone={self.backbone!r}, weights=None): the network has random "
+                          "weights, so its features are meaningless for classification (use weights=None "
+                          "only for tests)", UserWarning, stacklevel=3)
+
+    def _runner(self):
+        return get_runner(self.backbone, self.weights, self.input_size, self.layer, self.pooling, self.gem_p)
+
+    def _feature_names(self):
+        prefix = f"cnn_{self.backbone}"
+        if self.layer is None:
+            dim = get_backbone(self.backbone).output_dim
+            return [f"{prefix}_{i:04d}" for i in range(dim)]
+        runner = self._runner()
+        names = []
+        for layer_name, channels in zip(runner.layer_names, runner.channels):
+            names.extend(f"{prefix}_{_safe(layer_name)}_{i:04d}" for i in range(channels))
+        return names
+
+    # -- batched extraction -----------------------------------------------------------------------
+    def _load_one(self, sample, size):
+        image, _ = sample.load()
+        try:
+            return prepare_image(image, size)
+        except ValueError as exc:
+            raise ValueError(f"CNNFeatures on sample {sample.name!r}: {exc}") from exc
+
+    def _load_batch(self, pool, samples, size):
+        out = np.empty((len(samples), size[0], size[1], 3), dtype=np.float32)
+        for i, image in enumerate(pool.map(lambda s: self._load_one(s, size), samples)):
+            out[i] = image
+        return out
+
+    def _extract_many(self, samples):
+        import tensorflow as tf
+
+        runner = self._runner()
+        spec = get_backbone(self.backbone)
+        size = registry._normalise_size(self.input_size, spec)
+        n_out = sum(runner.channels)
+        out = np.empty((len(samples), n_out), dtype=np.float64)
+        if not len(samples):
+            return out
+        batch = int(self.batch_size)
+        starts = list(range(0, len(samples), batch))
+        threads = 1 if self.n_jobs is None else (os.cpu_count() or 1) if self.n_jobs == -1 else int(self.n_jobs)
+        # Readers (threads; OpenCV and Pillow release the GIL) prepare the next batch while the
+        # network runs on this one: at most two batches of pixels are alive at any time.
+        with ThreadPoolExecutor(max_workers=threads) as readers, ThreadPoolExecutor(max_workers=1) as ahead:
+            pending = ahead.submit(self._load_batch, readers, samples[0:batch], size)
+            for k, start in enumerate(starts):
+                try:
+                    pixels = pending.result()
+                except ImageReadError:
+                    raise
+                if k + 1 < len(starts):
+                    nxt = starts[k + 1]
+                    pending = ahead.submit(self._load_batch, readers, samples[nxt:nxt + batch], size)
+                values = runner.function(tf.constant(pixels)).numpy()
+                out[start:start + len(pixels)] = values
+                del pixels
+        if not np.all(np.isfinite(out)):
+            raise RuntimeError(f"CNNFeatures({self.backbone!r}) produced non-finite features; the backbone "
+                               "weights may be corrupt")
+        return out
