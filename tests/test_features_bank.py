@@ -23,6 +23,9 @@ from featurepipe.features import (
     GLCMFeatures,
     HOGFeatures,
     LBPFeatures,
+    DEFAULT_FAMILIES,
+    CurveletFeatures,
+    ShapeFeatures,
     default_handcrafted_bank,
     first_order_features,
     glcm_features,
@@ -179,8 +182,15 @@ def test_make_feature_bank_names():
 
 def test_default_bank(rng):
     bank = default_handcrafted_bank()
-    assert [name for name, _ in bank.transformer_list] == ["firstorder", "glcm", "lbp", "hog"]
-    assert bank.get_params()["glcm__empty_mask"] == "error"
+    assert [name for name, _ in bank.transformer_list] == ["firstorder", "glcm", "lbp", "hog", "curvelet"]
+    assert bank.get_params()["glcm__empty_mask"] == "error" and bank.get_params()["curvelet__roi"] == "image"
+    names = bank.get_feature_names_out()
+    assert len(names) == sum(len(est.get_feature_names_out()) for _, est in bank.transformer_list)
+    assert names[-1].startswith("curvelet_")
+    with_shape = default_handcrafted_bank(families=DEFAULT_FAMILIES + ("shape",), empty_mask="nan")
+    assert with_shape.get_params()["shape__empty_mask"] == "nan"
+    with pytest.raises(ValueError, match="shape"):
+        default_handcrafted_bank(families=("glcm", "shape"), empty_mask="image")
     nan_bank = default_handcrafted_bank(empty_mask="nan", families=("firstorder", "glcm"))
     empty = Sample.from_array(rng.random((40, 40)).astype(np.float32), mask=np.zeros((40, 40), bool))
     out = nan_bank.transform([empty])
@@ -195,8 +205,8 @@ def test_grid_search_over_nested_params(rng):
     clear_memory_cache()
     X, y = textures(rng)
     pipe = Pipeline([("features", small_bank()), ("scale", StandardScaler()), ("clf", LogisticRegression())])
-    search = GridSearchCV(pipe, {"features__glcm__levels": [8, 16], "features__hog": ["drop", HOGFeatures(**HOG_SMALL)]},
-                          cv=StratifiedKFold(3))
+    grid = {"features__glcm__levels": [8, 16], "features__hog": ["drop", HOGFeatures(**HOG_SMALL)]}
+    search = GridSearchCV(pipe, grid, cv=StratifiedKFold(3))
     search.fit(X, y)
     assert search.best_score_ == 1.0
     assert_array_equal(search.predict(X), y)
@@ -211,7 +221,7 @@ def test_default_bank_on_busi(shared_data):
     image = read_image(folder / "benign (1).png", mode="gray")
     mask = read_mask(folder / "benign (1)_mask.png")
     sample = Sample.from_array(image, mask=mask)
-    bank = default_handcrafted_bank(cache=False)
+    bank = default_handcrafted_bank(families=DEFAULT_FAMILIES + ("shape",), cache=False)
     out = bank.transform([sample])[0]
     names = bank.get_feature_names_out()
     assert out.shape == names.shape and np.isfinite(out).all()
@@ -220,4 +230,8 @@ def test_default_bank_on_busi(shared_data):
     assert_array_equal([got[n] for n in fo_names], fo)
     gl, gl_names = glcm_features(image, mask)
     assert_array_equal([got[n] for n in gl_names], gl)
+    assert_array_equal([got[n] for n in bank.named_transformers["curvelet"].get_feature_names_out()],
+                       CurveletFeatures(cache=False).transform([sample])[0])
+    assert_array_equal([got[n] for n in ShapeFeatures().get_feature_names_out()],
+                       ShapeFeatures(cache=False).transform([sample])[0])
     assert got["firstorder_mean"] == pytest.approx(float(image[mask].astype(np.float64).mean()), rel=1e-12)

@@ -35,7 +35,7 @@ from ..sample import as_samples
 __all__ = ["FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES"]
 
 #: Families of :func:`default_handcrafted_bank`, in output order.
-DEFAULT_FAMILIES = ("firstorder", "glcm", "lbp", "hog")
+DEFAULT_FAMILIES = ("firstorder", "glcm", "lbp", "hog", "curvelet")
 
 
 def _transform_member(transformer, samples, weight, fit, y):
@@ -211,11 +211,21 @@ def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_
 
     Parameters
     ----------
-    families : sequence of str, default=("firstorder", "glcm", "lbp", "hog")
-        Which families, in output order; any of ``"firstorder"``, ``"glcm"``,
-        ``"lbp"``, ``"hog"``.
-    use_mask, empty_mask, cache
-        Passed to every member (see each family).
+    families : sequence of str, default=("firstorder", "glcm", "lbp", "hog", "curvelet")
+        Which families, in output order, from ``"firstorder"``, ``"glcm"``,
+        ``"lbp"``, ``"hog"``, ``"curvelet"`` and ``"shape"``. Shape features
+        describe the lesion mask and need a non-empty mask on every image, so
+        they are not in the default; add them for segmented data sets
+        (e.g. ``families=DEFAULT_FAMILIES + ("shape",)``).
+    use_mask : bool, default=True
+        Passed to first-order, GLCM, LBP and HOG (describe the masked region).
+        The curvelet family describes the whole image (its default
+        ``roi="image"``); shape features always use the mask.
+    empty_mask : {"error", "nan", "image"}, default="error"
+        Passed to the families that use the mask (``"image"`` is not
+        available for shape features, which have no image to fall back to).
+    cache : bool or path, default=True
+        Passed to every member.
     n_jobs : int, optional
         The bank's ``n_jobs`` (members in threads).
 
@@ -224,18 +234,32 @@ def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_
     FeatureBank
         Members named after the families, e.g. ``bank.set_params(glcm__levels=32)``.
     """
+    from .curvelet import CurveletFeatures
     from .firstorder import FirstOrderFeatures
     from .glcm import GLCMFeatures
     from .hog import HOGFeatures
     from .lbp import LBPFeatures
+    from .shape import ShapeFeatures
 
-    factories = {"firstorder": FirstOrderFeatures, "glcm": GLCMFeatures, "lbp": LBPFeatures, "hog": HOGFeatures}
+    masked = {"firstorder": FirstOrderFeatures, "glcm": GLCMFeatures, "lbp": LBPFeatures, "hog": HOGFeatures}
+    allowed = (*masked, "curvelet", "shape")
     if isinstance(families, str) or not families:
-        raise ValueError(f"families must be a non-empty sequence of names from {sorted(factories)}; got {families!r}")
-    unknown = [f for f in families if f not in factories]
+        raise ValueError(f"families must be a non-empty sequence of names from {list(allowed)}; got {families!r}")
+    unknown = [f for f in families if f not in allowed]
     if unknown:
-        raise ValueError(f"families: unknown family {unknown[0]!r}; choose from {sorted(factories)}")
+        raise ValueError(f"families: unknown family {unknown[0]!r}; choose from {list(allowed)}")
     if len(set(families)) != len(families):
         raise ValueError(f"families must not repeat a name; got {families!r}")
-    members = [(f, factories[f](use_mask=use_mask, empty_mask=empty_mask, cache=cache)) for f in families]
+    if "shape" in families and empty_mask == "image":
+        raise ValueError("empty_mask='image' is not available with the 'shape' family (a mask's shape has no "
+                         "whole-image fallback); use 'error' or 'nan'")
+    members = []
+    for family in families:
+        if family in masked:
+            est = masked[family](use_mask=use_mask, empty_mask=empty_mask, cache=cache)
+        elif family == "curvelet":
+            est = CurveletFeatures(cache=cache)
+        else:
+            est = ShapeFeatures(empty_mask=empty_mask, cache=cache)
+        members.append((family, est))
     return FeatureBank(members, n_jobs=n_jobs)

@@ -27,6 +27,7 @@ Shared conventions of the handcrafted extractors
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -225,10 +226,15 @@ def _percentile_label(q):
 
 def first_order_feature_names(percentiles=(10, 25, 75, 90), histogram_bins=8, prefix="firstorder"):
     """Names of the values :func:`first_order_features` returns, in order."""
+    return list(_first_order_names(tuple(float(q) for q in percentiles), int(histogram_bins), prefix))
+
+
+@functools.lru_cache(maxsize=32)
+def _first_order_names(percentiles, histogram_bins, prefix):
     names = [f"{prefix}_{n}" for n in _BASE_NAMES]
     names += [f"{prefix}_{_percentile_label(q)}" for q in percentiles]
     names += [f"{prefix}_hist{k:02d}" for k in range(histogram_bins)]
-    return names
+    return tuple(names)
 
 
 def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percentiles=(10, 25, 75, 90),
@@ -307,14 +313,14 @@ def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percent
     degenerate = m2 <= (1e-14 * max(abs(mean), 1.0)) ** 2
     skew = 0.0 if degenerate else m3 / m2**1.5
     kurt = 0.0 if degenerate else m4 / (m2 * m2) - 3.0
-    energy = float(np.dot(x, x)) / n
+    energy = float(np.einsum("i,i->", x, x)) / n  # not BLAS ddot: see glcm._dot
     qs = np.concatenate(([25.0, 50.0, 75.0], np.asarray(percentiles, dtype=np.float64)))
     pct = np.percentile(x, qs)
     vmin = x.min()
     vmax = x.max()
 
     hist = np.bincount(quantize(x, bins, lo, hi), minlength=bins) / n
-    uniformity = float(np.dot(hist, hist))
+    uniformity = float(np.einsum("i,i->", hist, hist))
     entropy = shannon_entropy(hist, log_base)
     if histogram_bins:
         coarse = np.bincount(quantize(x, histogram_bins, lo, hi), minlength=histogram_bins) / n

@@ -82,6 +82,7 @@ pixels outside the mask never influence the features (as in pyradiomics).
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -141,54 +142,29 @@ def glcm_offsets(distances, angles, offset_metric="euclidean"):
     return out
 
 
-def _pair_codes(q, levels, offsets, mask):
-    """Encode every valid pair as ``matrix_index * L² + i * L + j``; count the pairs of each matrix.
+def _offset_codes(q, qi, dr, dc, mask):
+    """Pairs (pixel, pixel + (dr, dc)) encoded as ``i * levels + j`` (1-D intp), both pixels in ``mask``.
 
-    Returns the codes (int32 when they fit, else int64), sorted by matrix
-    index, and the number of pairs per matrix.
+    ``qi`` is ``q * levels`` as intp, computed once per image and shared by
+    the offsets.
     """
     h, w = q.shape
-    ll = levels * levels
-    n_mats = len(offsets)
-    dtype = np.int32 if n_mats * ll < 2**31 else np.int64
-    qi = q.astype(dtype) * dtype(levels)  # row level pre-multiplied once, reused by every offset
-    windows = []
-    for dr, dc in offsets:
-        r0, r1 = max(0, -dr), min(h, h - dr)
-        c0, c1 = max(0, -dc), min(w, w - dc)
-        windows.append(None if r1 <= r0 or c1 <= c0 else (r0, r1, c0, c1, dr, dc))
-    counts = np.zeros(n_mats, dtype=np.int64)
+    r0, r1 = max(0, -dr), min(h, h - dr)
+    c0, c1 = max(0, -dc), min(w, w - dc)
+    if r1 <= r0 or c1 <= c0:
+        return np.empty(0, dtype=np.intp)
+    a = qi[r0:r1, c0:c1]
+    b = q[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
     if mask is None:
-        for k, win in enumerate(windows):
-            if win is not None:
-                counts[k] = (win[1] - win[0]) * (win[3] - win[2])
-        codes = np.empty(int(counts.sum()), dtype=dtype)
-        start = 0
-        for k, win in enumerate(windows):
-            if win is None:
-                continue
-            r0, r1, c0, c1, dr, dc = win
-            out = codes[start:start + counts[k]].reshape(r1 - r0, c1 - c0)
-            # written straight into the concatenated buffer: no temporaries per offset
-            np.add(qi[r0:r1, c0:c1], q[r0 + dr:r1 + dr, c0 + dc:c1 + dc], out=out)
-            if k:
-                out += dtype(k * ll)
-            start += counts[k]
-        return codes, counts
-    parts = []
-    for k, win in enumerate(windows):
-        if win is None:
-            continue
-        r0, r1, c0, c1, dr, dc = win
-        both = mask[r0:r1, c0:c1] & mask[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
-        code = qi[r0:r1, c0:c1][both]
-        code += q[r0 + dr:r1 + dr, c0 + dc:c1 + dc][both]
-        if k:
-            code += dtype(k * ll)
-        counts[k] = code.size
-        parts.append(code)
-    codes = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-    return codes, counts
+        return np.add(a, b, dtype=np.intp).ravel()
+    both = mask[r0:r1, c0:c1] & mask[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+    code = a[both]
+    code += b[both]
+    return code
+
+
+def _level_codes(q, levels):
+    return np.multiply(q, levels, dtype=np.intp)
 
 
 def _check_level_image(image, levels):
@@ -242,8 +218,13 @@ def cooccurrence_matrix(image, distances, angles, levels=256, symmetric=False, n
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != image.shape:
             raise ValueError(f"mask has shape {mask.shape} but the image is {image.shape}; they must match")
-    codes, _ = _pair_codes(image, levels, offsets.reshape(-1, 2), mask)
-    counts = np.bincount(codes, minlength=n_d * n_a * levels * levels).reshape(n_d, n_a, levels, levels)
+    ll = levels * levels
+    qi = _level_codes(image, levels)
+    counts = np.empty((n_d, n_a, levels, levels), dtype=np.int64)
+    for d in range(n_d):
+        for a in range(n_a):
+            code = _offset_codes(image, qi, int(offsets[d, a, 0]), int(offsets[d, a, 1]), mask)
+            counts[d, a] = np.bincount(code, minlength=ll).reshape(levels, levels)
     if symmetric:
         counts = counts + counts.transpose(0, 1, 3, 2)
     P = counts.transpose(2, 3, 0, 1)
@@ -272,6 +253,11 @@ def glcm_feature_names(distances=(1,), angles=_DEFAULT_ANGLES, aggregate="mean_r
     (``aggregate="none"``), or ``prefix_<feature>_d<distance>_mean`` /
     ``_range`` over the angles.
     """
+    return list(_glcm_names(tuple(int(d) for d in distances), tuple(float(a) for a in angles), aggregate, prefix))
+
+
+@functools.lru_cache(maxsize=32)
+def _glcm_names(distances, angles, aggregate, prefix):
     suffixes = []
     for d in distances:
         if aggregate == "none":
@@ -280,68 +266,104 @@ def glcm_feature_names(distances=(1,), angles=_DEFAULT_ANGLES, aggregate="mean_r
             suffixes.append(f"{_distance_label(d)}_mean")
             if aggregate == "mean_range":
                 suffixes.append(f"{_distance_label(d)}_range")
-    return [f"{prefix}_{f}_{s}" for f in GLCM_FEATURES for s in suffixes]
+    return tuple(f"{prefix}_{f}_{s}" for f in GLCM_FEATURES for s in suffixes)
+
+
+def _dot(a, b, c=None):
+    """``sum(a * b)`` or ``sum(a * b * c)`` of 1-D float arrays, as a Python float.
+
+    Short vectors use ``np.dot`` (lowest call overhead). Long ones use
+    ``np.einsum``: OpenBLAS runs ``ddot`` on several threads above 10 000
+    elements, which costs more than it saves at these sizes and stalls when
+    the other cores are busy (e.g. under joblib).
+    """
+    if a.size <= 8192:
+        return float(np.dot(a if c is None else a * c, b))
+    if c is None:
+        return float(np.einsum("i,i->", a, b))
+    return float(np.einsum("i,i,i->", a, b, c))
 
 
 def _entropy(dist, ln_base):
     """Shannon entropy of a 1-D distribution (empty bins add nothing)."""
     nz = dist[dist > 0]
-    return float(-(nz @ np.log(nz)) / ln_base)
+    return -_dot(nz, np.log(nz)) / ln_base
 
 
 def _matrix_features(counts, levels, symmetric, ln_base):
-    """The features of one co-occurrence matrix given as flat ``levels²`` counts.
+    """The features of one co-occurrence matrix, from its flat ``levels²`` (non-symmetrised) counts.
 
     Works on the non-zero entries only (a 256-level GLCM of a natural image
-    is mostly empty); every sum over the matrix is a dot product with the
-    probabilities, so no dense ``levels × levels`` float array is built and
-    temporaries stay small.
+    is mostly empty) and never builds the symmetric matrix ``C + Cᵀ``: with
+    ``p = C / n``, the symmetric matrix is ``(p + pᵀ) / 2``, so every feature
+    that is a sum of ``f(i, j)`` weighted by the matrix is a sum over the
+    entries of ``C`` with ``(f(i, j) + f(j, i)) / 2``; only ASM and entropy,
+    which are not linear in the matrix, need the merged entries
+    ``(p_ij + p_ji) / 2``, looked up in ``C`` directly. Sums are
+    ``einsum`` products (see :func:`_dot`), so temporaries stay small.
     """
     nz = np.flatnonzero(counts)
     if nz.size == 0:
         return None
-    p = counts[nz].astype(np.float64)
-    p /= p.sum()
+    c = counts[nz].astype(np.float64)
+    total = c.sum()
+    p = c / total
     i = nz // levels
     j = nz - i * levels
     fi = i.astype(np.float64)
     fj = j.astype(np.float64)
     diff = fi - fj
     absdiff = np.abs(diff)
-    diff *= diff  # now (i - j)²
-    asm = float(p @ p)
-    contrast = float(p @ diff)
-    dissimilarity = float(p @ absdiff)
+    diff *= diff  # now (i - j)²: symmetric in (i, j), so the weights need no symmetrisation
+    contrast = _dot(p, diff)
+    dissimilarity = _dot(p, absdiff)
     diff += 1.0
-    homogeneity = float(p @ np.reciprocal(diff, out=diff))
-    mu_i = float(p @ fi)
-    fi -= mu_i
-    var_i = float(p @ (fi * fi))
-    if symmetric:  # row and column marginals coincide
-        mu_j, var_j = mu_i, var_i
-        cov = float((p * fi) @ (fj - mu_j))
-    else:
-        mu_j = float(p @ fj)
+    homogeneity = _dot(p, np.reciprocal(diff, out=diff))
+    if symmetric:
+        mu_i = mu_j = 0.5 * (_dot(p, fi) + _dot(p, fj))
+        fi -= mu_i
         fj -= mu_j
-        var_j = float(p @ (fj * fj))
-        cov = float((p * fi) @ fj)
+        var_i = var_j = 0.5 * (_dot(p, fi, fi) + _dot(p, fj, fj))
+        cov = _dot(p, fi, fj)
+        # merged entries of (p + pᵀ) / 2: diagonal once; each off-diagonal value twice, taken from
+        # the upper entry (adding its transposed count) or from a lower entry whose transpose is 0
+        transposed = counts[j * levels + i]
+        upper = i < j
+        lone_lower = (i > j) & (transposed == 0)
+        off = np.concatenate(((c[upper] + transposed[upper]) / (2.0 * total), c[lone_lower] / (2.0 * total)))
+        diag = p[i == j]
+        asm = 2.0 * _dot(off, off) + _dot(diag, diag)
+        entropy = -(2.0 * _dot(off, np.log(off)) + _dot(diag, np.log(diag))) / ln_base
+        p_x = np.bincount(i, weights=p, minlength=levels)
+        p_x += np.bincount(j, weights=p, minlength=levels)
+        p_x *= 0.5
+        hx = hy = _entropy(p_x, ln_base)
+    else:
+        mu_i = _dot(p, fi)
+        mu_j = _dot(p, fj)
+        fi -= mu_i
+        fj -= mu_j
+        var_i = _dot(p, fi, fi)
+        var_j = _dot(p, fj, fj)
+        cov = _dot(p, fi, fj)
+        asm = _dot(p, p)
+        entropy = -_dot(p, np.log(p)) / ln_base
+        hx = _entropy(np.bincount(i, weights=p, minlength=levels), ln_base)
+        hy = _entropy(np.bincount(j, weights=p, minlength=levels), ln_base)
     sd_i, sd_j = np.sqrt(var_i), np.sqrt(var_j)
     # graycoprops' and mahotas' convention for a constant direction: correlation 1
     correlation = 1.0 if sd_i < 1e-15 or sd_j < 1e-15 else cov / (sd_i * sd_j)
-    entropy = float(-(p @ np.log(p)) / ln_base)
 
+    # the distributions of i + j and |i - j| are the same for C and Cᵀ
     n_sum = 2 * levels - 1
     p_sum = np.bincount(i + j, weights=p, minlength=n_sum)
     p_diff = np.bincount(np.abs(i - j), weights=p, minlength=levels)
-    p_x = np.bincount(i, weights=p, minlength=levels)
     k_sum = np.arange(n_sum, dtype=np.float64)
-    sum_average = float(p_sum @ k_sum)
+    sum_average = _dot(p_sum, k_sum)
     k_sum -= sum_average
-    sum_variance = float(p_sum @ (k_sum * k_sum))
+    sum_variance = _dot(p_sum, k_sum, k_sum)
     k_diff = np.arange(levels, dtype=np.float64) - dissimilarity
-    difference_variance = float(p_diff @ (k_diff * k_diff))
-    hx = _entropy(p_x, ln_base)
-    hy = hx if symmetric else _entropy(np.bincount(j, weights=p, minlength=levels), ln_base)
+    difference_variance = _dot(p_diff, k_diff, k_diff)
     hmax = max(hx, hy)
     imc1 = (entropy - hx - hy) / hmax if hmax > 0 else 0.0
     # HX + HY - HXY >= 0 mathematically; clip float round-off before the square root
@@ -349,25 +371,6 @@ def _matrix_features(counts, levels, symmetric, ln_base):
     return (asm, np.sqrt(asm), contrast, dissimilarity, homogeneity, correlation, mu_i, var_i, entropy,
             sum_average, sum_variance, _entropy(p_sum, ln_base), difference_variance,
             _entropy(p_diff, ln_base), imc1, imc2)
-
-
-def _features_from_codes(codes, n_mats, levels, symmetric, log_base):
-    """All GLCM features of each matrix, shape ``(n_mats, n_features)``, from the pair codes.
-
-    A matrix without any pair gets NaN features (undefined, never zero).
-    """
-    ll = levels * levels
-    counts = np.bincount(codes, minlength=n_mats * ll).reshape(n_mats, levels, levels)
-    if symmetric:
-        counts = counts + counts.transpose(0, 2, 1)
-    counts = counts.reshape(n_mats, ll)
-    ln_base = np.log(log_base)
-    feats = np.full((n_mats, len(GLCM_FEATURES)), np.nan)
-    for k in range(n_mats):
-        values = _matrix_features(counts[k], levels, symmetric, ln_base)
-        if values is not None:
-            feats[k] = values
-    return feats
 
 
 def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True,
@@ -436,16 +439,23 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     q = quantize(gray, levels, lo, hi)
     offsets = glcm_offsets(distances, angles, offset_metric)
     n_d, n_a = offsets.shape[:2]
-    codes, counts = _pair_codes(q, levels, offsets.reshape(-1, 2), region)
-    if not counts.all():
-        bad = int(np.flatnonzero(counts == 0)[0])
-        reason = (f"no pixel pair with both pixels inside the region at distance {distances[bad // n_a]} and "
-                  f"angle {angles[bad % n_a]:.4g} rad (offset {tuple(int(v) for v in offsets.reshape(-1, 2)[bad])}); "
-                  "the region is too small or too thin for this GLCM")
-        if empty_mask == "error":
-            raise ValueError(reason)
-    feats = _features_from_codes(codes, n_d * n_a, levels, symmetric, log_base)
-    feats = feats.reshape(n_d, n_a, len(GLCM_FEATURES))
+    qi = _level_codes(q, levels)
+    ll = levels * levels
+    ln_base = np.log(log_base)
+    feats = np.full((n_d, n_a, len(GLCM_FEATURES)), np.nan)  # no pair for an offset: NaN, never zero
+    # one matrix at a time: its buffers (levels² counts) are reused by the allocator for the next
+    for d in range(n_d):
+        for a in range(n_a):
+            dr, dc = int(offsets[d, a, 0]), int(offsets[d, a, 1])
+            code = _offset_codes(q, qi, dr, dc, region)
+            if code.size == 0:
+                if empty_mask == "error":
+                    raise ValueError(
+                        f"no pixel pair with both pixels inside the region at distance {distances[d]} and angle "
+                        f"{angles[a]:.4g} rad (offset {(dr, dc)}); the region is too small or too thin for "
+                        "this GLCM (empty_mask='nan' gives NaN for such offsets)")
+                continue
+            feats[d, a] = _matrix_features(np.bincount(code, minlength=ll), levels, symmetric, ln_base)
     if aggregate == "none":
         out = feats.transpose(2, 0, 1)  # (feature, distance, angle)
     else:

@@ -24,6 +24,7 @@ orientations`` with ``n_blocks = size // pixels_per_cell - cells_per_block
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import cv2
@@ -67,10 +68,16 @@ def hog_feature_names(size=(128, 128), orientations=9, pixels_per_cell=(16, 16),
 
     ``hog_b<block row>_<block col>_c<cell row>_<cell col>_o<orientation>``.
     """
+    return list(_hog_names(_pair(size), int(orientations), _pair(pixels_per_cell), _pair(cells_per_block), prefix))
+
+
+@functools.lru_cache(maxsize=32)
+def _hog_names(size, orientations, pixels_per_cell, cells_per_block, prefix):
+    # cached: building ~2000 strings costs more than the descriptor itself
     n_br, n_bc, br, bc = _grid(size, pixels_per_cell, cells_per_block)
     idx = np.indices((n_br, n_bc, br, bc, orientations)).reshape(5, -1).T
     wr, wc, wo = len(str(max(n_br - 1, 0))), len(str(max(n_bc - 1, 0))), len(str(orientations - 1))
-    return [f"{prefix}_b{a:0{wr}d}_{b:0{wc}d}_c{c}_{d}_o{o:0{wo}d}" for a, b, c, d, o in idx]
+    return tuple(f"{prefix}_b{a:0{wr}d}_{b:0{wc}d}_c{c}_{d}_o{o:0{wo}d}" for a, b, c, d, o in idx)
 
 
 def hog_features(image, mask=None, *, size=(128, 128), orientations=9, pixels_per_cell=(16, 16),
@@ -182,7 +189,8 @@ class HOGFeatures(FeatureExtractor):
         (rows, cols), (pr, pc), (br, bc) = pairs["size"], pairs["pixels_per_cell"], pairs["cells_per_block"]
         if rows // pr < br or cols // pc < bc:
             raise ValueError(
-                f"size={self.size!r} holds {rows // pr}x{cols // pc} cells of pixels_per_cell={self.pixels_per_cell!r}, "
+                f"size={self.size!r} holds {rows // pr}x{cols // pc} cells of "
+                f"pixels_per_cell={self.pixels_per_cell!r}, "
                 f"fewer than one block of cells_per_block={self.cells_per_block!r}; enlarge size or shrink the cells"
             )
         check_common(self)

@@ -129,23 +129,22 @@ def _radius_label(R):
 
 def lbp_feature_names(scales=((8, 1),), method="uniform", prefix="lbp"):
     """Names of the values :func:`lbp_features` returns: ``lbp_uniform_p8_r1_b00`` …"""
+    return list(_lbp_names(tuple((int(P), float(R)) for P, R in scales), method, prefix))
+
+
+@functools.lru_cache(maxsize=32)
+def _lbp_names(scales, method, prefix):
     names = []
     for P, R in scales:
         n = lbp_n_bins(P, method)
         width = len(str(n - 1))
         stem = f"{prefix}_{method}_p{P}_{_radius_label(R)}"
         names += [f"{stem}_b{k:0{width}d}" for k in range(n)]
-    return names
+    return tuple(names)
 
 
-def _valid_region(shape, region, footprint):
-    """Pixels whose whole sampling footprint is inside the image (and the region)."""
-    e = footprint.shape[0] // 2
-    h, w = shape
-    if region is None:
-        valid = np.zeros(shape, dtype=bool)
-        valid[e:h - e, e:w - e] = True
-        return valid
+def _eroded_region(region, footprint):
+    """Pixels whose whole sampling footprint is inside the region and the image (bool, same shape)."""
     # erosion with a zero border: the footprint must fit inside the mask *and* the image
     eroded = cv2.erode(region.view(np.uint8), footprint.astype(np.uint8), borderType=cv2.BORDER_CONSTANT,
                        borderValue=0)
@@ -186,35 +185,45 @@ def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels
     gray = to_gray(image)
     try:
         region = resolve_region(gray.shape, mask, empty_mask)
+        quantised = {}  # the quantised image, per region used (the whole image: key None)
         values = []
         for P, R in scales:
-            footprint = lbp_footprint(int(P), float(R))
-            use = region
-            valid = _valid_region(gray.shape, use, footprint)
-            if use is not None and not valid.any():
-                reason = (f"no pixel of the mask is at least R={R} pixels from its edge (needed for LBP with "
-                          f"P={P}, R={R})")
-                use = empty_region(empty_mask, reason)  # raises, signals NaN, or None: the whole image
-                valid = _valid_region(gray.shape, use, footprint)
-            if not valid.any():
-                raise ValueError(f"the image {gray.shape} is too small for LBP with P={P}, R={R}")
-            values.append(_histogram(gray, valid, use, int(P), float(R), method, levels, intensity_range,
-                                     footprint.shape[0] // 2))
+            P, R = int(P), float(R)
+            footprint = lbp_footprint(P, R)
+            e = footprint.shape[0] // 2
+            use, valid = region, None
+            if use is not None:
+                valid = _eroded_region(use, footprint)
+                if not valid.any():
+                    reason = (f"no pixel of the mask is at least R={R:g} pixels from its edge (needed for LBP "
+                              f"with P={P}, R={R:g})")
+                    use = empty_region(empty_mask, reason)  # raises, signals NaN, or None: the whole image
+            if use is None and (gray.shape[0] <= 2 * e or gray.shape[1] <= 2 * e):
+                raise ValueError(f"the image {gray.shape} is too small for LBP with P={P}, R={R:g}: no pixel is "
+                                 f"{e} pixels away from the border")
+            key = None if use is None else id(use)
+            if key not in quantised:
+                lo, hi = intensity_bounds(gray if use is None else gray[use], intensity_range)
+                quantised[key] = quantize(gray, levels, lo, hi)
+            values.append(_histogram(quantised[key], None if use is None else valid, P, R, method, e))
     except EmptyRegion:
         return np.full(len(names), np.nan), names
     return np.concatenate(values), names
 
 
-def _histogram(gray, valid, region, P, R, method, levels, intensity_range, e):
-    rows = np.flatnonzero(valid.any(axis=1))
-    cols = np.flatnonzero(valid.any(axis=0))
-    # codes are only needed around the counted pixels: crop (with the footprint's margin)
-    r0, r1 = max(rows[0] - e, 0), min(rows[-1] + e + 1, gray.shape[0])
-    c0, c1 = max(cols[0] - e, 0), min(cols[-1] + e + 1, gray.shape[1])
-    lo, hi = intensity_bounds(gray if region is None else gray[region], intensity_range)
-    q = quantize(gray[r0:r1, c0:c1], levels, lo, hi)
-    codes = local_binary_pattern(q, P, R, method)
-    codes = codes[valid[r0:r1, c0:c1]].astype(np.int64)
+def _histogram(q, valid, P, R, method, e):
+    """Normalised histogram of the codes of the counted pixels (``valid``; ``None``: the image interior)."""
+    h, w = q.shape
+    if valid is None:
+        codes = local_binary_pattern(q, P, R, method)[e:h - e, e:w - e]
+    else:
+        rows = np.flatnonzero(valid.any(axis=1))
+        cols = np.flatnonzero(valid.any(axis=0))
+        # codes are only needed around the counted pixels: crop (keeping the footprint's margin)
+        r0, r1 = max(rows[0] - e, 0), min(rows[-1] + e + 1, h)
+        c0, c1 = max(cols[0] - e, 0), min(cols[-1] + e + 1, w)
+        codes = local_binary_pattern(q[r0:r1, c0:c1], P, R, method)[valid[r0:r1, c0:c1]]
+    codes = codes.astype(np.intp).ravel()
     if method == "ror":
         lut, distinct = _ror_lookup(P)
         codes = lut[codes]
@@ -245,7 +254,8 @@ def _check_scales(scales, method):
     if method in ("default", "ror"):
         big = [P for P, _ in items if P > _MAX_P_DENSE]
         if big:
-            raise ValueError(f"method={method!r} has 2**P histogram bins and supports P <= {_MAX_P_DENSE}; got P={big[0]} "
+            raise ValueError(f"method={method!r} has 2**P histogram bins and supports P <= {_MAX_P_DENSE}; "
+                             f"got P={big[0]} "
                              "in scales (use method='uniform' for larger P)")
     big = [P for P, _ in items if P > _MAX_P]
     if big:
