@@ -54,6 +54,8 @@ from sklearn.metrics import (
 
 __all__ = [
     "METRIC_NAMES",
+    "METRIC_LABELS",
+    "METRIC_RANGES",
     "SCORE_METRICS",
     "compute_metrics",
     "specificity_score",
@@ -77,6 +79,9 @@ METRIC_NAMES = (
 
 #: Metrics that need scores (probabilities or decision values), not only labels.
 SCORE_METRICS = frozenset({"roc_auc", "pr_auc"})
+
+#: Range of each metric (confidence intervals are clipped to it).
+METRIC_RANGES = {name: (-1.0, 1.0) if name in ("mcc", "kappa") else (0.0, 1.0) for name in METRIC_NAMES}
 
 #: Human-readable metric names for reports.
 METRIC_LABELS = {

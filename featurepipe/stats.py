@@ -95,7 +95,7 @@ def _as_vector(values, name):
     return arr
 
 
-def summarize(values, *, test_train_ratio=None, confidence=0.95):
+def summarize(values, *, test_train_ratio=None, confidence=0.95, bounds=None):
     """Mean, standard deviation and confidence interval of per-fold scores.
 
     Parameters
@@ -107,6 +107,9 @@ def summarize(values, *, test_train_ratio=None, confidence=0.95):
         ``n_test / n_train`` of the folds (mean test size over mean training
         size). ``None`` or 0 gives the uncorrected t-interval.
     confidence : float, default=0.95
+    bounds : (float, float), optional
+        Range of the metric (e.g. ``(0, 1)``); the interval is clipped to it
+        (a t-interval knows nothing of the range and can overshoot it).
 
     Returns
     -------
@@ -133,8 +136,13 @@ def summarize(values, *, test_train_ratio=None, confidence=0.95):
     var = float(finite.var(ddof=1))
     out["std"] = float(np.sqrt(var))
     half = _sps.t.ppf(0.5 + confidence / 2, n - 1) * np.sqrt((1.0 / n + ratio) * var)
-    out["ci_low"] = mean - float(half)
-    out["ci_high"] = mean + float(half)
+    low, high = mean - float(half), mean + float(half)
+    if bounds is not None:
+        lo_bound, hi_bound = bounds
+        if not lo_bound < hi_bound:
+            raise ValueError(f"bounds must be (low, high) with low < high; got {bounds!r}")
+        low, high = max(low, lo_bound), min(high, hi_bound)
+    out["ci_low"], out["ci_high"] = low, high
     return out
 
 

@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from featurepipe import FeatureExtractor, Sample
+from featurepipe import FeatureExtractor, ImageStep, Sample
 from featurepipe.benchmark import CVSpec, exact_duplicate_clusters, make_splits, merge_groups, run_benchmark
 from featurepipe.cache import clear_memory_cache
 from featurepipe.dataset import Dataset
@@ -33,6 +33,20 @@ class Stats(FeatureExtractor):
 
     def _feature_names(self):
         return ["mean", "std", "p90", "top"]
+
+
+class Smooth(ImageStep):
+    """3x3 box filter (an image step, lazy like every preprocessing step)."""
+
+    def _transform_image(self, image, mask):
+        padded = np.pad(image, 1, mode="edge")
+        out = sum(padded[i:i + image.shape[0], j:j + image.shape[1]] for i in range(3) for j in range(3)) / 9
+        return out.astype(np.float32), mask
+
+
+class Broken(Stats):
+    def _extract(self, image, mask):
+        raise ValueError("cannot describe this image")
 
 
 FITS = []
@@ -84,7 +98,8 @@ def make_dataset(n=36, classes=("benign", "malignant"), seed=0, shift=0.06):
 def pipes():
     return {
         "lr": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
-        "knn": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("knn", KNeighborsClassifier(5))]),
+        "knn": Pipeline([("smooth", Smooth()), ("stats", Stats()), ("scale", StandardScaler()),
+                         ("knn", KNeighborsClassifier(5))]),
     }
 
 
@@ -122,8 +137,8 @@ def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
             assert rec["score_kind"] == "predict_proba"
         values = [r["metrics"]["mcc"] for r in recs]
         ratio = np.mean([len(s.test) for s in splits]) / np.mean([len(s.train) for s in splits])
-        assert res.summary[name]["mcc"] == pytest.approx(summarize(values, test_train_ratio=ratio))
-        assert res.timings[name]["n_folds"] == 6 and res.timings[name]["features_s"] >= 0
+        assert res.summary[name]["mcc"] == pytest.approx(summarize(values, test_train_ratio=ratio, bounds=(-1, 1)))
+        assert res.timings[name]["n_folds"] == 6 and res.timings[name]["features_s"] > 0
     [row] = res.comparisons["mcc"]
     ref = corrected_resampled_ttest(res.fold_scores("lr", "mcc"), res.fold_scores("knn", "mcc"),
                                     test_train_ratio=res.config["test_train_ratio"])
@@ -135,6 +150,8 @@ def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
     assert data["versions"]["scikit-learn"] and data["config"]["cv"] == CV
     assert data["dataset"]["class_counts"] == {"benign": 18, "malignant": 18}
     assert data["pipelines"]["lr"]["stateless_prefix"] == ["stats"]
+    assert data["pipelines"]["knn"]["stateless_prefix"] == ["smooth", "stats"]
+    assert res.timings["knn"]["preprocess_s"] > 0 and res.timings["lr"]["preprocess_s"] == 0
     assert data["summary"]["knn"]["accuracy"]["mean"] == pytest.approx(res.summary["knn"]["accuracy"]["mean"])
     with open(tmp_path / "folds.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -252,6 +269,13 @@ def test_failed_folds_are_recorded_not_hidden(tmp_path):
     assert "## Failed folds" in (tmp_path / "summary.md").read_text()
     with pytest.raises(ValueError, match="cannot be fitted"):
         run_benchmark(ds, pipelines, cv=CV, progress=False)
+    # a stateless prefix that fails fails every fold of its pipeline only
+    pipelines = {"ok": pipelines["ok"], "bad features": Pipeline([("f", Broken()), ("lr", LogisticRegression())])}
+    with pytest.warns(UserWarning) as caught:
+        res = run_benchmark(ds, pipelines, cv=CV, progress=False, on_error="record")
+    assert any("stateless prefix failed: ValueError" in str(w.message) for w in caught)
+    assert [r["status"] for r in res.folds if r["pipeline"] == "bad features"] == ["failed"] * 6
+    assert res.summary["ok"]["accuracy"]["n"] == 6
 
 
 def test_synthetic_dataset_is_labelled_in_reports(tmp_path):

@@ -34,6 +34,16 @@ def test_summarize_corrected_interval_by_hand():
     assert "Nadeau" in s["method"]
 
 
+def test_summarize_clips_the_interval_to_the_metric_range():
+    values = [1.0, 0.95, 1.0, 0.9, 1.0]
+    free = summarize(values, test_train_ratio=0.25)
+    clipped = summarize(values, test_train_ratio=0.25, bounds=(0.0, 1.0))
+    assert free["ci_high"] > 1.0 and clipped["ci_high"] == 1.0
+    assert clipped["ci_low"] == pytest.approx(free["ci_low"])
+    with pytest.raises(ValueError, match="bounds"):
+        summarize(values, bounds=(1.0, 0.0))
+
+
 def test_summarize_ignores_and_counts_nan():
     s = summarize([0.5, np.nan, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["n"] == 2 and s["n_missing"] == 1

@@ -81,7 +81,7 @@ def markdown_summary(result, metric=None):
 
     order = result.ranking(metric)
     header = ["#", "pipeline"] + [METRIC_LABELS[m] for m in shown] + [
-        "features ms/img", "fit s/fold", "predict ms/img", "total s"]
+        "preprocess ms/img", "features ms/img", "fit s/fold", "predict ms/img", "total s"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     for rank, name in enumerate(order, 1):
@@ -90,12 +90,14 @@ def markdown_summary(result, metric=None):
             s = result.summary[name][m]
             cells.append(f"{_fmt(s['mean'])} ± {_fmt(s['std'])}" if s["n"] else "n/a")
         t = result.timings[name]
-        cells += [_ms(t["features_ms_per_image"]), _s(t["fit_s_per_fold"]), _ms(t["predict_ms_per_image"]),
-                  _s(t["total_s"])]
+        cells += [_ms(t["preprocess_ms_per_image"]), _ms(t["features_ms_per_image"]), _s(t["fit_s_per_fold"]),
+                  _ms(t["predict_ms_per_image"]), _s(t["total_s"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Times: *features* is the stateless prefix computed once per image (lazy image "
-              "preprocessing runs inside it); *fit* includes inner tuning for nested CV; *predict* "
-              "covers prediction and scores of the test part.", ""]
+    lines += ["", "Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
+              "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
+              "features were already computed by an earlier one (same extractor, same images) reads them "
+              "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
+              "tuning for nested CV; *predict* covers prediction and scores of the test part.", ""]
 
     lines += [f"## {int(round(100 * result.config['confidence']))}% confidence intervals", ""]
     header = ["pipeline"] + [METRIC_LABELS[m] for m in shown]
@@ -110,8 +112,8 @@ def markdown_summary(result, metric=None):
     lines.append("")
 
     for cmp_metric, rows in result.comparisons.items():
-        if not rows:
-            continue
+        if not rows or cmp_metric != metric and cmp_metric != result.config["rank_by"]:
+            continue  # the other metrics' comparisons are in comparisons.csv and results.json
         rope = result.config.get("rope")
         lines += [f"## Paired comparisons: {METRIC_LABELS[cmp_metric]}", "",
                   f"{rows[0]['test']}; p-values Holm-adjusted over all {rows[0]['n_pairs']} pairs "
@@ -133,6 +135,11 @@ def markdown_summary(result, metric=None):
                 cells += [_fmt(b.get("p_a_better")), _fmt(b.get("p_rope")), _fmt(b.get("p_b_better"))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+
+    others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
+              if rows and m not in (metric, result.config["rank_by"])]
+    if others:
+        lines += [f"Paired comparisons of {', '.join(others)}: comparisons.csv.", ""]
 
     leak = result.leakage
     lines += ["## Leakage report", ""]

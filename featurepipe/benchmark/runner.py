@@ -26,9 +26,11 @@ from sklearn.utils.parallel import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .._version import __version__
+from ..base import FeatureExtractor, ImageStep, step_token
+from ..cache import get_cache
 from ..dataset import Dataset
-from ..metrics import METRIC_LABELS, METRIC_NAMES, check_metric_names, compute_metrics
-from ..sample import as_samples
+from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
+from ..sample import Sample, as_samples
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
@@ -318,19 +320,83 @@ def _take(Z, index):
 
 
 # ----------------------------------------------------------------------------- prefix
+class _Materialized:
+    """Sample source holding already computed pixels (preprocessing done once, timed apart)."""
+
+    __slots__ = ("image", "mask", "where")
+
+    def __init__(self, image, mask, where):
+        self.image = image
+        self.mask = mask
+        self.where = where
+
+    def load(self):
+        return self.image, self.mask
+
+    def describe(self):
+        return self.where
+
+
+def _cached_keys(step, keys):
+    """Keys whose output the feature extractor ``step`` already has in its cache (else empty)."""
+    if not isinstance(step, FeatureExtractor):
+        return set()
+    cache = get_cache(getattr(step, "cache", True))
+    if cache is None:
+        return set()
+    return set(cache.get_many(step_token(step), keys))
+
+
 def _compute_prefix(prefix, samples, chunk_size, progress, desc):
-    """Output of a stateless prefix on all samples, computed in chunks (progress bar)."""
+    """Output of a stateless prefix on all samples, in chunks (progress bar), with stage times.
+
+    Leading image steps are lazy; to time them apart from feature extraction their output
+    pixels are computed here, once, and handed on under the same sample keys (so features
+    and caches are exactly those of the lazy path). Images whose features the next step
+    already has cached are not preprocessed at all.
+
+    Returns
+    -------
+    Z, preprocess_s, features_s
+    """
     prefix = clone(prefix)
     prefix.fit(samples[: min(len(samples), 1)])  # stateless: fit only validates parameters
-    parts = []
+    steps = [step for _, step in prefix.steps]
+    n_image = 0
+    while n_image < len(steps) and isinstance(steps[n_image], ImageStep):
+        n_image += 1
+    image_part = Pipeline(prefix.steps[:n_image]) if n_image else None
+    rest = Pipeline(prefix.steps[n_image:]) if n_image < len(steps) else None
+    parts, preprocess_s, features_s = [], 0.0, 0.0
     with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(samples), chunk_size):
             chunk = samples[start:start + chunk_size]
-            parts.append(prefix.transform(chunk))
+            t0 = time.perf_counter()
+            if image_part is not None:
+                derived = image_part.transform(chunk)
+                if rest is not None:
+                    skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
+                    out = np.empty(len(derived), dtype=object)
+                    for i, d in enumerate(derived):
+                        if d.key in skip:
+                            out[i] = d
+                        else:
+                            image, mask = d.load()
+                            out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
+                                            label=d.label, group=d.group, meta=d.meta)
+                    derived = out
+            else:
+                derived = chunk
+            t1 = time.perf_counter()
+            parts.append(rest.transform(derived) if rest is not None else derived)
+            t2 = time.perf_counter()
+            if image_part is not None:
+                preprocess_s += t1 - t0
+            features_s += t2 - t1
             bar.update(len(chunk))
     if any(sp.issparse(p) for p in parts):
-        return sp.vstack(parts).tocsr()
-    return np.concatenate([np.asarray(p) for p in parts], axis=0)
+        return sp.vstack(parts).tocsr(), preprocess_s, features_s
+    return np.concatenate([np.asarray(p) for p in parts], axis=0), preprocess_s, features_s
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -523,15 +589,32 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             if not pending:
                 continue
             prefix = prefixes[name]
-            start = time.perf_counter()
+            preprocess_s = features_s = 0.0
             if prefix is not None:
-                Z = _compute_prefix(prefix, samples, int(feature_chunk_size), progress, f"{name}: features")
+                try:
+                    Z, preprocess_s, features_s = _compute_prefix(prefix, samples, int(feature_chunk_size),
+                                                                  progress, f"{name}: features")
+                except Exception as exc:
+                    if on_error == "raise":
+                        raise
+                    # Every pending fold of this pipeline fails for the same reason; the others go on.
+                    message = f"stateless prefix failed: {type(exc).__name__}: {exc}"
+                    warnings.warn(f"pipeline {name!r}: {message}", UserWarning, stacklevel=2)
+                    for split in pending:
+                        rec = to_jsonable({"kind": "fold", "schema": _SCHEMA, "pipeline": name,
+                                           "config": configs[name], "repeat": split.repeat, "fold": split.fold,
+                                           "n_train": len(split.train), "n_test": len(split.test),
+                                           "status": "failed", "error": message,
+                                           "traceback": traceback.format_exc(limit=5)})
+                        failures[(name, split.repeat, split.fold)] = rec
+                        if store is not None:
+                            store.append(rec)
+                    continue
             else:
                 Z = samples
-            features_s = time.perf_counter() - start
             prefix_rec = to_jsonable({"kind": "prefix", "schema": _SCHEMA, "pipeline": name, "config": configs[name],
-                                      "features_s": features_s, "n_samples": len(samples),
-                                      "steps": descriptions[name]["stateless_prefix"],
+                                      "preprocess_s": preprocess_s, "features_s": features_s,
+                                      "n_samples": len(samples), "steps": descriptions[name]["stateless_prefix"],
                                       "n_features": int(Z.shape[1]) if getattr(Z, "ndim", 1) == 2 else None})
             prefix_records[name] = prefix_rec
             if store is not None:
@@ -564,7 +647,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
                       key=lambda r: (r["repeat"], r["fold"]))
         summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=ratio,
-                                      confidence=confidence) for m in METRIC_NAMES}
+                                      confidence=confidence, bounds=METRIC_RANGES[m]) for m in METRIC_NAMES}
         timings[name] = _timings(recs, prefix_records.get(name), len(samples))
     comparisons = {}
     for metric in dict.fromkeys([rank_by] + [m for m in shown_metrics if m in ("mcc", "roc_auc", "accuracy")]):
@@ -631,19 +714,23 @@ def _timings(recs, prefix_rec, n_samples):
     n_train = np.array([r["n_train"] for r in recs]) if recs else np.array([])
     n_test = np.array([r["n_test"] for r in recs]) if recs else np.array([])
     features_s = None if prefix_rec is None else prefix_rec.get("features_s")
+    preprocess_s = None if prefix_rec is None else prefix_rec.get("preprocess_s")
     out = {
+        "preprocess_s": preprocess_s,
+        "preprocess_ms_per_image": None if preprocess_s is None else 1000.0 * preprocess_s / max(n_samples, 1),
         "features_s": features_s,
         "features_ms_per_image": None if features_s is None else 1000.0 * features_s / max(n_samples, 1),
         "fit_s_per_fold": float(fit.mean()) if len(fit) else None,
         "fit_ms_per_training_image": float(1000.0 * fit.sum() / n_train.sum()) if len(fit) else None,
         "predict_s_per_fold": float(pred.mean()) if len(pred) else None,
         "predict_ms_per_image": float(1000.0 * pred.sum() / n_test.sum()) if len(pred) else None,
-        "total_s": (features_s or 0.0) + float(fit.sum() + pred.sum()),
+        "total_s": (preprocess_s or 0.0) + (features_s or 0.0) + float(fit.sum() + pred.sum()),
         "n_folds": len(recs),
     }
-    # Per-image cost of classifying one new image: features + prediction.
+    # Per-image cost of classifying one new image: preprocessing + features + prediction.
     if out["features_ms_per_image"] is not None and out["predict_ms_per_image"] is not None:
-        out["ms_per_image"] = out["features_ms_per_image"] + out["predict_ms_per_image"]
+        out["ms_per_image"] = (out["preprocess_ms_per_image"] or 0.0) + out["features_ms_per_image"] + \
+            out["predict_ms_per_image"]
     else:
         out["ms_per_image"] = None
     return out
