@@ -174,6 +174,8 @@ def test_colour_policy_is_bt601(rng):
     assert_array_equal(first_order_features(image)[0], first_order_features(gray)[0])
     with pytest.raises(ValueError, match="shape"):
         to_gray(np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        first_order_features(np.full((4, 4), np.nan, np.float32))
 
 
 def test_names():

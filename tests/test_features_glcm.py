@@ -413,7 +413,8 @@ def test_feature_names_and_aggregates(rng):
     mean, names_mean = glcm_features(x, distances=(1, 2), levels=8, aggregate="mean")
     assert_allclose(mean, per.mean(axis=2).ravel(), rtol=1e-15)
     assert names_mean[1] == "glcm_asm_d2_mean"
-    assert glcm_feature_names((1,), (0.0, np.pi / 8), "none")[:2] == ["glcm_asm_d1_a0", "glcm_asm_d1_a22p5"]
+    assert glcm_feature_names((1,), (0.0, np.pi / 8, -np.pi / 4), "none")[:3] == [
+        "glcm_asm_d1_a0", "glcm_asm_d1_a22p5", "glcm_asm_d1_am45"]
     assert GLCMFeatures().get_feature_names_out().tolist() == glcm_feature_names()
 
 

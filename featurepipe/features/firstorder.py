@@ -69,7 +69,10 @@ def to_gray(image, *, name="image"):
         raise ValueError(f"{name}: the image has zero area (shape {image.shape})")
     if not np.issubdtype(gray.dtype, np.number) or np.issubdtype(gray.dtype, np.complexfloating):
         raise ValueError(f"{name}: expected a real numeric image; got dtype {gray.dtype}")
-    return np.asarray(gray, dtype=np.float32)
+    gray = np.asarray(gray, dtype=np.float32)
+    if not np.isfinite(gray).all():
+        raise ValueError(f"{name}: the image contains NaN or infinite values")
+    return gray
 
 
 def _check_mask_shape(mask, shape):

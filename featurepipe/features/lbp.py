@@ -104,10 +104,11 @@ def _ror_lookup(P):
     for _ in range(P - 1):
         rot = (rot >> 1) | ((rot & 1) << top)
         np.minimum(best, rot, out=best)
-    distinct, index = np.unique(best, return_inverse=True)
+    distinct = np.unique(best)
     lut = np.full(2**P, -1, dtype=np.int64)
     lut[distinct] = np.arange(distinct.size)
     lut.setflags(write=False)
+    distinct.setflags(write=False)
     return lut, distinct
 
 
