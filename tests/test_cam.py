@@ -1,0 +1,170 @@
+"""Class activation maps on a synthetic problem whose answer is known: a bright square decides the class."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from PIL import Image  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.svm import SVC, LinearSVC  # noqa: E402
+
+from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone  # noqa: E402
+from featurepipe.cnn.cam import cam_overlay, class_activation_map, linear_head, save_cam_overlay  # noqa: E402
+from featurepipe.cnn.registry import preprocess_tf  # noqa: E402
+
+SIZE, SIDE = 64, 14
+NAME = "cam_test_net"
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone():
+    """A fixed random-weight two-layer CNN (stride 4 overall: 16x16 feature map).
+
+    The kernels are non-negative (smoothed-brightness responses, no edge detectors), so the
+    evidence for "bright square" sits inside the square: with signed random kernels the map is
+    still confined to the square's cells but peaks on corner cells that straddle its border.
+    """
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 5, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.RandomUniform(0.0, 0.1, seed=0))(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.RandomUniform(0.0, 0.1, seed=1))(x)
+    register_backbone(NAME, keras.Model(inputs, x), preprocess=preprocess_tf, overwrite=True)
+    yield NAME
+    unregister_backbone(NAME)
+
+
+def _dataset(n, seed, kinds=(0, 1)):
+    """Noise images; kind 1 has a bright square, kind 2 a dark one, kind 0 none. Returns images, y, boxes."""
+    rng = np.random.default_rng(seed)
+    images, labels, boxes = [], [], []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        img = rng.uniform(0.35, 0.55, (SIZE, SIZE)).astype(np.float32)
+        top, left = rng.integers(2, SIZE - SIDE - 2, size=2)
+        if kind:
+            img[top:top + SIDE, left:left + SIDE] = 0.95 if kind == 1 else 0.02
+        images.append(img)
+        labels.append(kind)
+        boxes.append((top, left))
+    return images, np.array(labels), boxes
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_backbone):
+    images, y, _ = _dataset(40, seed=0)
+    pipe = make_pipeline(CNNFeatures(tiny_backbone, weights="imagenet", cache=False), StandardScaler(),
+                         LogisticRegression(C=1.0, max_iter=5000))
+    pipe.fit(images, y)
+    return pipe
+
+
+def test_heatmap_peak_lies_in_the_deciding_square(fitted):
+    images, y, boxes = _dataset(12, seed=1)
+    assert (fitted.predict(images) == y).all()
+    for image, label, (top, left) in zip(images, y, boxes):
+        if label != 1:
+            continue
+        cam = class_activation_map(fitted, image, target=1)
+        assert cam.heatmap.shape == (SIZE, SIZE) and cam.coarse.shape == (16, 16)
+        r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+        assert top <= r < top + SIDE and left <= c < left + SIDE
+        # The square holds the evidence: it is hotter on average than the rest of the image.
+        inside = np.zeros((SIZE, SIZE), bool)
+        inside[top:top + SIDE, left:left + SIDE] = True
+        assert cam.heatmap[inside].mean() > cam.heatmap[~inside].mean() + 3 * cam.heatmap[~inside].std()
+
+
+def test_map_mean_plus_bias_is_the_decision_score(fitted):
+    images, _, _ = _dataset(4, seed=2)
+    decision = fitted.decision_function(images)
+    for image, score in zip(images, decision):
+        cam1 = class_activation_map(fitted, image, target=1)
+        assert cam1.score == pytest.approx(score, rel=1e-4, abs=1e-4)
+        assert cam1.coarse.mean() + cam1.bias == pytest.approx(score, rel=1e-4, abs=1e-4)
+        cam0 = class_activation_map(fitted, image, target=0)  # the negative class: the negated map
+        np.testing.assert_allclose(cam0.coarse, -cam1.coarse)
+        default = class_activation_map(fitted, image)
+        assert default.target == (1 if score > 0 else 0)
+
+
+def test_multiclass_and_linear_svc_with_separate_extractor(tiny_backbone):
+    images, y, _ = _dataset(45, seed=3, kinds=(0, 1, 2))
+    extractor = CNNFeatures(tiny_backbone, weights="imagenet", cache=False)
+    features = extractor.fit_transform(images)
+    for classifier in (LogisticRegression(max_iter=5000), LinearSVC(C=0.1, max_iter=20000)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LinearSVC convergence chatter
+            classifier.fit(features, y)
+        decision = classifier.decision_function(features[:3])
+        for i in range(3):
+            for k, label in enumerate(classifier.classes_):
+                cam = class_activation_map(classifier, images[i], target=label, extractor=extractor)
+                assert cam.score == pytest.approx(decision[i, k], rel=1e-4, abs=1e-4)
+
+
+def test_scaler_folding_by_hand():
+    rng = np.random.default_rng(4)
+    X = rng.normal(3.0, 2.0, size=(30, 5))
+    y = (X[:, 0] + X[:, 1] > 6).astype(int)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    w, b, classes = linear_head(pipe, 5)
+    np.testing.assert_allclose(X @ w[0] + b[0], pipe.decision_function(X), rtol=1e-10, atol=1e-10)
+    assert list(classes) == [0, 1]
+
+
+def test_unsupported_models_are_refused(fitted, tiny_backbone):
+    images, y, _ = _dataset(10, seed=5)
+    with pytest.raises(ValueError, match=r"pooling='avg', layer=None.*pooling='max'"):
+        class_activation_map(LogisticRegression(), images[0],
+                             extractor=CNNFeatures(tiny_backbone, pooling="max"))
+    features = fitted.steps[0][1].transform(images)
+    rbf = SVC().fit(features, y)
+    with pytest.raises(ValueError, match="needs a fitted linear classifier .* got SVC"):
+        class_activation_map(rbf, images[0], extractor=fitted.steps[0][1])
+    pca = make_pipeline(CNNFeatures(tiny_backbone, cache=False), PCA(3), LogisticRegression()).fit(images, y)
+    with pytest.raises(ValueError, match="the step PCA .* is not supported"):
+        class_activation_map(pca, images[0])
+    with pytest.raises(ValueError, match="target 7 is not one of the classes"):
+        class_activation_map(fitted, images[0], target=7)
+
+
+def test_overlay_png(tmp_path, fitted):
+    import matplotlib
+
+    images, _, boxes = _dataset(2, seed=6)
+    cam = class_activation_map(fitted, images[1], target=1)
+    path = save_cam_overlay(tmp_path / "cam.png", images[1], cam.heatmap, alpha=0.4)
+    written = np.asarray(Image.open(path))
+    assert written.shape == (SIZE, SIZE, 3) and written.dtype == np.uint8
+    np.testing.assert_array_equal(written, cam_overlay(images[1], cam.heatmap, alpha=0.4))
+    r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+    hot = np.asarray(matplotlib.colormaps["jet"](1.0)[:3])
+    expected = np.round(np.clip(0.6 * images[1][r, c] + 0.4 * hot, 0, 1) * 255)
+    np.testing.assert_array_equal(written[r, c], expected.astype(np.uint8))
+    with pytest.raises(ValueError, match="must end in .png"):
+        save_cam_overlay(tmp_path / "cam.jpg", images[1], cam.heatmap)
+    with pytest.raises(ValueError, match=r"heatmap shape \(2, 2\) does not match the image \(64, 64\)"):
+        cam_overlay(images[1], np.zeros((2, 2)))
+
+
+def test_image_steps_before_the_extractor_are_applied(tiny_backbone):
+    from featurepipe.preprocessing import Resize
+
+    images, y, boxes = _dataset(40, seed=7)
+    big = [np.kron(im, np.ones((2, 2), np.float32)) for im in images]  # 128x128, square doubled
+    pipe = make_pipeline(Resize(SIZE), CNNFeatures(tiny_backbone, cache=False), StandardScaler(),
+                         LogisticRegression(max_iter=5000)).fit(big, y)
+    i = int(np.flatnonzero(y == 1)[0])
+    cam = class_activation_map(pipe, big[i], target=1)
+    assert cam.heatmap.shape == (SIZE, SIZE)  # the resolution of the image the network saw
+    assert cam.score == pytest.approx(pipe.decision_function([big[i]])[0], rel=1e-4, abs=1e-4)
+    r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+    top, left = boxes[i]
+    assert top <= r < top + SIDE and left <= c < left + SIDE
