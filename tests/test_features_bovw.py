@@ -65,13 +65,38 @@ def test_descriptors_equal_opencv_computed_directly(descriptor):
     # Reference: BT.601 gray, 8 bits, keypoints built by hand, OpenCV's compute.
     gray = np.clip(np.rint((rgb.astype(np.float64) @ [0.299, 0.587, 0.114]) * 255), 0, 255).astype(np.uint8)
     margin = 16 if descriptor == "orb" else 8
-    keypoints = [cv2.KeyPoint(float(x), float(y), 16.0, 0.0)
+    size = 16.0 if descriptor == "orb" else 16 / 6  # SIFT's descriptor spans 6 x its keypoint size
+    keypoints = [cv2.KeyPoint(float(x), float(y), size, 0.0)
                  for y in range(margin, 60 - margin, 12) for x in range(margin, 72 - margin, 12)]
     extractor = (cv2.ORB_create(edgeThreshold=16, patchSize=16) if descriptor == "orb" else cv2.SIFT_create())
     kept, reference = extractor.compute(gray, keypoints)
     assert len(kept) == len(keypoints) == len(ours)
     np.testing.assert_array_equal(ours, reference)
     assert ours.dtype == (np.uint8 if descriptor == "orb" else np.float32)
+
+
+@pytest.mark.parametrize("descriptor", ["orb", "sift"])
+def test_patch_size_is_the_described_neighbourhood(descriptor):
+    # One keypoint at (48, 48): pixels more than patch_size / 2 + 7 away (OpenCV's smoothing and
+    # SIFT's half-cell interpolation add a few pixels; measured: 10 for ORB, 14 for SIFT) do not
+    # change its descriptor; replacing the central patch_size / 2 square does.
+    rng = np.random.default_rng(11)
+    centre = np.zeros((96, 96), bool)
+    centre[48, 48] = True
+    img = rng.random((96, 96)).astype(np.float32)
+    other = rng.random((96, 96)).astype(np.float32)
+
+    def describe(x):
+        return dense_descriptors(x, centre, roi="mask", descriptor=descriptor, grid_step=8, patch_size=16)
+
+    base = describe(img)
+    assert base.shape[0] == 1
+    near = np.zeros((96, 96), bool)
+    near[48 - 15:48 + 16, 48 - 15:48 + 16] = True
+    np.testing.assert_array_equal(describe(np.where(near, img, other)), base)
+    core = np.zeros((96, 96), bool)
+    core[48 - 8:48 + 9, 48 - 8:48 + 9] = True
+    assert not np.array_equal(describe(np.where(core, other, img)), base)
 
 
 def test_mask_roi_and_empty_mask_policy():
