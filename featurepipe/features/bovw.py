@@ -31,7 +31,9 @@ rotation invariant), as usual for dense bag-of-words, and each describes a
   cost ~30 times more. About 3 ms per 224×224 image.
 
 With ``roi="mask"`` only keypoints whose centre pixel lies inside the mask
-are used. Images of different sizes give different numbers of descriptors;
+are used; their patches are not masked, so a keypoint near the mask's edge
+also sees pixels just outside it (up to ``patch_size / 2`` plus a few pixels
+of OpenCV's smoothing; a test measures it). Images of different sizes give different numbers of descriptors;
 histograms are normalised, but resize images first (a preprocessing step)
 if the patch should cover the same anatomy.
 
