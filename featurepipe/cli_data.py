@@ -1,0 +1,202 @@
+"""``featurepipe data``: check a dataset, write a manifest, verify files against a manifest.
+
+::
+
+    featurepipe data check <manifest.csv | folder | known layout>
+    featurepipe data manifest <layout> <root> -o out.csv
+    featurepipe data verify <manifest.csv> [--root ROOT]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["register"]
+
+_LAYOUT_CHOICES = ("folder", "manifest", "busi", "mias", "breakhis", "dmr-ir")
+_MODE_CHOICES = {"keep": None, "gray": "gray", "rgb": "rgb"}
+_DEFAULT_JOBS = min(8, os.cpu_count() or 1)
+
+
+def register(subparsers):
+    """Add the ``data`` command and its sub-commands to the top-level ``subparsers``."""
+    data = subparsers.add_parser(
+        "data", help="check datasets, write and verify manifests",
+        description="Inspect datasets: per-class counts, unreadable files, duplicate clusters; "
+                    "write manifests of known layouts; verify a data root against a manifest.")
+    data.set_defaults(help_parser=data)
+    sub = data.add_subparsers(dest="data_command", metavar="<data command>")
+
+    check = sub.add_parser(
+        "check", help="counts per class, unreadable files and duplicate clusters of a dataset",
+        description="Load a dataset (a manifest CSV, a class-per-folder tree or a known layout), decode every "
+                    "image, and report counts per class, files that cannot be used (with the reason) and "
+                    "clusters of exact/near-duplicate images, naming those that span several labels. "
+                    "Exit status 1 when some files cannot be used.")
+    check.add_argument("target", help="manifest CSV, or a dataset folder")
+    check.add_argument("--layout", choices=("auto",) + _LAYOUT_CHOICES, default="auto",
+                       help="dataset layout (default: detected from the files)")
+    check.add_argument("--root", help="data root of a manifest (default: the manifest's folder)")
+    _add_common(check)
+    check.add_argument("--threshold", type=int, default=None,
+                       help="near-duplicate threshold: max Hamming distance of the 64-bit perceptual hashes "
+                            "(default: featurepipe.duplicates.DEFAULT_THRESHOLD = 10)")
+    check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search")
+    check.add_argument("--n-jobs", type=int, default=_DEFAULT_JOBS,
+                       help=f"threads for decoding and hashing (default: {_DEFAULT_JOBS}, the CPU count up to 8)")
+    check.add_argument("--max-list", type=int, default=50,
+                       help="list at most this many entries per section (default 50)")
+    check.set_defaults(func=run_check)
+
+    manifest = sub.add_parser(
+        "manifest", help="write a manifest CSV (path,label,group,mask,sha256,...) for a dataset",
+        description="Build a dataset from a known layout and write its manifest with file checksums. "
+                    "Files that cannot be used are listed on stderr (exit status 1) and left out.")
+    manifest.add_argument("layout", choices=tuple(c for c in _LAYOUT_CHOICES if c != "manifest"),
+                          help="layout of the data root")
+    manifest.add_argument("root", help="data root")
+    manifest.add_argument("-o", "--output", required=True, help="manifest file to write")
+    _add_common(manifest)
+    manifest.add_argument("--no-checksums", action="store_true", help="leave the sha256 columns empty")
+    manifest.add_argument("--no-validate", action="store_true",
+                          help="do not decode the images before writing (faster; bad files are not detected)")
+    manifest.add_argument("--n-jobs", type=int, default=None, help="threads for decoding")
+    manifest.set_defaults(func=run_manifest)
+
+    verify = sub.add_parser(
+        "verify", help="check a data root against a manifest (missing, extra, corrupt, checksums)",
+        description="Report files listed in the manifest that are missing, differ from their checksum or do "
+                    "not decode, and image files under the root that it does not list. Exit status 1 when "
+                    "anything is wrong.")
+    verify.add_argument("manifest", help="manifest CSV")
+    verify.add_argument("--root", help="data root (default: the manifest's folder)")
+    verify.add_argument("--no-decode", action="store_true", help="check presence and checksums only")
+    verify.add_argument("--n-jobs", type=int, default=None, help="threads for decoding")
+    verify.add_argument("--max-list", type=int, default=50, help="list at most this many entries per section")
+    verify.set_defaults(func=run_verify)
+
+
+def _add_common(parser):
+    parser.add_argument("--mode", choices=tuple(_MODE_CHOICES), default=None,
+                        help="channels to read: keep what the file stores, gray or rgb "
+                             "(default: the layout's own default, e.g. gray for BUSI and MIAS)")
+    parser.add_argument("--task", default=None,
+                        help="labels for layouts that offer several: mias (normal-benign-malignant, "
+                             "normal-abnormal, benign-malignant), breakhis (binary, subtype)")
+
+
+def _builder_options(args, layout):
+    options = {}
+    if args.mode is not None:
+        options["mode"] = _MODE_CHOICES[args.mode]
+    if args.task is not None:
+        if layout not in ("mias", "breakhis"):
+            raise ValueError(f"--task applies to the mias and breakhis layouts, not to {layout!r}")
+        options["task"] = args.task
+    return options
+
+
+def _short(path, root):
+    if root is None:
+        return str(path)
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _print_list(title, items, max_list, out):
+    print(f"{title}: {len(items)}", file=out)
+    for item in items[:max_list]:
+        print(f"  {item}", file=out)
+    if len(items) > max_list:
+        print(f"  ... and {len(items) - max_list} more", file=out)
+
+
+def run_check(args):
+    """``featurepipe data check``: print the report; exit status 1 when some files cannot be used."""
+    from .datasets import detect_layout, load_dataset
+    from .duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+    start = time.perf_counter()
+    layout = detect_layout(args.target) if args.layout == "auto" else args.layout
+    options = _builder_options(args, layout)
+    if layout == "manifest" and args.root is not None:
+        options["root"] = args.root
+    elif args.root is not None:
+        raise ValueError("--root applies to manifests only")
+    # With the duplicate search on, that single pass decodes every image (and mask) and finds
+    # the unreadable ones, so the builder does not decode them a second time.
+    options["validate"] = bool(args.no_duplicates)
+    options["n_jobs"] = args.n_jobs
+    dataset = load_dataset(args.target, layout, **options)
+    root = dataset.root
+
+    unusable = [(path, reason) for path, reason in dataset.skipped]
+    report = None
+    keep = list(range(len(dataset)))
+    if not args.no_duplicates:
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        report = find_duplicates(dataset, threshold=threshold, n_jobs=args.n_jobs, on_error="report")
+        bad = {index for index, _, _ in report.unreadable}
+        unusable += [(path, reason) for _, path, reason in report.unreadable]
+        keep = [i for i in range(len(dataset)) if i not in bad]
+
+    out = sys.stdout
+    print(f"dataset {args.target}", file=out)
+    print(f"layout  {layout}" + (f"  (task {dataset.info['task']})" if dataset.info.get("task") else ""), file=out)
+    labels = [dataset.samples[i].label for i in keep]
+    counts = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    print(f"{len(keep)} usable images in {len(counts)} classes:", file=out)
+    width = max([len(str(k)) for k in counts] + [5])
+    for label in sorted(counts, key=str):
+        print(f"  {str(label):<{width}}  {counts[label]:>6}", file=out)
+    print(f"  {'total':<{width}}  {len(keep):>6}", file=out)
+    groups = {dataset.samples[i].group for i in keep} - {None}
+    if groups:
+        print(f"groups (patients): {len(groups)}", file=out)
+    for reason, count in dataset.info.get("excluded", {}).items():
+        print(f"excluded by the task: {count} {reason}", file=out)
+    for warning in dataset.info.get("warnings", []):
+        print(f"warning: {warning}", file=out)
+    _print_list("unusable files", [f"{_short(p, root)}: {r}" for p, r in unusable], args.max_list, out)
+    ignored = dataset.info.get("ignored", [])
+    if ignored:
+        _print_list("ignored (not image files)", [f"{_short(p, root)}" for p, _ in ignored], args.max_list, out)
+    if report is not None:
+        print(report.summary(max_clusters=args.max_list), file=out)
+    print(f"checked in {time.perf_counter() - start:.1f} s", file=out)
+    return 1 if unusable else 0
+
+
+def run_manifest(args):
+    """``featurepipe data manifest``: write the CSV; exit status 1 when some files were left out."""
+    from .datasets import LAYOUTS, write_manifest
+
+    options = _builder_options(args, args.layout)
+    options["validate"] = not args.no_validate
+    options["n_jobs"] = args.n_jobs
+    dataset = LAYOUTS[args.layout](args.root, **options)
+    out = write_manifest(dataset, args.output, checksums=not args.no_checksums)
+    counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts().items())
+    print(f"wrote {len(dataset)} rows ({counts}) to {os.fspath(out)}")
+    if dataset.skipped:
+        print(f"{len(dataset.skipped)} files left out of the manifest:", file=sys.stderr)
+        for path, reason in dataset.skipped:
+            print(f"  {_short(path, dataset.root)}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_verify(args):
+    """``featurepipe data verify``: print the report; exit status 1 when anything is wrong."""
+    from .datasets import verify_manifest
+
+    report = verify_manifest(args.manifest, args.root, decode=not args.no_decode, n_jobs=args.n_jobs)
+    print(report.summary(max_items=args.max_list))
+    return 0 if report.ok else 1
