@@ -167,3 +167,39 @@ def test_find_samplers_sees_imblearn_and_augmenting_samplers():
     [bare] = find_samplers(SMOTE())
     assert bare["inside_training_folds"] is False
     assert find_samplers(Pipeline([("px", Pixels()), ("lr", LogisticRegression())])) == []
+
+
+class MaskedMean(FeatureExtractor):
+    """Mean and std inside the mask (whole image without one)."""
+
+    def __init__(self, cache=True, n_jobs=None):
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _extract(self, image, mask):
+        pixels = image[mask] if mask is not None and mask.any() else image
+        return [pixels.mean(), pixels.std()]
+
+    def _feature_names(self):
+        return ["mean", "std"]
+
+
+def test_report_flags_pipelines_that_read_test_masks():
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(24):
+        image = rng.random((8, 8)).astype(np.float32)
+        mask = np.zeros((8, 8), bool)
+        mask[2:2 + i % 4 + 2, 2:6] = True
+        samples.append(Sample.from_array(image, mask, label=i % 2, group=f"p{i}"))
+    ds = Dataset(samples, name="masked")
+    pipelines = {"masked": Pipeline([("f", MaskedMean()), ("lr", LogisticRegression())]),
+                 "whole": Pipeline([("f", MeanFeature()), ("lr", LogisticRegression())])}
+    with pytest.warns(UserWarning, match="pipeline 'masked' reads the annotation masks of test images"):
+        res = run_benchmark(ds, pipelines, cv=3, progress=False)
+    assert res.leakage["pipelines"]["masked"]["uses_annotation_masks"] is True
+    assert res.leakage["pipelines"]["whole"]["uses_annotation_masks"] is False
+    plain = Dataset([Sample.from_array(s.image, label=s.label, group=s.group) for s in samples], name="plain")
+    res = run_benchmark(plain, pipelines, cv=3, progress=False)
+    assert res.leakage["pipelines"]["masked"]["uses_annotation_masks"] == "no masks in the data"
+    assert res.leakage["status"] == "ok"

@@ -16,7 +16,14 @@ Checked by inspecting each evaluated pipeline:
 * **the stateless prefix** — the steps computed once on all samples; they
   learn nothing from data, so this is not leakage (listed for the record);
 * **tuning** — with a parameter grid, hyper-parameters are chosen by an
-  inner CV on each outer training part only (nested CV).
+  inner CV on each outer training part only (nested CV);
+* **annotation masks** — when the images carry masks (lesion outlines drawn
+  by experts), the runner recomputes each pipeline's stateless prefix on two
+  images with and without their masks: if the output changes, the pipeline
+  reads the masks of *test* images too, so its scores are those of a method
+  that is handed the expert segmentation at prediction time (and an empty
+  mask can give a class away). That is flagged, not forbidden: shape
+  features need masks, but the paper must say so.
 
 What cannot be detected: data that were oversampled or augmented *before*
 they were handed to the runner (synthetic SMOTE samples are new images
@@ -101,7 +108,7 @@ def find_samplers(estimator, path="", inside_imblearn=False):
 
 
 def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_method, pipelines, prefixes,
-                   tuned):
+                   tuned, mask_use=None, has_masks=False):
     """Build the leakage report (a JSON-ready dict).
 
     Parameters
@@ -116,6 +123,10 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     pipelines : dict name -> estimator
     prefixes : dict name -> list of step names computed once on all samples
     tuned : dict name -> bool (nested CV with a grid)
+    mask_use : dict name -> bool or str, optional
+        Whether each pipeline's features depend on the masks (or why unknown).
+    has_masks : bool
+        Whether the images carry (partial) masks at all.
     """
     warnings_out = []
     report = {}
@@ -140,6 +151,9 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
         }
         if n_straddle:
             warnings_out.append(f"{n_straddle} duplicate cluster(s) split between train and test")
+        if duplicates_method.startswith("exact"):
+            report["duplicates"]["note"] = ("only bit-identical copies were grouped; near duplicates (re-saved, "
+                                            "cropped or annotated copies) need duplicates=find_duplicates(dataset)")
     groups = np.array(list(patient_groups), dtype=object)
     values, counts = np.unique(np.array([str(g) for g in groups if g is not None]), return_counts=True)
     straddle = straddling_groups(splits, groups)
@@ -154,8 +168,13 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     if n_straddle:
         warnings_out.append(f"{n_straddle} patient group(s) split between train and test")
 
+    mask_use = mask_use or {}
     per_pipeline = {}
     for name, estimator in pipelines.items():
+        uses = mask_use.get(name, "not checked")
+        if uses is True:
+            warnings_out.append(f"pipeline {name!r} reads the annotation masks of test images (its features "
+                                "change without them): its scores assume expert segmentations at prediction time")
         samplers = find_samplers(estimator)
         for s in samplers:
             if not s["inside_training_folds"]:
@@ -168,6 +187,7 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
             "stateless_prefix_computed_once": list(prefixes.get(name, [])),
             "tuning": ("nested CV: hyper-parameters chosen by inner CV on each outer training part"
                        if tuned.get(name) else "fixed hyper-parameters (no tuning on test folds)"),
+            "uses_annotation_masks": uses if has_masks else "no masks in the data",
         }
     report["pipelines"] = per_pipeline
     report["undetectable"] = UNDETECTABLE_NOTE

@@ -150,15 +150,24 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **Duplicate images** ({dup['method']}): {dup['n_clusters_with_copies']} cluster(s) "
                      f"with copies, {dup['n_samples_in_such_clusters']} images; clusters split between train "
                      f"and test: **{dup['straddling']}** ({dup['status']}).")
+        if dup.get("note"):
+            lines[-1] += f" Note: {dup['note']}."
     grp = leak["groups"]
-    lines.append(f"- **Patient groups**: {grp['n_groups']} group id(s), {grp['n_groups_with_several_samples']} with "
-                 f"several images; groups split between train and test: **{grp['straddling']}** ({grp['status']}).")
+    if grp["n_groups"] == 0:
+        lines.append("- **Patient groups**: none given (every image is its own group, apart from duplicates).")
+    else:
+        lines.append(f"- **Patient groups**: {grp['n_groups']} group id(s), {grp['n_groups_with_several_samples']} "
+                     f"with several images; groups split between train and test: **{grp['straddling']}** "
+                     f"({grp['status']}).")
     for name, info in leak["pipelines"].items():
-        samplers = ", ".join(f"{s['step']} ({s['class']})" for s in info["resampling"]) or "none"
+        samplers = ", ".join(f"{s['step']} ({s['class']})" for s in info["resampling"])
+        resampling = f"{samplers} — {info['resampling_summary']}" if samplers else "none"
         prefix = ", ".join(info["stateless_prefix_computed_once"]) or "none"
-        lines.append(f"- **{_md_escape(name)}**: resampling/augmentation: {samplers} — "
-                     f"{info['resampling_summary']}; computed once on all images (stateless, learns nothing): "
-                     f"{prefix}; {info['tuning']}.")
+        masks = info.get("uses_annotation_masks")
+        masks = {True: "**yes** (test images' masks are used)", False: "no"}.get(masks, masks)
+        lines.append(f"- **{_md_escape(name)}**: resampling/augmentation: {resampling}; computed once on all "
+                     f"images (stateless, learns nothing): {prefix}; {info['tuning']}; uses annotation masks: "
+                     f"{masks}.")
     lines.append(f"- {leak['undetectable']}")
     if leak["warnings"]:
         lines += ["", "**Warnings:**"] + [f"- {w}" for w in leak["warnings"]]

@@ -399,6 +399,48 @@ def _compute_prefix(prefix, samples, chunk_size, progress, desc):
     return np.concatenate([np.asarray(p) for p in parts], axis=0), preprocess_s, features_s
 
 
+def _mask_probe(samples, n_probe=2, max_scan=200):
+    """Up to ``n_probe`` (image, mask) pairs with a partial mask (some pixels in, some out)."""
+    found = []
+    for sample in samples[:max_scan]:
+        meta = sample.meta
+        source = getattr(sample, "_source", None)
+        if not meta.get("mask_paths") and getattr(source, "mask", None) is None and \
+                not hasattr(source, "parent"):
+            continue  # a file sample without mask files, or an array sample without a mask
+        image, mask = sample.load()
+        if mask is not None and mask.any() and not mask.all():
+            found.append((image, mask))
+            if len(found) == n_probe:
+                break
+    return found
+
+
+def _outputs_differ(a, b):
+    if isinstance(a, np.ndarray) and a.dtype != object:
+        return not np.allclose(a, b, equal_nan=True)
+    return any(not np.array_equal(x.image, z.image) for x, z in zip(a, b))
+
+
+def _uses_masks(prefix, probe):
+    """Whether the stateless prefix's output changes when the probe images lose their masks.
+
+    ``True``/``False``, or a string saying why it could not be checked.
+    """
+    if prefix is None:
+        return "not checked (no stateless prefix to probe)"
+    if not probe:
+        return False
+    try:
+        step = clone(prefix)
+        with_mask = as_samples([Sample.from_array(image, mask) for image, mask in probe])
+        without = as_samples([Sample.from_array(image) for image, _ in probe])
+        step.fit(with_mask)
+        return bool(_outputs_differ(step.transform(with_mask), step.transform(without)))
+    except Exception as exc:  # the probe must never stop a benchmark
+        return f"not checked ({type(exc).__name__}: {exc})"
+
+
 # ----------------------------------------------------------------------------- main entry
 def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
                   metrics=None, rank_by="mcc", pos_label=None, duplicates="exact", output_dir=None,
@@ -438,11 +480,12 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Metric that sorts the summary table and is used for the paired comparisons.
     pos_label : label, optional
         Positive class of a binary problem (default: the second label in sorted order).
-    duplicates : {"exact"} or None or array-like, default="exact"
+    duplicates : {"exact"}, DuplicateReport, array-like or None, default="exact"
         How to find copies of an image: ``"exact"`` clusters bit-identical
-        decoded images; an array gives a cluster id per sample (e.g. from a
-        near-duplicate detector); ``None`` disables the check (reported as a
-        warning in the leakage report).
+        decoded images; a :class:`featurepipe.duplicates.DuplicateReport`
+        (from ``find_duplicates(dataset)``, which adds near duplicates) or an
+        array gives a cluster id per sample; ``None`` disables the check
+        (reported as a warning in the leakage report).
     output_dir : str or path, optional
         Where ``folds.jsonl`` (per-fold results, written as folds finish),
         ``results.json``, ``folds.csv``, ``summary.csv``, ``summary.md`` and
@@ -451,10 +494,15 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Skip folds already in ``output_dir/folds.jsonl`` under the same
         configuration (pipeline parameters, grid, splits, dataset, version).
     n_jobs : int, optional
-        Folds evaluated in parallel through joblib.
+        Folds evaluated in parallel through joblib (default 1; with the Dask
+        backend, all workers).
     backend : str, optional
         joblib backend for the folds (``"loky"``, ``"threading"``, ``"dask"`` …).
-        ``"dask"`` uses the running ``distributed.Client``, or connects to ``scheduler``.
+        ``"dask"`` uses the running ``distributed.Client``, or connects to
+        ``scheduler``. Fold tasks carry the precomputed features, so workers
+        need no access to the image files; feature extractors run with their
+        own ``n_jobs`` inside the same joblib context, and then the workers
+        must be able to read the images.
     scheduler : str, optional
         Address of a Dask scheduler (``"tcp://host:8786"``); implies ``backend="dask"``.
     rope : float or None, default=0.01
@@ -476,14 +524,30 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     -------
     BenchmarkResult
 
+    Examples
+    --------
+    Run the folds on a Dask cluster (here a local one)::
+
+        from distributed import Client
+        from featurepipe.benchmark import run_benchmark
+
+        with Client(n_workers=4) as client:
+            result = run_benchmark(dataset, pipelines, cv={"n_splits": 5, "n_repeats": 3},
+                                   backend="dask", output_dir="results")
+
     Notes
     -----
     Confidence intervals and paired tests use the Nadeau–Bengio corrected
     variance (see :mod:`featurepipe.stats`); p-values are Holm-adjusted over
-    all pairs of pipelines. Wall time per stage: "features" is the stateless
-    prefix (lazy image steps such as filters run inside it), "fit" the
-    suffix fit (with inner tuning when nested), "predict" prediction and
-    scoring of the test part.
+    all pairs of pipelines. Wall time per stage: "preprocess" is the image
+    steps of the stateless prefix and "features" its feature extractors
+    (each computed once per image), "fit" the suffix fit per outer fold
+    (with inner tuning when nested), "predict" prediction and scoring of
+    the test part.
+
+    Oversampling or augmentation done *before* the data reach the runner
+    cannot be detected (see :mod:`featurepipe.benchmark.leakage`): put
+    samplers inside an imblearn Pipeline instead.
     """
     ds = _as_dataset(dataset)
     pipelines = _check_pipelines(pipelines)
@@ -527,6 +591,14 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         dup_method = "exact: bit-identical decoded pixels"
     elif duplicates is None:
         clusters, dup_method = None, "none"
+    elif hasattr(duplicates, "cluster_ids"):  # a featurepipe.duplicates.DuplicateReport
+        clusters = np.asarray(duplicates.cluster_ids, dtype=object)
+        if clusters.shape != (len(samples),):
+            raise ValueError(f"duplicates: the report covers {len(clusters)} samples but the dataset has "
+                             f"{len(samples)}")
+        threshold = getattr(duplicates, "threshold", None)
+        dup_method = ("duplicate report: exact pixels + perceptual-hash near duplicates"
+                      + (f" (Hamming distance <= {threshold})" if threshold is not None else ""))
     else:
         clusters = np.asarray(duplicates, dtype=object)
         if clusters.shape != (len(samples),):
@@ -658,10 +730,12 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             scores[name] = np.array([by_split.get(s.id, np.nan) for s in splits])
         comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=ratio, rope=rope)
 
+    probe = _mask_probe(samples)
+    mask_use = {name: _uses_masks(prefixes[name], probe) for name in pipelines}
     leak = leakage_report(
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
-        tuned={n: n in grids for n in pipelines},
+        tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe),
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
@@ -755,7 +829,9 @@ def _parallel_context(backend, scheduler, n_jobs):
             except ValueError:
                 raise ValueError("backend='dask' needs a running distributed.Client, or scheduler='<address>'") from None
     try:
-        with joblib.parallel_config(backend=backend):
+        # On a cluster the default is "as many tasks as the workers take" rather than joblib's 1.
+        jobs = -1 if backend == "dask" and n_jobs is None else n_jobs
+        with joblib.parallel_config(backend=backend, n_jobs=jobs):
             yield
     finally:
         if client is not None:
