@@ -183,6 +183,7 @@ def test_nested_cv_tunes_on_the_outer_training_part_only():
     assert "nested CV" in res.leakage["pipelines"]["svc"]["tuning"]
 
 
+@pytest.mark.filterwarnings("ignore:.*unreadable record")
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     ds = make_dataset(seed=4)
     pipe = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR())])}
@@ -200,11 +201,22 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     for a, b in zip(resumed.folds, fresh.folds):
         assert (a["repeat"], a["fold"]) == (b["repeat"], b["fold"])
         assert a["metrics"] == pytest.approx(b["metrics"]) and a["y_pred"] == b["y_pred"]
+    # a record torn by a crash (half a line) is skipped with a warning; complete ones are reused
+    with open(tmp_path / "folds.jsonl", "a") as fh:
+        fh.write('{"kind": "fold", "pipeline": "fla')
+    FITS.clear()
+    with pytest.warns(UserWarning, match="unreadable record"):
+        again = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 0 and len(again.folds) == 6
     # another configuration of the same name does not reuse those folds
     FITS.clear()
     changed = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR(C=0.5))])}
     run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
     assert len(FITS) == 6
+    lines = (tmp_path / "folds.jsonl").read_text().splitlines()
+    torn = [line for line in lines if not line.endswith("}")]
+    assert torn == ['{"kind": "fold", "pipeline": "fla']  # later records started on a fresh line
+    assert sum(json.loads(line)["kind"] == "fold" for line in lines if line not in torn) == 6 + 6
     # resume=False recomputes everything
     FITS.clear()
     run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
@@ -219,7 +231,10 @@ def test_dask_backend_gives_the_sequential_results():
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         clear_memory_cache()
         on_dask = run_benchmark(ds, pipes(), cv=CV, progress=False, backend="dask", n_jobs=2)
-    assert on_dask.config["backend"] == "dask"
+        # connecting to a scheduler by address (the CLI's --scheduler) gives the same results too
+        by_address = run_benchmark(ds, pipes(), cv=CV, progress=False, scheduler=cluster.scheduler_address)
+    assert on_dask.config["backend"] == "dask" and by_address.config["backend"] == "dask"
+    assert [r["metrics"] for r in by_address.folds] == [r["metrics"] for r in sequential.folds]
     assert len(on_dask.folds) == len(sequential.folds)
     for a, b in zip(sequential.folds, on_dask.folds):
         assert (a["pipeline"], a["repeat"], a["fold"]) == (b["pipeline"], b["repeat"], b["fold"])
@@ -242,6 +257,12 @@ def test_multiclass_report_plots_and_learning_curves(tmp_path):
     assert rec["history"] == {"loss": [0.9, 0.6, 0.4], "val_loss": [1.0, 0.8, 0.7]}
     macro = np.mean([rec["per_class"][c]["roc_auc"] for c in ("benign", "malignant", "normal")])
     assert rec["metrics"]["roc_auc"] == pytest.approx(macro)
+    recall_normal = [r["per_class"]["normal"]["sensitivity"] for r in res.folds if r["pipeline"] == "svc"]
+    assert res.per_class["svc"]["normal"]["sensitivity"]["mean"] == pytest.approx(np.mean(recall_normal))
+    with open(tmp_path / "per_class.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["pipeline"] == "svc" and r["class"] == "normal"
+                and r["metric"] == "sensitivity"]
+    assert float(rows[0]["mean"]) == pytest.approx(np.mean(recall_normal))
     for name in ("roc_curves", "confusion_matrices", "fold_scores", "intensity_distributions", "learning_curves",
                  "misclassified_history_lr", "misclassified_svc"):
         path = tmp_path / f"{name}.png"
@@ -250,7 +271,7 @@ def test_multiclass_report_plots_and_learning_curves(tmp_path):
             assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
     md = (tmp_path / "summary.md").read_text()
     assert "| # | pipeline | accuracy | MCC | ROC-AUC | PR-AUC |" in md
-    assert "macro averages" in md
+    assert "macro averages" in md and "## Per class (one-vs-rest)" in md
 
 
 def test_failed_folds_are_recorded_not_hidden(tmp_path):

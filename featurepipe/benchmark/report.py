@@ -5,6 +5,7 @@
 * ``folds.csv`` — one row per pipeline and fold: every metric, timings,
   tuned parameters;
 * ``summary.csv`` — one row per pipeline and metric: mean, std, CI, n;
+* ``per_class.csv`` — the same per class for the one-vs-rest metrics;
 * ``comparisons.csv`` — paired tests between pipelines;
 * ``summary.md`` — the tables a paper needs, sorted by the chosen metric,
   with the statistics, the leakage report and a synthetic-data warning
@@ -136,6 +137,21 @@ def markdown_summary(result, metric=None):
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
+    if result.per_class:
+        from .runner import PER_CLASS_METRICS
+
+        lines += ["## Per class (one-vs-rest)", ""]
+        header = ["pipeline", "class"] + [METRIC_LABELS[m] for m in PER_CLASS_METRICS]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * len(header)) + "|")
+        for name in order:
+            for label, stats in result.per_class.get(name, {}).items():
+                cells = [_md_escape(name), _md_escape(label)]
+                cells += [f"{_fmt(stats[m]['mean'])} ± {_fmt(stats[m]['std'])}" if stats[m]["n"] else "n/a"
+                          for m in PER_CLASS_METRICS]
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+
     others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
               if rows and m not in (metric, result.config["rank_by"])]
     if others:
@@ -185,7 +201,10 @@ def markdown_summary(result, metric=None):
 
 
 def write_reports(result, out_dir):
-    """Write ``folds.csv``, ``summary.csv``, ``comparisons.csv`` and ``summary.md``; return their paths."""
+    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv`` and ``summary.md``.
+
+    Returns the paths written (plus ``results.json`` and ``folds.jsonl``, which the runner writes).
+    """
     out_dir = Path(out_dir)
     files = []
 
@@ -216,6 +235,17 @@ def write_reports(result, out_dir):
                 s = result.summary[name][m]
                 writer.writerow([name, m, *[_csv_num(s[k]) for k in ("mean", "std", "ci_low", "ci_high")],
                                  s["n"], s["n_missing"], s["confidence"], s["method"]])
+    files.append(str(path))
+
+    path = out_dir / "per_class.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["pipeline", "class", "metric", "mean", "std", "ci_low", "ci_high", "n_folds", "n_missing"])
+        for name in result.ranking():
+            for label, stats in result.per_class.get(name, {}).items():
+                for m, s in stats.items():
+                    writer.writerow([name, label, m, *[_csv_num(s[k]) for k in ("mean", "std", "ci_low", "ci_high")],
+                                     s["n"], s["n_missing"]])
     files.append(str(path))
 
     path = out_dir / "comparisons.csv"

@@ -40,6 +40,8 @@ from .store import FoldStore, to_jsonable
 __all__ = ["run_benchmark", "BenchmarkResult"]
 
 _SCHEMA = 1
+#: One-vs-rest metrics summarised per class.
+PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc")
 _DUPLICATE_METHODS = ("exact",)
 _VERSION_PACKAGES = (
     "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
@@ -68,6 +70,9 @@ class BenchmarkResult:
         One record per pipeline and fold (metrics, predictions, timings).
     summary : dict
         ``summary[pipeline][metric]`` = :func:`featurepipe.stats.summarize` output.
+    per_class : dict
+        ``per_class[pipeline][label][metric]`` for the one-vs-rest metrics
+        (sensitivity, specificity, precision, F1, ROC-AUC, PR-AUC), same form.
     timings : dict
         Per pipeline: features (stateless prefix) seconds, fit/predict
         seconds per fold and per image.
@@ -92,6 +97,7 @@ class BenchmarkResult:
     comparisons: dict
     leakage: dict
     versions: dict
+    per_class: dict = field(default_factory=dict)
     output_dir: Path | None = None
     files: list = field(default_factory=list)
 
@@ -123,7 +129,8 @@ class BenchmarkResult:
         return to_jsonable({
             "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
             "splits": self.splits, "summary": self.summary, "timings": self.timings,
-            "comparisons": self.comparisons, "leakage": self.leakage, "versions": self.versions,
+            "per_class": self.per_class, "comparisons": self.comparisons, "leakage": self.leakage,
+            "versions": self.versions,
             "folds": self.folds,
         })
 
@@ -714,12 +721,18 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     n_test = np.mean([len(s.test) for s in splits])
     ratio = float(n_test / n_train)
 
-    summary, timings = {}, {}
+    summary, timings, per_class = {}, {}, {}
     for name in pipelines:
         recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
                       key=lambda r: (r["repeat"], r["fold"]))
         summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=ratio,
                                       confidence=confidence, bounds=METRIC_RANGES[m]) for m in METRIC_NAMES}
+        per_class[name] = {
+            str(label): {m: summarize([_num(r["per_class"][str(label)].get(m)) for r in recs],
+                                      test_train_ratio=ratio, confidence=confidence, bounds=(0.0, 1.0))
+                         for m in PER_CLASS_METRICS}
+            for label in labels
+        }
         timings[name] = _timings(recs, prefix_records.get(name), len(samples))
     comparisons = {}
     for metric in dict.fromkeys([rank_by] + [m for m in shown_metrics if m in ("mcc", "roc_auc", "accuracy")]):
@@ -765,7 +778,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
                 for s in splits],
         folds=folds, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
-        versions=_versions(), output_dir=out_dir,
+        versions=_versions(), per_class=per_class, output_dir=out_dir,
     )
     if out_dir is not None:
         from .report import write_reports

@@ -82,7 +82,13 @@ class FoldStore:
         """Write one record as a JSON line and force it to disk."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(to_jsonable(record), allow_nan=False, separators=(",", ":"))
+        # A crash can leave half a line at the end: start on a fresh line so this record stays readable.
+        torn = False
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+            fh.write(("\n" if torn else "") + line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
