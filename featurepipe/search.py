@@ -149,11 +149,6 @@ def split_stateless_prefix(pipeline, param_grid=None):
     return prefix, suffix
 
 
-def _transform_prefix(prefix, X):
-    """Output of a fitted (stateless) prefix on ``X``: features or derived samples."""
-    return prefix.transform(X)
-
-
 class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
     """Exhaustive grid search that computes the pipeline's stateless prefix once.
 
@@ -252,8 +247,8 @@ class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         start = time.perf_counter()
         if prefix is not None:
             prefix = clone(prefix)
-            prefix.fit(X, y)
-            Z = _transform_prefix(prefix, X)
+            # one pass: each stateless step is fitted (validation only) and applied once
+            Z = prefix.fit_transform(X, y)
         else:
             Z = X
         self.prefix_time_ = time.perf_counter() - start
