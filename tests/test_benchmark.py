@@ -16,7 +16,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from featurepipe import FeatureExtractor, ImageStep, Sample
-from featurepipe.benchmark import CVSpec, exact_duplicate_clusters, make_splits, merge_groups, run_benchmark
+from featurepipe.benchmark import (
+    CVSpec,
+    exact_duplicate_clusters,
+    make_splits,
+    merge_groups,
+    run_benchmark,
+)
 from featurepipe.cache import clear_memory_cache
 from featurepipe.dataset import Dataset
 from featurepipe.metrics import METRIC_NAMES, compute_metrics

@@ -13,7 +13,15 @@ from sklearn.pipeline import Pipeline
 
 from featurepipe import FeatureExtractor, Sample
 from featurepipe.augment import AugmentingSampler
-from featurepipe.benchmark import CVSpec, Split, find_samplers, leakage_report, make_splits, merge_groups, run_benchmark
+from featurepipe.benchmark import (
+    CVSpec,
+    Split,
+    find_samplers,
+    leakage_report,
+    make_splits,
+    merge_groups,
+    run_benchmark,
+)
 from featurepipe.benchmark.splits import exact_duplicate_clusters
 from featurepipe.dataset import Dataset
 

@@ -5,7 +5,12 @@ import pytest
 from imblearn.metrics import specificity_score as imb_specificity
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from featurepipe.metrics import METRIC_NAMES, check_metric_names, compute_metrics, specificity_score
+from featurepipe.metrics import (
+    METRIC_NAMES,
+    check_metric_names,
+    compute_metrics,
+    specificity_score,
+)
 
 # Binary case: TP=3, FN=1, TN=4, FP=2 (positive class "malignant").
 B_TRUE = ["malignant"] * 4 + ["benign"] * 6

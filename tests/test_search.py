@@ -14,7 +14,11 @@ from sklearn.svm import SVC
 
 from featurepipe import FeatureExtractor, ImageStep, Sample
 from featurepipe.cache import clear_memory_cache
-from featurepipe.search import PrefixCachedGridSearchCV, split_stateless_prefix, step_is_stateless
+from featurepipe.search import (
+    PrefixCachedGridSearchCV,
+    split_stateless_prefix,
+    step_is_stateless,
+)
 
 CALLS = []
 

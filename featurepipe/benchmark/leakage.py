@@ -159,7 +159,7 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     straddle = straddling_groups(splits, groups)
     n_straddle = sum(len(s["values"]) for s in straddle)
     report["groups"] = {
-        "n_groups": int(len(values)),
+        "n_groups": len(values),
         "n_groups_with_several_samples": int((counts > 1).sum()),
         "straddling": n_straddle,
         "straddling_detail": straddle,

@@ -21,7 +21,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure  # used without pyplot: PNGs render with Agg, no global state
+from matplotlib.figure import (
+    Figure,  # used without pyplot: PNGs render with Agg, no global state
+)
 from sklearn.metrics import auc as _auc
 from sklearn.metrics import roc_curve
 

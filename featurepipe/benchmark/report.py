@@ -69,11 +69,11 @@ def markdown_summary(result, metric=None):
     n_folds_total = cv["n_splits"] * cv["n_repeats"]
     lines += [
         f"- **Data**: {ds['n_samples']} images ({counts}); task: {task}.",
-        f"- **Splits**: {result.config['cv_description']}, seed {cv['random_state']}; "
-        f"{ds['n_independent_groups']} independent groups; duplicates: {result.config['duplicates']}. "
-        "Every pipeline is evaluated on the same splits.",
-        f"- **Cells**: mean ± standard deviation over {n_folds_total} folds. 95% confidence intervals below "
-        f"use the {result.config['ci_method']} (test/train ratio {result.config['test_train_ratio']:.3f}).",
+        (f"- **Splits**: {result.config['cv_description']}, seed {cv['random_state']}; "
+         f"{ds['n_independent_groups']} independent groups; duplicates: {result.config['duplicates']}. "
+         "Every pipeline is evaluated on the same splits."),
+        (f"- **Cells**: mean ± standard deviation over {n_folds_total} folds. 95% confidence intervals below "
+         f"use the {result.config['ci_method']} (test/train ratio {result.config['test_train_ratio']:.3f})."),
         f"- **Sorted by**: {METRIC_LABELS[metric]}.",
     ]
     if ds.get("skipped"):
@@ -94,11 +94,11 @@ def markdown_summary(result, metric=None):
         cells += [_ms(t["preprocess_ms_per_image"]), _ms(t["features_ms_per_image"]), _s(t["fit_s_per_fold"]),
                   _ms(t["predict_ms_per_image"]), _s(t["total_s"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
-              "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
-              "features were already computed by an earlier one (same extractor, same images) reads them "
-              "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
-              "tuning for nested CV; *predict* covers prediction and scores of the test part.", ""]
+    lines += ["", ("Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
+                   "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
+                   "features were already computed by an earlier one (same extractor, same images) reads them "
+                   "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
+                   "tuning for nested CV; *predict* covers prediction and scores of the test part."), ""]
 
     lines += [f"## {int(round(100 * result.config['confidence']))}% confidence intervals", ""]
     header = ["pipeline"] + [METRIC_LABELS[m] for m in shown]

@@ -34,7 +34,13 @@ from ..sample import Sample, as_samples
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
-from .splits import CVSpec, exact_duplicate_clusters, make_splits, merge_groups, splits_fingerprint
+from .splits import (
+    CVSpec,
+    exact_duplicate_clusters,
+    make_splits,
+    merge_groups,
+    splits_fingerprint,
+)
 from .store import FoldStore, to_jsonable
 
 __all__ = ["run_benchmark", "BenchmarkResult"]
@@ -278,7 +284,7 @@ def _evaluate_fold(name, config, estimator, grid, Z, y, split, labels, pos_label
                    inner_scoring, on_error):
     """Fit on the training part of one split, predict its test part, score it."""
     record = {"kind": "fold", "schema": _SCHEMA, "pipeline": name, "config": config, "repeat": split.repeat,
-              "fold": split.fold, "n_train": int(len(split.train)), "n_test": int(len(split.test))}
+              "fold": split.fold, "n_train": len(split.train), "n_test": len(split.test)}
     try:
         Z_train, Z_test = _take(Z, split.train), _take(Z, split.test)
         y_train, y_test = y[split.train], y[split.test]
@@ -760,7 +766,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         "labels": labels, "pos_label": pos_label, "task": "binary" if len(labels) == 2 else "multi-class",
         "n_patient_groups": len({g for g in patient if g is not None}),
         "n_samples_without_group": sum(g is None for g in patient),
-        "n_independent_groups": int(len(merged_counts)),
+        "n_independent_groups": len(merged_counts),
         "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
         "synthetic": bool(ds.info.get("synthetic", False)),
     }
@@ -840,7 +846,8 @@ def _parallel_context(backend, scheduler, n_jobs):
             try:
                 distributed.get_client()
             except ValueError:
-                raise ValueError("backend='dask' needs a running distributed.Client, or scheduler='<address>'") from None
+                raise ValueError(
+                    "backend='dask' needs a running distributed.Client, or scheduler='<address>'") from None
     try:
         # On a cluster the default is "as many tasks as the workers take" rather than joblib's 1.
         jobs = -1 if backend == "dask" and n_jobs is None else n_jobs

@@ -49,7 +49,8 @@ class CVSpec:
         elif isinstance(cv, dict):
             unknown = set(cv) - {"n_splits", "n_repeats", "random_state"}
             if unknown:
-                raise ValueError(f"{name} has unknown keys {sorted(unknown)}; allowed: n_splits, n_repeats, random_state")
+                raise ValueError(
+                    f"{name} has unknown keys {sorted(unknown)}; allowed: n_splits, n_repeats, random_state")
             spec = cls(**cv)
         else:
             raise TypeError(
@@ -71,7 +72,8 @@ class CVSpec:
             )
 
     def as_dict(self):
-        return {"n_splits": int(self.n_splits), "n_repeats": int(self.n_repeats), "random_state": int(self.random_state)}
+        return {"n_splits": int(self.n_splits), "n_repeats": int(self.n_repeats),
+                "random_state": int(self.random_state)}
 
 
 @dataclass(frozen=True)
