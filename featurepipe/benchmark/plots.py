@@ -39,8 +39,8 @@ def slug(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "pipeline"
 
 
-def _grid(n, size=(4.0, 3.6)):
-    cols = min(n, _MAX_PANELS_PER_ROW)
+def _grid(n, size=(4.0, 3.6), max_cols=_MAX_PANELS_PER_ROW):
+    cols = min(n, max_cols)
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -135,7 +135,9 @@ def plot_fold_scores(result, path):
     names = list(result.ranking())
     metrics = list(dict.fromkeys([result.config["rank_by"]] + [
         m for m in result.config["metrics"] if m in ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "mcc")]))
-    fig, axes = _grid(len(metrics), size=(max(3.5, 0.9 * len(names) + 1.5), 3.8))
+    # Wide panels when there are many pipelines: fewer of them per row.
+    fig, axes = _grid(len(metrics), size=(max(3.5, 0.9 * len(names) + 1.5), 3.8),
+                      max_cols=4 if len(names) <= 4 else 2)
     rng = np.random.default_rng(0)  # jitter only
     for ax, metric in zip(axes, metrics):
         data = [result.fold_scores(name, metric) for name in names]
