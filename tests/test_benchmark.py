@@ -17,6 +17,7 @@ from sklearn.svm import SVC
 
 from featurepipe import FeatureExtractor, ImageStep, Sample
 from featurepipe.benchmark import (
+    BenchmarkResult,
     CVSpec,
     exact_duplicate_clusters,
     make_splits,
@@ -168,6 +169,10 @@ def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
     assert "Nadeau–Bengio" in md and "Holm" in md and "Leakage report" in md
     by_acc = res.to_markdown("accuracy")
     assert "**Sorted by**: accuracy" in by_acc
+    # the report can be re-rendered from results.json alone
+    loaded = BenchmarkResult.load(tmp_path)
+    assert loaded.to_markdown() == md and loaded.to_markdown("accuracy") == by_acc
+    assert loaded.ranking("kappa") == res.ranking("kappa")
 
 
 def test_nested_cv_tunes_on_the_outer_training_part_only():

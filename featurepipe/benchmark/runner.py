@@ -131,6 +131,21 @@ class BenchmarkResult:
                       key=lambda r: (r["repeat"], r["fold"]))
         return np.array([_num(r["metrics"].get(metric)) for r in recs])
 
+    @classmethod
+    def load(cls, path):
+        """Read a result back from ``results.json`` (or the output directory holding it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no benchmark results at {str(path)!r} (expected results.json)")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("schema") != _SCHEMA:
+            raise ValueError(f"{path}: results schema {data.get('schema')!r} is not the supported {_SCHEMA}")
+        fields = ("dataset", "config", "pipelines", "splits", "folds", "summary", "timings", "comparisons",
+                  "leakage", "versions", "per_class")
+        return cls(**{k: data.get(k, {}) for k in fields}, output_dir=path.parent)
+
     def to_dict(self):
         return to_jsonable({
             "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
