@@ -209,6 +209,7 @@ def test_weights_none_warns():
     ({"batch_size": 0}, r"batch_size must be an integer >= 1; got 0"),
     ({"weights": "/no/such/file.h5"}, r"weights must be .*existing weights file"),
     ({"n_jobs": 0}, r"n_jobs must be None, -1 or an integer >= 1"),
+    ({"precision": "float16"}, r"precision must be one of \('float32', 'mixed_float16', 'mixed_bfloat16'\)"),
 ])
 def test_bad_parameters_are_named(params, message):
     f = CNNFeatures(**{"weights": None, **params})
@@ -230,7 +231,9 @@ def test_bad_layer_and_bad_file_are_named(tmp_path):
         CNNFeatures("mobilenet", weights=None, input_size=64, cache=False).transform([Sample.from_path(bad)])
 
 
-def test_pickled_pipeline_reloads_and_predicts_without_network(monkeypatch):
+def test_pickled_pipeline_reloads_and_predicts_without_network(monkeypatch, tmp_path):
+    import joblib
+
     from keras.src.utils import file_utils
 
     rng = np.random.default_rng(8)
@@ -250,6 +253,23 @@ def test_pickled_pipeline_reloads_and_predicts_without_network(monkeypatch):
     clear_model_cache()
     reloaded = pickle.loads(blob)
     np.testing.assert_allclose(reloaded.decision_function(images), expected, rtol=1e-6, atol=1e-6)
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    clear_model_cache()
+    from_joblib = joblib.load(tmp_path / "pipe.joblib")
+    np.testing.assert_allclose(from_joblib.decision_function(images), expected, rtol=1e-6, atol=1e-6)
     twin = clone(pipe)
     assert twin.get_params()["cnnfeatures__backbone"] == "efficientnet_lite0"
     assert twin.steps[0][1].get_params() == pipe.steps[0][1].get_params()
+
+
+@pytest.mark.parametrize("precision, rtol", [("mixed_float16", 3e-3), ("mixed_bfloat16", 3e-2)])
+def test_mixed_precision_is_close_to_float32(precision, rtol):
+    images = _images(64, seed=9)
+    reference = CNNFeatures("vgg16", weights=None, input_size=64, cache=False).transform(images)
+    mixed = CNNFeatures("vgg16", weights=None, input_size=64, precision=precision, cache=False)
+    got = mixed.transform(images)
+    assert got.dtype == np.float64 and got.shape == reference.shape
+    scale = np.abs(reference).max()
+    assert np.abs(got - reference).max() <= rtol * scale
+    assert not np.array_equal(got, reference)  # it really ran in lower precision
+    assert step_token(mixed) != step_token(clone(mixed).set_params(precision="float32"))

@@ -168,6 +168,7 @@ def test_imagenet_weights_without_network_say_what_to_download(offline_keras):
     assert "could not be downloaded" in message
 
 
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
 def test_corrupt_cached_weights_are_reported(offline_keras):
     offline_keras.mkdir(parents=True, exist_ok=True)
     # MobileNetV2 weights carry no checksum in Keras: h5py fails to read the file.
