@@ -45,25 +45,30 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BUSI = ROOT.parent / "shared" / "data" / "busi"
 
-from featurepipe.cache import clear_memory_cache  # noqa: E402
-from featurepipe.cnn import BackboneWeightsError, CNNFeatures, get_backbone, load_backbone  # noqa: E402
-from featurepipe.sample import Sample  # noqa: E402
+from featurepipe.cache import clear_memory_cache
+from featurepipe.cnn import (
+    BackboneWeightsError,
+    CNNFeatures,
+    get_backbone,
+    load_backbone,
+)
+from featurepipe.sample import Sample
 
 
 def _weights_for(name):
@@ -92,15 +97,15 @@ def bench_throughput(n_images, batch_size, repeats):
         compiled = tf.function(lambda x, m=model: m(x, training=False), jit_compile=False)
         batches = [pixels[s:s + batch_size] for s in range(0, n_images, batch_size)]
 
-        def ours():
+        def ours(extractor=extractor):
             return extractor.transform(samples)
 
-        def raw_eager():
-            return np.vstack([model(spec.preprocess(b * np.float32(255)), training=False).numpy().mean(axis=(1, 2))
+        def raw_eager(model=model, prep=spec.preprocess, batches=batches):
+            return np.vstack([model(prep(b * np.float32(255)), training=False).numpy().mean(axis=(1, 2))
                               for b in batches])
 
-        def raw_function():
-            return np.vstack([compiled(tf.constant(spec.preprocess(b * np.float32(255)))).numpy().mean(axis=(1, 2))
+        def raw_function(compiled=compiled, prep=spec.preprocess, batches=batches):
+            return np.vstack([compiled(tf.constant(prep(b * np.float32(255)))).numpy().mean(axis=(1, 2))
                               for b in batches])
 
         with warnings.catch_warnings():
@@ -118,7 +123,7 @@ def bench_throughput(n_images, batch_size, repeats):
         scale = np.abs(outputs["raw_eager"]).max()
         diff = np.abs(outputs["ours"] - outputs["raw_eager"]).max() / scale
         rate = {k: n_images / v for k, v in best.items()}
-        print(f"{name:18s} weights={str(weights):8s} CNNFeatures {rate['ours']:6.1f} img/s | raw eager "
+        print(f"{name:18s} weights={weights!s:8s} CNNFeatures {rate['ours']:6.1f} img/s | raw eager "
               f"{rate['raw_eager']:6.1f} img/s | raw tf.function {rate['raw_function']:6.1f} img/s | "
               f"ratio ours/eager {rate['ours'] / rate['raw_eager']:.2f}, ours/tf.function "
               f"{rate['ours'] / rate['raw_function']:.2f} | max rel. diff {diff:.1e}")
@@ -256,7 +261,11 @@ def bench_grid(n_images):
 # ----------------------------------------------------------------------------------------------
 def bench_busi(n_images=None):
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
+    from sklearn.model_selection import (
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        cross_val_score,
+    )
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC

@@ -7,16 +7,21 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from PIL import Image  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.svm import SVC, LinearSVC  # noqa: E402
+from PIL import Image
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
 
-from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone  # noqa: E402
-from featurepipe.cnn.cam import cam_overlay, class_activation_map, linear_head, save_cam_overlay  # noqa: E402
-from featurepipe.cnn.registry import preprocess_tf  # noqa: E402
+from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone
+from featurepipe.cnn.cam import (
+    cam_overlay,
+    class_activation_map,
+    linear_head,
+    save_cam_overlay,
+)
+from featurepipe.cnn.registry import preprocess_tf
 
 SIZE, SIDE = 64, 14
 NAME = "cam_test_net"
@@ -138,7 +143,7 @@ def test_unsupported_models_are_refused(fitted, tiny_backbone):
 def test_overlay_png(tmp_path, fitted):
     import matplotlib
 
-    images, _, boxes = _dataset(2, seed=6)
+    images, _, _ = _dataset(2, seed=6)
     cam = class_activation_map(fitted, images[1], target=1)
     path = save_cam_overlay(tmp_path / "cam.png", images[1], cam.heatmap, alpha=0.4)
     written = np.asarray(Image.open(path))

@@ -11,17 +11,23 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from sklearn.base import clone  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from featurepipe.base import step_token  # noqa: E402
-from featurepipe.cache import clear_memory_cache  # noqa: E402
-from featurepipe.cnn import CNNFeatures, clear_model_cache, get_backbone, list_backbones, load_backbone  # noqa: E402
-from featurepipe.cnn.extractor import pool_feature_map, prepare_image  # noqa: E402
-from featurepipe.io import ImageReadError  # noqa: E402
-from featurepipe.sample import Sample  # noqa: E402
+from featurepipe.base import step_token
+from featurepipe.cache import clear_memory_cache
+from featurepipe.cnn import (
+    CNNFeatures,
+    clear_model_cache,
+    get_backbone,
+    list_backbones,
+    load_backbone,
+)
+from featurepipe.cnn.extractor import pool_feature_map, prepare_image
+from featurepipe.io import ImageReadError
+from featurepipe.sample import Sample
 
 BUILTINS = [
     "densenet121", "efficientnet_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
@@ -233,7 +239,6 @@ def test_bad_layer_and_bad_file_are_named(tmp_path):
 
 def test_pickled_pipeline_reloads_and_predicts_without_network(monkeypatch, tmp_path):
     import joblib
-
     from keras.src.utils import file_utils
 
     rng = np.random.default_rng(8)

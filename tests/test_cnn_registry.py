@@ -8,8 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from featurepipe.cnn import registry  # noqa: E402
-from featurepipe.cnn.registry import (  # noqa: E402
+from featurepipe.cnn.registry import (
     BackboneWeightsError,
     get_backbone,
     list_backbones,

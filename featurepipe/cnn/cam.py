@@ -29,7 +29,7 @@ from ..sample import as_samples
 from .extractor import CNNFeatures, prepare_image
 from .registry import _normalise_size, get_backbone, load_backbone
 
-__all__ = ["ClassActivationMap", "class_activation_map", "linear_head", "cam_overlay", "save_cam_overlay"]
+__all__ = ["ClassActivationMap", "cam_overlay", "class_activation_map", "linear_head", "save_cam_overlay"]
 
 
 @dataclass(frozen=True)

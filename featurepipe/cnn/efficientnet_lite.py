@@ -32,7 +32,7 @@ import numpy as np
 from .registry import BackboneWeightsError
 from .torch_legacy import TorchFileError, load_torch_file
 
-__all__ = ["build_efficientnet_lite", "port_state_dict", "lite_weights_path", "LITE_VARIANTS"]
+__all__ = ["LITE_VARIANTS", "build_efficientnet_lite", "lite_weights_path", "port_state_dict"]
 
 #: variant -> (width multiplier, depth multiplier, resolution, dropout before the classifier)
 LITE_VARIANTS = {
@@ -75,7 +75,7 @@ def _block_list(width, depth):
         f_in = _round_filters(f_in, width)
         f_out = _round_filters(f_out, width)
         if i not in (0, last):  # Lite keeps the first and last stage at one block
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         for r in range(repeats):
             blocks.append((kernel, stride if r == 0 else 1, expand, f_in if r == 0 else f_out, f_out))
     return blocks

@@ -33,12 +33,19 @@ import cv2
 import numpy as np
 
 from ..base import FeatureExtractor, _file_token
-from ..io import ImageReadError
 from . import registry
 from .registry import get_backbone, load_backbone
 
-__all__ = ["CNNFeatures", "prepare_batch", "prepare_image", "pool_feature_map", "get_runner", "POOLINGS",
-           "PRECISIONS", "GEM_EPS"]
+__all__ = [
+    "GEM_EPS",
+    "POOLINGS",
+    "PRECISIONS",
+    "CNNFeatures",
+    "get_runner",
+    "pool_feature_map",
+    "prepare_batch",
+    "prepare_image",
+]
 
 POOLINGS = ("avg", "max", "gem")
 #: Feature-map values are clipped to at least this before GeM pooling (Radenović et al. 2018).
@@ -480,10 +487,7 @@ class CNNFeatures(FeatureExtractor):
         with ThreadPoolExecutor(max_workers=threads) as readers, ThreadPoolExecutor(max_workers=1) as ahead:
             pending = ahead.submit(self._load_batch, readers, samples[0:batch], size)
             for k, start in enumerate(starts):
-                try:
-                    pixels = pending.result()
-                except ImageReadError:
-                    raise
+                pixels = pending.result()  # re-raises a reader's ImageReadError (naming the file)
                 if k + 1 < len(starts):
                     nxt = starts[k + 1]
                     pending = ahead.submit(self._load_batch, readers, samples[nxt:nxt + batch], size)

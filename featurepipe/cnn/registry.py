@@ -31,28 +31,27 @@ import functools
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 __all__ = [
+    "OFFLINE_BACKBONE",
     "BackboneSpec",
     "BackboneWeightsError",
-    "get_backbone",
-    "list_backbones",
-    "register_backbone",
-    "unregister_backbone",
-    "load_backbone",
     "clear_model_cache",
+    "get_backbone",
     "keras_cache_dir",
-    "OFFLINE_BACKBONE",
-    "preprocess_tf",
-    "preprocess_torch",
+    "list_backbones",
+    "load_backbone",
     "preprocess_caffe",
     "preprocess_identity",
     "preprocess_lite",
+    "preprocess_tf",
+    "preprocess_torch",
+    "register_backbone",
+    "unregister_backbone",
 ]
 
 #: The pretrained backbone that works with no network at all.
@@ -165,7 +164,9 @@ _EPOCH = [0]
 
 def keras_cache_dir():
     """Directory where Keras keeps downloaded weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
-    from keras.src.backend import config as keras_config  # keras.config has no public keras_home()
+    from keras.src.backend import (
+        config as keras_config,  # keras.config has no public keras_home()
+    )
 
     return os.path.join(os.path.expanduser(keras_config.keras_home()), "models")
 
@@ -289,15 +290,16 @@ _KERAS_APPS = [
     ("inception_v3", "InceptionV3", 299, 2048, 75, preprocess_tf,
      _kfile("inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
      "Apache-2.0 (Keras)",
-     "Inception-v3 (Szegedy et al. 2016). Keras ships no GoogLeNet (Inception-v1): this is the Keras "
-     "stand-in for the GoogLeNet/Inception family used in the published work; results are not identical "
-     "to GoogLeNet's."),
+     ("Inception-v3 (Szegedy et al. 2016). Keras ships no GoogLeNet (Inception-v1): this is the Keras "
+      "stand-in for the GoogLeNet/Inception family used in the published work; results are not identical "
+      "to GoogLeNet's.")),
     ("nasnet_mobile", "NASNetMobile", 224, 1056, 32, preprocess_tf,
      _fixed_file("nasnet_mobile_no_top.h5", _KERAS_BASE + "nasnet/NASNet-mobile-no-top.h5"),
      "Apache-2.0 (TensorFlow models)",
-     "NASNet-A Mobile (Zoph et al. 2018). Keras requires input 224 px for the ImageNet weights."),
+     "NASNet-A Mobile (Zoph et al. 2018); Keras documents its ImageNet weights for 224 px input."),
     ("efficientnet_b0", "EfficientNetB0", 224, 1280, 32, preprocess_identity,
-     _fixed_file("efficientnetb0_notop.h5", "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"),
+     _fixed_file("efficientnetb0_notop.h5",
+                 "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"),
      "Apache-2.0 (TensorFlow models)",
      "EfficientNet-B0 (Tan & Le 2019); normalisation is inside the Keras model, which takes [0, 255]."),
     ("xception", "Xception", 299, 2048, 71, preprocess_tf,
@@ -395,9 +397,9 @@ def _headless(name, model):
     except (AttributeError, ValueError) as exc:
         raise ValueError(f"register_backbone({name!r}, ...): the model must be built with a known input "
                          f"shape (a functional or Sequential model): {exc}") from None
-    if isinstance(out_shape, list):
-        raise ValueError(f"register_backbone({name!r}, ...): the model has several outputs; register a model "
-                         "with one output")
+    if len(model.outputs) != 1:
+        raise ValueError(f"register_backbone({name!r}, ...): the model has {len(model.outputs)} outputs; "
+                         "register a model with one output")
     if len(out_shape) == 4:
         return model
     for layer in reversed(model.layers):

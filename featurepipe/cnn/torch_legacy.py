@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["load_torch_file", "TorchFileError", "LEGACY_MAGIC_NUMBER"]
+__all__ = ["LEGACY_MAGIC_NUMBER", "TorchFileError", "load_torch_file"]
 
 #: The first pickle of a legacy torch file.
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
