@@ -183,3 +183,24 @@ def test_corrupt_cached_weights_are_reported(offline_keras):
         load_backbone("vgg16", "imagenet", 32)
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(info.value)
     assert not os.path.exists(bad)
+
+
+def build_tiny(weights, input_shape):
+    """A module-level builder: a new 2-layer CNN on each call (weights ignored: random)."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, x)
+
+
+def test_register_a_builder_function():
+    try:
+        spec = register_backbone("tiny_builder_net", build_tiny, preprocess=preprocess_half,
+                                 default_input_size=24, output_dim=6)
+        assert spec.fingerprint == "builder:test_cnn_registry.build_tiny"
+        model = load_backbone("tiny_builder_net", None)
+        assert model.output_shape == (None, 12, 12, 6)
+        assert load_backbone("tiny_builder_net", None) is model
+        with pytest.raises(ValueError, match="pass default_input_size and output_dim"):
+            register_backbone("tiny_builder_net2", build_tiny)
+    finally:
+        unregister_backbone("tiny_builder_net")
