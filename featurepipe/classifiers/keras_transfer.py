@@ -1,0 +1,633 @@
+"""End-to-end transfer learning of a CNN backbone, as a scikit-learn classifier on image samples.
+
+:class:`KerasTransferClassifier` reproduces the fine-tuned CNN baselines of
+the published comparisons (e.g. MobileNetV2, VGG16, ResNet50 or DenseNet121
+transfer learning on breast ultrasound, mammography or histopathology
+images): an ImageNet backbone from :mod:`featurepipe.cnn.registry` with its
+classification top removed is frozen, a new head (global average pooling,
+batch normalisation, dropout, dense layers, softmax or sigmoid) is trained
+on it, and optionally the last layers of the backbone are unfrozen and
+fine-tuned with a lower learning rate — the recipe of the Keras transfer
+learning guide (https://keras.io/guides/transfer_learning/).
+
+It is a plain scikit-learn classifier over a sequence of samples, so it
+sits in ``cross_validate``, ``GridSearchCV`` and the benchmark runner next
+to the "frozen features + SVM/ELM" pipelines. Unlike those, it learns from
+the training fold end to end, so nothing about it is cached.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import tempfile
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from ..sample import as_samples
+from ._images import check_samples_and_labels, load_resized
+
+__all__ = ["KerasTransferClassifier", "OPTIMIZERS", "FLIP_MODES"]
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _model_to_bytes(model):
+    """The whole Keras model (architecture + weights) as the bytes of a ``.keras`` file."""
+    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def _model_from_bytes(data):
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return keras.saving.load_model(path, compile=False)
+
+
+class KerasTransferClassifier(ClassifierMixin, BaseEstimator):
+    """Transfer learning of a CNN backbone (frozen base + new head, optional fine-tuning).
+
+    Training runs in up to two phases, each with early stopping on the
+    validation loss (best weights restored) and learning-rate reduction on
+    plateau:
+
+    1. *head only*: the backbone is frozen, the new head is trained for up
+       to ``epochs`` epochs at ``learning_rate``;
+    2. *fine-tuning* (when ``unfreeze`` is not 0 and ``fine_tune_epochs``
+       > 0): the last ``unfreeze`` layers of the backbone (or every layer
+       from the one named ``unfreeze``) become trainable and the whole model
+       is trained for up to ``fine_tune_epochs`` more epochs at
+       ``fine_tune_learning_rate``. The backbone's batch-normalisation
+       layers stay frozen and in inference mode (moving statistics, scale
+       and offset unchanged: small medical batches would corrupt them), as
+       the Keras transfer-learning guide recommends. If fine-tuning never
+       beats the head-only monitored loss, the head-only weights are kept.
+
+    When to use it: as the end-to-end baseline of a comparison, or when
+    there are enough images (hundreds per class) for the backbone's features
+    to adapt; on small datasets frozen features + SVM/ELM are usually as
+    good and far cheaper. On CPU keep ``input_size`` and ``unfreeze`` small.
+
+    Parameters
+    ----------
+    backbone : str, default="mobilenet_v2"
+        Registered backbone name (:func:`featurepipe.cnn.list_backbones`).
+    weights : "imagenet", None or path, default="imagenet"
+        Backbone weights (see :mod:`featurepipe.cnn.registry`). ``None``
+        (random) is for tests only.
+    input_size : int or None, default=None
+        Side in pixels of the square network input; images are resized to
+        it. ``None`` uses the backbone's default (e.g. 224).
+    dense_units : int or sequence of int, default=(256,)
+        Units of the ReLU dense layers of the head between the pooled
+        features and the output layer (each followed by dropout); ``()`` or
+        0 for none.
+    dropout : float, default=0.5
+        Dropout rate in [0, 1) after the batch normalisation and after each
+        dense layer of the head.
+    optimizer : {"adam", "rmsprop", "sgd"}, default="adam"
+        Keras optimiser of both phases (SGD uses ``momentum``).
+    momentum : float, default=0.9
+        Momentum of the SGD optimiser, in [0, 1).
+    learning_rate : float, default=1e-3
+        Learning rate of the head-only phase (> 0).
+    fine_tune_learning_rate : float, default=1e-5
+        Learning rate of the fine-tuning phase (> 0), typically 10-100
+        times lower.
+    unfreeze : int or str, default=0
+        Backbone layers to fine-tune: the last ``unfreeze`` entries of the
+        backbone's ``layers`` list (weightless layers count), or the name of
+        the first layer to unfreeze. 0 trains the head only. Batch
+        normalisation layers among them stay frozen.
+    epochs : int, default=20
+        Maximum epochs of the head-only phase.
+    fine_tune_epochs : int, default=10
+        Maximum epochs of the fine-tuning phase (0 skips it).
+    batch_size : int, default=32
+        Images per gradient step (and per prediction batch).
+    patience : int or None, default=5
+        Early stopping: stop a phase after this many epochs without a lower
+        monitored loss, then restore the best epoch's weights. ``None``
+        disables early stopping (all epochs run; last weights kept).
+    min_delta : float, default=1e-4
+        Smallest decrease of the monitored loss that counts as an
+        improvement, for early stopping and the plateau schedule (>= 0).
+    reduce_lr_patience : int or None, default=3
+        Multiply the learning rate by ``reduce_lr_factor`` after this many
+        epochs without improvement (Keras ``ReduceLROnPlateau``); ``None``
+        disables it.
+    reduce_lr_factor : float, default=0.2
+        Factor in (0, 1) applied by the plateau schedule.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the training loss per class; ``"balanced"`` weights
+        classes inversely to their frequency in the training part; a dict
+        must give a weight for every class label.
+    augment_flip : {None, "horizontal", "vertical", "horizontal_and_vertical"}, default=None
+        Random flips during training.
+    augment_rotation : float, default=0.0
+        Random rotations up to this fraction of a full turn (0.05 = ±18°).
+    augment_zoom : float, default=0.0
+        Random zoom in/out up to this fraction, in [0, 1).
+    augment_brightness : float, default=0.0
+        Random brightness shifts up to this fraction of the intensity range, in [0, 1].
+    validation_fraction : float, default=0.1
+        Fraction of the training data (the fold passed to ``fit``) held out,
+        stratified by class, to monitor the loss for early stopping and the
+        plateau schedule. 0 uses no validation data and monitors the
+        training loss instead.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the split, the shuffling, the head initialisation and the
+        augmentation. An int calls ``keras.utils.set_random_seed`` (which
+        also seeds Python's and NumPy's global generators). Multi-threaded
+        CPU kernels can still make repeated fits differ in the last digits.
+    verbose : int, default=0
+        Keras training verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    model_ : keras.Model
+        The trained network; input float32 ``(None, input_size, input_size, 3)``
+        already scaled by the backbone's ``preprocess``.
+    preprocess_ : callable
+        The backbone's preprocessing (float32 RGB in [0, 255] → network input).
+    input_size_ : int
+    n_channels_in_ : int
+        Channels of the training images (1 or 3); prediction images must match.
+    history_ : dict of str to list
+        Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` and
+        ``learning_rate`` of both phases, concatenated (for learning curves).
+    n_head_epochs_, n_fine_tune_epochs_ : int
+        Epochs run in each phase.
+    n_unfrozen_layers_ : int
+        Backbone layers made trainable for fine-tuning (0 when the phase did not run).
+    fine_tune_kept_ : bool
+        Whether the fine-tuned weights were kept: ``False`` when fine-tuning
+        did not run or did not reach a lower monitored loss than the
+        head-only phase (then the head-only weights are restored).
+    validation_indices_ : ndarray of int
+        Positions in the ``X`` given to ``fit`` of the samples held out for validation.
+
+    Notes
+    -----
+    The head's own batch normalisation uses momentum 0.9 (Keras default
+    0.99) so that its running statistics settle within the few dozen
+    gradient steps a small dataset gives.
+
+    Images (featurepipe convention: float32 in [0, 1], ``(H, W)`` or
+    ``(H, W, 3)``) are resized to ``input_size`` (area interpolation when
+    shrinking), grayscale is replicated to three channels, and the result
+    times 255 goes through the backbone's own ``preprocess``. Augmentation
+    layers act on that [0, 255] batch and only in ``fit``.
+
+    The fitted estimator pickles with its trained network (as the bytes of
+    a ``.keras`` file), so it reloads without network access and without
+    the backbone registry and predicts identically; the preprocessing
+    function is pickled by reference.
+
+    References
+    ----------
+    M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. MobileNetV2:
+    Inverted residuals and linear bottlenecks. CVPR 2018.
+    J. Yosinski, J. Clune, Y. Bengio, H. Lipson. How transferable are
+    features in deep neural networks? NeurIPS 2014.
+    """
+
+    def __init__(self, backbone="mobilenet_v2", weights="imagenet", input_size=None, dense_units=(256,),
+                 dropout=0.5, optimizer="adam", momentum=0.9, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
+                 unfreeze=0, epochs=20, fine_tune_epochs=10, batch_size=32, patience=5, min_delta=1e-4,
+                 reduce_lr_patience=3, reduce_lr_factor=0.2, class_weight=None, augment_flip=None, augment_rotation=0.0,
+                 augment_zoom=0.0, augment_brightness=0.0, validation_fraction=0.1, random_state=None,
+                 verbose=0):
+        self.backbone = backbone
+        self.weights = weights
+        self.input_size = input_size
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.learning_rate = learning_rate
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.unfreeze = unfreeze
+        self.epochs = epochs
+        self.fine_tune_epochs = fine_tune_epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.min_delta = min_delta
+        self.reduce_lr_patience = reduce_lr_patience
+        self.reduce_lr_factor = reduce_lr_factor
+        self.class_weight = class_weight
+        self.augment_flip = augment_flip
+        self.augment_rotation = augment_rotation
+        self.augment_zoom = augment_zoom
+        self.augment_brightness = augment_brightness
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = True
+        return tags
+
+    # -- validation -----------------------------------------------------------------------------
+    def _fail(self, param, value, allowed):
+        raise ValueError(f"{type(self).__name__}: {param} must be {allowed}; got {value!r}")
+
+    def _check_params(self):
+        from ..cnn.registry import get_backbone
+
+        spec = get_backbone(self.backbone)  # ValueError listing the known backbones
+        if not (self.weights is None or self.weights == "imagenet" or isinstance(self.weights, (str, os.PathLike))):
+            self._fail("weights", self.weights, "'imagenet', None or a path to a weights file")
+        if self.input_size is not None and (not _is_int(self.input_size)
+                                            or self.input_size < spec.min_input_size):
+            self._fail("input_size", self.input_size,
+                       f"None or an integer >= {spec.min_input_size} (the smallest input {spec.name!r} takes)")
+        units = self._dense_units()
+        if units is None:
+            self._fail("dense_units", self.dense_units, "an integer >= 0 or a sequence of positive integers")
+        if not _is_real(self.dropout) or not 0 <= self.dropout < 1:
+            self._fail("dropout", self.dropout, "a number in [0, 1)")
+        if self.optimizer not in OPTIMIZERS:
+            self._fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+            self._fail("momentum", self.momentum, "a number in [0, 1)")
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            value = getattr(self, name)
+            if not _is_real(value) or value <= 0:
+                self._fail(name, value, "a number > 0")
+        if isinstance(self.unfreeze, str):
+            if not self.unfreeze:
+                self._fail("unfreeze", self.unfreeze, "an integer >= 0 or the name of a backbone layer")
+        elif not _is_int(self.unfreeze) or self.unfreeze < 0:
+            self._fail("unfreeze", self.unfreeze, "an integer >= 0 or the name of a backbone layer")
+        if not _is_int(self.epochs) or self.epochs < 1:
+            self._fail("epochs", self.epochs, "an integer >= 1")
+        if not _is_int(self.fine_tune_epochs) or self.fine_tune_epochs < 0:
+            self._fail("fine_tune_epochs", self.fine_tune_epochs, "an integer >= 0")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            self._fail("batch_size", self.batch_size, "an integer >= 1")
+        for name in ("patience", "reduce_lr_patience"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                self._fail(name, value, "None or an integer >= 0")
+        if not _is_real(self.min_delta) or self.min_delta < 0:
+            self._fail("min_delta", self.min_delta, "a number >= 0")
+        if not _is_real(self.reduce_lr_factor) or not 0 < self.reduce_lr_factor < 1:
+            self._fail("reduce_lr_factor", self.reduce_lr_factor, "a number in (0, 1)")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            self._fail("class_weight", cw, "None, 'balanced' or a dict {class label: weight}")
+        if self.augment_flip not in FLIP_MODES:
+            self._fail("augment_flip", self.augment_flip, f"one of {FLIP_MODES}")
+        if not _is_real(self.augment_rotation) or self.augment_rotation < 0:
+            self._fail("augment_rotation", self.augment_rotation, "a number >= 0 (fraction of a full turn)")
+        if not _is_real(self.augment_zoom) or not 0 <= self.augment_zoom < 1:
+            self._fail("augment_zoom", self.augment_zoom, "a number in [0, 1)")
+        if not _is_real(self.augment_brightness) or not 0 <= self.augment_brightness <= 1:
+            self._fail("augment_brightness", self.augment_brightness, "a number in [0, 1]")
+        if not _is_real(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
+            self._fail("validation_fraction", self.validation_fraction, "a number in [0, 1)")
+        if self.verbose not in (0, 1, 2):
+            self._fail("verbose", self.verbose, "0, 1 or 2")
+        return spec, units
+
+    def _dense_units(self):
+        value = self.dense_units
+        if _is_int(value):
+            return () if value == 0 else ((int(value),) if value > 0 else None)
+        if isinstance(value, (list, tuple)) and all(_is_int(v) and v > 0 for v in value):
+            return tuple(int(v) for v in value)
+        return None
+
+    def _class_weights(self, y_idx, n_classes):
+        """Per-class loss weights indexed by class position, or None."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if cw == "balanced":
+            present = np.unique(y_idx)
+            weights = np.ones(n_classes)
+            weights[present] = compute_class_weight("balanced", classes=present, y=y_idx)
+            return weights
+        labels = list(self.classes_)
+        unknown = [k for k in cw if not any(_same_label(k, c) for c in labels)]
+        missing = [c for c in labels if not any(_same_label(k, c) for k in cw)]
+        if unknown or missing:
+            raise ValueError(
+                f"{type(self).__name__}: class_weight keys must be exactly the class labels "
+                f"{[np.asarray(c).item() for c in labels]}; unknown keys: {unknown}, missing classes: "
+                f"{[np.asarray(c).item() for c in missing]}"
+            )
+        weights = np.empty(n_classes)
+        for key, value in cw.items():
+            if not _is_real(value) or value < 0:
+                raise ValueError(f"{type(self).__name__}: class_weight[{key!r}] must be a number >= 0; got {value!r}")
+            weights[[i for i, c in enumerate(labels) if _same_label(key, c)][0]] = value
+        return weights
+
+    # -- model ----------------------------------------------------------------------------------
+    def _build(self, spec, units, size, n_classes):
+        import keras
+
+        base = spec.builder(self.weights, (size, size, 3))
+        base.trainable = False
+        inputs = keras.Input(shape=(size, size, 3), name="image")
+        # training=False states the intent (backbone in inference mode); Keras 3 fit() overrides it for
+        # nested models, so _unfreeze also keeps the backbone's BatchNormalization layers frozen.
+        x = base(inputs, training=False)
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        # momentum 0.9 (Keras default 0.99): the running statistics used at prediction must settle within
+        # the few dozen steps a small medical dataset gives.
+        x = keras.layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
+        x = keras.layers.Dropout(self.dropout, name="head_dropout")(x)
+        for i, n in enumerate(units):
+            x = keras.layers.Dense(n, activation="relu", name=f"head_dense_{i}")(x)
+            x = keras.layers.Dropout(self.dropout, name=f"head_dense_{i}_dropout")(x)
+        if n_classes == 2:
+            outputs = keras.layers.Dense(1, activation="sigmoid", name="head_output")(x)
+        else:
+            outputs = keras.layers.Dense(n_classes, activation="softmax", name="head_output")(x)
+        return keras.Model(inputs, outputs, name=f"transfer_{spec.name}"), base
+
+    def _make_optimizer(self, learning_rate):
+        import keras
+
+        if self.optimizer == "adam":
+            return keras.optimizers.Adam(learning_rate=learning_rate)
+        if self.optimizer == "rmsprop":
+            return keras.optimizers.RMSprop(learning_rate=learning_rate)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=self.momentum)
+
+    def _augmenter(self, seed):
+        import keras
+
+        layers = []
+        if self.augment_flip is not None:
+            layers.append(keras.layers.RandomFlip(self.augment_flip, seed=seed))
+        if self.augment_rotation > 0:
+            layers.append(keras.layers.RandomRotation(self.augment_rotation, fill_mode="reflect", seed=seed + 1))
+        if self.augment_zoom > 0:
+            layers.append(keras.layers.RandomZoom(self.augment_zoom, fill_mode="reflect", seed=seed + 2))
+        if self.augment_brightness > 0:
+            layers.append(keras.layers.RandomBrightness(self.augment_brightness, value_range=(0.0, 255.0),
+                                                        seed=seed + 3))
+        return keras.Sequential(layers, name="augmentation") if layers else None
+
+    def _unfreeze(self, base):
+        layers = base.layers
+        if isinstance(self.unfreeze, str):
+            names = [layer.name for layer in layers]
+            if self.unfreeze not in names:
+                shown = ", ".join(names[-8:])
+                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze!r} is not a layer of backbone "
+                                 f"{self.backbone!r} ({len(names)} layers; the last ones are: {shown})")
+            start = names.index(self.unfreeze)
+        else:
+            if self.unfreeze > len(layers):
+                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze} but backbone {self.backbone!r} "
+                                 f"has only {len(layers)} layers")
+            start = len(layers) - self.unfreeze
+        base.trainable = True
+        for layer in layers[:start]:
+            layer.trainable = False
+        # Keep every BatchNormalization frozen, hence in inference mode. Calling the base with
+        # training=False is not enough in Keras 3: fit() passes training=True to the nested model and
+        # overrides it (keras-team/keras#20285); a BN layer with trainable=False always uses its
+        # moving statistics and keeps its scale and offset.
+        import keras
+
+        for layer in layers[start:]:
+            for sub in _walk_layers(layer):
+                if isinstance(sub, keras.layers.BatchNormalization):
+                    sub.trainable = False
+        return len(layers) - start
+
+    def _validation_split(self, y_idx, classes, seed):
+        """Sorted ``(train_idx, val_idx)``: a stratified hold-out of the data passed to ``fit`` only."""
+        name = type(self).__name__
+        n_samples, n_classes = len(y_idx), len(classes)
+        indices = np.arange(n_samples)
+        if self.validation_fraction == 0:
+            return indices, indices[:0]
+        n_val = int(np.ceil(self.validation_fraction * n_samples))
+        counts = np.bincount(y_idx, minlength=n_classes)
+        if n_val < n_classes or n_samples - n_val < n_classes or counts.min() < 2:
+            raise ValueError(
+                f"{name}: validation_fraction={self.validation_fraction} cannot hold out a stratified "
+                f"validation set from {n_samples} samples with class counts "
+                f"{dict(zip([np.asarray(c).item() for c in classes], counts.tolist()))} (each class needs "
+                "at least 2 samples and the held-out part at least one per class); use more data or "
+                "validation_fraction=0"
+            )
+        train_idx, val_idx = train_test_split(indices, test_size=n_val, stratify=y_idx, random_state=seed)
+        return np.sort(train_idx), np.sort(val_idx)
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train the head (and optionally fine-tune the backbone) on image samples.
+
+        Parameters
+        ----------
+        X : sequence of Sample, file paths or image arrays, or a Dataset
+            Training images (see :func:`featurepipe.as_samples`); all
+            grayscale or all colour.
+        y : array-like of shape (n_samples,)
+            Class labels; at least two classes.
+
+        Returns
+        -------
+        self
+        """
+        import keras
+        import tensorflow as tf
+
+        name = type(self).__name__
+        spec, units = self._check_params()
+        samples, y, classes = check_samples_and_labels(X, y, name)
+        self.classes_ = classes
+        n_classes = len(classes)
+        y_idx = np.searchsorted(classes, y)
+        class_weights = self._class_weights(y_idx, n_classes)
+
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(0, 2**31 - 1))
+        if self.random_state is not None:
+            keras.utils.set_random_seed(seed)
+
+        size = int(self.input_size or spec.default_input_size)
+        images, n_channels = load_resized(samples, size, owner=name)
+        images *= np.float32(255.0)
+
+        train_idx, val_idx = self._validation_split(y_idx, classes, seed)
+
+        def targets(idx):
+            t = y_idx[idx]
+            return t.astype(np.float32)[:, None] if n_classes == 2 else t.astype(np.int32)
+
+        weights = (np.ones(len(train_idx), np.float32) if class_weights is None
+                   else class_weights[y_idx[train_idx]].astype(np.float32))
+        preprocess = spec.preprocess
+        augmenter = self._augmenter(seed % (2**31 - 8))
+        bs = self.batch_size
+
+        def prepare(x, t, w):
+            if augmenter is not None:
+                x = augmenter(x, training=True)
+            return preprocess(x), t, w
+
+        train_ds = (tf.data.Dataset.from_tensor_slices((images[train_idx], targets(train_idx), weights))
+                    .shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True)
+                    .batch(bs)
+                    .map(prepare)
+                    .prefetch(tf.data.AUTOTUNE))
+        val_data = None
+        if len(val_idx):
+            val_data = (np.asarray(preprocess(images[val_idx]), dtype=np.float32), targets(val_idx))
+        del images
+
+        model, base = self._build(spec, units, size, n_classes)
+        loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+        monitor = "val_loss" if val_data is not None else "loss"
+        history = {}
+
+        def run_phase(learning_rate, n_epochs, initial_epoch):
+            model.compile(optimizer=self._make_optimizer(learning_rate), loss=loss, metrics=["accuracy"])
+            callbacks = []
+            if self.patience is not None:
+                callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=self.patience,
+                                                               min_delta=self.min_delta,
+                                                               restore_best_weights=True))
+            if self.reduce_lr_patience is not None:
+                callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=self.reduce_lr_factor,
+                                                                   patience=self.reduce_lr_patience,
+                                                                   min_delta=self.min_delta))
+            hist = model.fit(train_ds, validation_data=val_data, epochs=initial_epoch + n_epochs,
+                             initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,  # tf.data shuffles
+                             verbose=self.verbose)
+            logged = dict(hist.history)
+            if "learning_rate" not in logged:  # only ReduceLROnPlateau logs it; the rate was constant
+                logged["learning_rate"] = [learning_rate] * len(logged[monitor])
+            for key, values in logged.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+            return hist.history[monitor]
+
+        head_losses = run_phase(self.learning_rate, self.epochs, 0)
+        self.n_head_epochs_ = len(head_losses)
+        self.n_fine_tune_epochs_ = 0
+        if self.unfreeze != 0 and self.fine_tune_epochs > 0:
+            best_head = min(head_losses) if self.patience is not None else head_losses[-1]
+            head_weights = model.get_weights()
+            self.n_unfrozen_layers_ = self._unfreeze(base)
+            tune_losses = run_phase(self.fine_tune_learning_rate, self.fine_tune_epochs, self.n_head_epochs_)
+            self.n_fine_tune_epochs_ = len(tune_losses)
+            best_tune = min(tune_losses) if self.patience is not None else tune_losses[-1]
+            self.fine_tune_kept_ = bool(best_tune < best_head)
+            if not self.fine_tune_kept_:
+                model.set_weights(head_weights)  # fine-tuning did not help: keep the head-only checkpoint
+        else:
+            self.n_unfrozen_layers_ = 0
+            self.fine_tune_kept_ = False
+        model.trainable = False
+
+        self.model_ = model
+        self.preprocess_ = preprocess
+        self.input_size_ = size
+        self.n_channels_in_ = n_channels
+        self.history_ = history
+        self.validation_indices_ = val_idx
+        self._infer = None
+        return self
+
+    # -- prediction -----------------------------------------------------------------------------
+    def _inference_fn(self):
+        infer = getattr(self, "_infer", None)
+        if infer is None:
+            import tensorflow as tf
+
+            model = self.model_
+            infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._infer = infer
+        return infer
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order.
+
+        Images are streamed in batches of ``batch_size``, so memory does not
+        grow with the number of samples.
+        """
+        check_is_fitted(self, "model_")
+        samples = as_samples(X)
+        infer = self._inference_fn()
+        out = np.empty((len(samples), len(self.classes_)), dtype=np.float64)
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start:start + self.batch_size]
+            batch, _ = load_resized(chunk, self.input_size_, owner=type(self).__name__,
+                                    n_channels=self.n_channels_in_)
+            batch = np.asarray(self.preprocess_(batch * np.float32(255.0)), dtype=np.float32)
+            p = np.asarray(infer(batch), dtype=np.float64)
+            if p.shape[1] == 1:
+                p = np.hstack([1.0 - p, p])
+            out[start:start + len(chunk)] = p
+        return out
+
+    def predict(self, X):
+        """Most probable class of each sample, shape (n_samples,)."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    # -- pickling -------------------------------------------------------------------------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_infer", None)
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_keras_bytes"] = _model_to_bytes(model)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        data = state.pop("_model_keras_bytes", None)
+        super().__setstate__(state)
+        if data is not None:
+            self.model_ = _model_from_bytes(data)
+        self._infer = None
+
+
+def _walk_layers(layer):
+    """``layer`` and, recursively, the layers of nested models."""
+    yield layer
+    for sub in getattr(layer, "layers", None) or ():
+        yield from _walk_layers(sub)
+
+
+def _same_label(a, b):
+    """Whether a class_weight key denotes the class label ``b`` (NumPy scalars compare by value)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
