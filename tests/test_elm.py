@@ -16,7 +16,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featurepipe.classifiers import ELMClassifier, ELMRegressor
 from featurepipe.classifiers import elm as elm_module
-from featurepipe.classifiers.elm import elm_hidden, elm_random_layer, ridge_output_weights
+from featurepipe.classifiers.elm import (
+    elm_hidden,
+    elm_random_layer,
+    ridge_output_weights,
+)
 
 
 @parametrize_with_checks([

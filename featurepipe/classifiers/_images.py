@@ -9,7 +9,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ..sample import as_samples
 
-__all__ = ["check_samples_and_labels", "load_resized", "channel_count"]
+__all__ = ["channel_count", "check_samples_and_labels", "load_resized"]
 
 # Images read or converted by featurepipe are in [0, 1]; allow float rounding noise above 1.
 _RANGE_TOL = 1e-4

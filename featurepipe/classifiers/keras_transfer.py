@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..sample import as_samples
 from ._images import check_samples_and_labels, load_resized
 
-__all__ = ["KerasTransferClassifier", "OPTIMIZERS", "FLIP_MODES"]
+__all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier"]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
@@ -212,6 +212,9 @@ class KerasTransferClassifier(ClassifierMixin, BaseEstimator):
     Inverted residuals and linear bottlenecks. CVPR 2018.
     J. Yosinski, J. Clune, Y. Bengio, H. Lipson. How transferable are
     features in deep neural networks? NeurIPS 2014.
+    W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy. Dataset of breast
+    ultrasound images. Data in Brief 28 (2020) 104863 (BUSI, the dataset on
+    which such fine-tuned baselines are commonly reported).
     """
 
     def __init__(self, backbone="mobilenet_v2", weights="imagenet", input_size=None, dense_units=(256,),
@@ -346,7 +349,7 @@ class KerasTransferClassifier(ClassifierMixin, BaseEstimator):
         for key, value in cw.items():
             if not _is_real(value) or value < 0:
                 raise ValueError(f"{type(self).__name__}: class_weight[{key!r}] must be a number >= 0; got {value!r}")
-            weights[[i for i, c in enumerate(labels) if _same_label(key, c)][0]] = value
+            weights[next(i for i, c in enumerate(labels) if _same_label(key, c))] = value
         return weights
 
     # -- model ----------------------------------------------------------------------------------
