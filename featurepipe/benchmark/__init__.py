@@ -21,7 +21,8 @@ modules); the function to call is ``featurepipe.benchmark.run_benchmark``.
 
 from .leakage import find_samplers, leakage_report
 from .runner import BenchmarkResult, run_benchmark
-from .splits import CVSpec, Split, exact_duplicate_clusters, make_splits, merge_groups
+from ..model_selection import merge_groups
+from .splits import CVSpec, Split, exact_duplicate_clusters, make_splits
 from .store import FoldStore
 
 __all__ = [

@@ -34,13 +34,9 @@ from ..sample import Sample, as_samples
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
-from .splits import (
-    CVSpec,
-    exact_duplicate_clusters,
-    make_splits,
-    merge_groups,
-    splits_fingerprint,
-)
+from ..duplicates import find_duplicates
+from ..model_selection import merge_groups
+from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
 from .store import FoldStore, to_jsonable
 
 __all__ = ["run_benchmark", "BenchmarkResult"]
@@ -48,7 +44,7 @@ __all__ = ["run_benchmark", "BenchmarkResult"]
 _SCHEMA = 1
 #: One-vs-rest metrics summarised per class.
 PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc")
-_DUPLICATE_METHODS = ("exact",)
+_DUPLICATE_METHODS = ("near", "exact")
 _VERSION_PACKAGES = (
     "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
     "pillow", "tensorflow-cpu", "tensorflow", "keras", "matplotlib", "dask", "distributed",
@@ -471,7 +467,7 @@ def _uses_masks(prefix, probe):
 
 # ----------------------------------------------------------------------------- main entry
 def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
-                  metrics=None, rank_by="mcc", pos_label=None, duplicates="exact", output_dir=None,
+                  metrics=None, rank_by="mcc", pos_label=None, duplicates="near", output_dir=None,
                   resume=True, n_jobs=None, backend=None, scheduler=None, rope=0.01, confidence=0.95,
                   plots=True, progress=True, on_error="raise", feature_chunk_size=64):
     """Evaluate several pipelines on one dataset with the same leakage-proof splits.
@@ -508,9 +504,11 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Metric that sorts the summary table and is used for the paired comparisons.
     pos_label : label, optional
         Positive class of a binary problem (default: the second label in sorted order).
-    duplicates : {"exact"}, DuplicateReport, array-like or None, default="exact"
-        How to find copies of an image: ``"exact"`` clusters bit-identical
-        decoded images; a :class:`featurepipe.duplicates.DuplicateReport`
+    duplicates : {"near", "exact"}, DuplicateReport, array-like or None, default="near"
+        How to find copies of an image: ``"near"`` runs
+        :func:`featurepipe.duplicates.find_duplicates` (bit-identical pixels
+        plus perceptual-hash near duplicates: re-saved, rescaled or annotated
+        copies); ``"exact"`` clusters bit-identical decoded images only; a :class:`featurepipe.duplicates.DuplicateReport`
         (from ``find_duplicates(dataset)``, which adds near duplicates) or an
         array gives a cluster id per sample; ``None`` disables the check
         (reported as a warning in the leakage report).
@@ -615,8 +613,14 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     patient = [s.group for s in samples]
     if isinstance(duplicates, str):
         _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
-        clusters = exact_duplicate_clusters(samples)
-        dup_method = "exact: bit-identical decoded pixels"
+        if duplicates == "near":
+            report = find_duplicates(samples)
+            clusters = np.asarray(report.cluster_ids, dtype=object)
+            dup_method = ("near: exact pixels + perceptual-hash near duplicates "
+                          f"(Hamming distance <= {report.threshold})")
+        else:
+            clusters = exact_duplicate_clusters(samples)
+            dup_method = "exact: bit-identical decoded pixels"
     elif duplicates is None:
         clusters, dup_method = None, "none"
     elif hasattr(duplicates, "cluster_ids"):  # a featurepipe.duplicates.DuplicateReport

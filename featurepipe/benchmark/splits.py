@@ -2,7 +2,7 @@
 
 Samples that must never be separated — images of one patient, and copies of
 one image (duplicate clusters) — are merged into connected groups
-(:func:`merge_groups`), and the splits keep each group whole on one side:
+(:func:`featurepipe.model_selection.merge_groups`), and the splits keep each group whole on one side:
 stratified by class as far as the groups allow
 (:class:`~sklearn.model_selection.StratifiedGroupKFold`, shuffled with a
 seed per repeat).
@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from ..sample import _array_digest, hash_bytes
 
-__all__ = ["CVSpec", "Split", "exact_duplicate_clusters", "merge_groups", "make_splits", "splits_fingerprint"]
+__all__ = ["CVSpec", "Split", "exact_duplicate_clusters", "make_splits", "splits_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -108,49 +108,6 @@ def exact_duplicate_clusters(samples):
             digest_of_key[sample.key] = digest
         out[i] = ids.setdefault(digest, len(ids))
     return out
-
-
-def merge_groups(*labelings):
-    """Connected components of "shares a value in any labeling".
-
-    Parameters
-    ----------
-    *labelings : array-like of shape (n_samples,)
-        E.g. patient ids and duplicate-cluster ids. ``None`` entries link
-        nothing.
-
-    Returns
-    -------
-    ndarray of int, shape (n_samples,)
-        Component ids numbered in order of first appearance.
-    """
-    if not labelings:
-        raise ValueError("merge_groups needs at least one labeling")
-    arrays = [np.asarray(lab, dtype=object) for lab in labelings]
-    n = len(arrays[0])
-    for k, arr in enumerate(arrays):
-        if arr.shape != (n,):
-            raise ValueError(f"labeling {k} has shape {arr.shape}; expected ({n},) like the first")
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for arr in arrays:
-        first = {}
-        for i, value in enumerate(arr):
-            if value is None:
-                continue
-            j = first.setdefault(value, i)
-            if j != i:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    roots = {}
-    return np.array([roots.setdefault(find(i), len(roots)) for i in range(n)], dtype=np.int64)
 
 
 def _repeat_seeds(random_state, n_repeats):
