@@ -26,7 +26,7 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from ._version import __version__
-from .cache import get_cache
+from .cache import cached_per_sample, get_cache
 from .io import ImageReadError
 from .sample import as_samples
 
@@ -241,22 +241,17 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         n_features = len(self._feature_names())
         cache = get_cache(getattr(self, "cache", True))
         token = step_token(self) if cache is not None else None
-        unique = {}
-        for sample in samples:
-            unique.setdefault(sample.key, sample)
-        found = cache.get_many(token, unique) if cache is not None else {}
-        missing = [s for key, s in unique.items() if key not in found]
-        if missing:
+
+        def compute(missing):
             computed = np.asarray(self._extract_many(missing), dtype=np.float64)
             if computed.shape != (len(missing), n_features):
                 raise RuntimeError(
                     f"{type(self).__name__} produced features of shape {computed.shape}; "
                     f"expected {(len(missing), n_features)}"
                 )
-            new = {s.key: computed[i] for i, s in enumerate(missing)}
-            if cache is not None:
-                cache.set_many(token, new)
-            found.update(new)
+            return computed
+
+        found = cached_per_sample(cache, token, samples, compute)
         out = np.empty((len(samples), n_features), dtype=np.float64)
         for i, sample in enumerate(samples):
             out[i] = found[sample.key]

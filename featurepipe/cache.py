@@ -26,7 +26,7 @@ import numpy as np
 
 from .sample import hash_bytes
 
-__all__ = ["FeatureCache", "get_cache", "clear_memory_cache", "set_memory_limit"]
+__all__ = ["FeatureCache", "get_cache", "cached_per_sample", "clear_memory_cache", "set_memory_limit"]
 
 _DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes
 
@@ -166,3 +166,30 @@ def get_cache(cache):
     if isinstance(cache, (str, os.PathLike)):
         return FeatureCache(cache, memory=True)
     raise ValueError(f"cache must be True, False, None or a directory path; got {cache!r}")
+
+
+def cached_per_sample(cache, token, samples, compute):
+    """``{sample key: output}`` for ``samples``, computing only what ``cache`` lacks.
+
+    Parameters
+    ----------
+    cache : FeatureCache or None
+        From :func:`get_cache`; ``None`` computes everything.
+    token : str
+        The step's cache token (:func:`featurepipe.base.step_token`).
+    samples : sequence of Sample
+    compute : callable
+        ``compute(missing_samples) -> sequence of arrays`` aligned with its
+        input; called at most once, with each missing key once.
+    """
+    unique = {}
+    for sample in samples:
+        unique.setdefault(sample.key, sample)
+    found = cache.get_many(token, unique) if cache is not None else {}
+    missing = [s for key, s in unique.items() if key not in found]
+    if missing:
+        new = dict(zip((s.key for s in missing), compute(missing)))
+        if cache is not None:
+            cache.set_many(token, new)
+        found.update(new)
+    return found

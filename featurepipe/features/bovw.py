@@ -61,7 +61,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
 from ..base import FeatureExtractor, describe_sample, step_token
-from ..cache import get_cache
+from ..cache import cached_per_sample, get_cache
 from ..io import ImageReadError, _convert_channels, to_float_image
 from ..sample import as_samples
 
@@ -321,20 +321,13 @@ class BagOfVisualWords(FeatureExtractor):
         step = self._descriptor_step()
         cache = get_cache(self.cache)
         token = step_token(step) if cache is not None else None
-        unique = {}
-        for sample in samples:
-            unique.setdefault(sample.key, sample)
-        found = cache.get_many(token, unique) if cache is not None else {}
-        missing = [s for key, s in unique.items() if key not in found]
-        if missing:
+
+        def compute(missing):
             if self.n_jobs in (None, 1) or len(missing) < 2:
-                computed = [step.compute(s) for s in missing]
-            else:
-                computed = Parallel(n_jobs=self.n_jobs)(delayed(step.compute)(s) for s in missing)
-            new = {s.key: d for s, d in zip(missing, computed)}
-            if cache is not None:
-                cache.set_many(token, new)
-            found.update(new)
+                return [step.compute(s) for s in missing]
+            return Parallel(n_jobs=self.n_jobs)(delayed(step.compute)(s) for s in missing)
+
+        found = cached_per_sample(cache, token, samples, compute)
         return [found[s.key] for s in samples]
 
     # -- codebook --------------------------------------------------------------------------------
