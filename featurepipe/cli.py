@@ -23,7 +23,7 @@ from ._version import __version__
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("featurepipe.cli_data",)
+_COMMAND_MODULES = ("featurepipe.cli_data", "featurepipe.cli_run")
 
 
 def build_parser():
