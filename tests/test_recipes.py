@@ -171,3 +171,21 @@ def test_convnet_recipes_with_a_tiny_backbone_learn_the_task(name, tiny_backbone
     pipe.fit(X_train, y_train)
     accuracy = float(np.mean(pipe.predict(X_test) == y_test))
     assert accuracy >= 0.9, (name, accuracy)
+
+
+def test_run_benchmark_accepts_recipe_names_and_matches_the_built_pipeline():
+    from featurepipe.benchmark import run_benchmark
+
+    X, y = _images(10, seed=6)
+    groups = [f"p{i}" for i in range(len(y))]
+    by_name = run_benchmark((X, y, groups), ["glcm_svm"], cv=2, duplicates=None, progress=False, plots=False)
+    by_object = run_benchmark((X, y, groups), {"glcm_svm": recipes.make("glcm_svm")}, cv=2, duplicates=None,
+                              progress=False, plots=False)
+    assert list(by_name.summary) == ["glcm_svm"]
+    for a, b in zip(by_name.folds, by_object.folds, strict=True):
+        assert a["y_pred"] == b["y_pred"]
+    assert by_name.summary["glcm_svm"]["accuracy"]["mean"] == by_object.summary["glcm_svm"]["accuracy"]["mean"]
+    # The separable task is learned, so the recipe really ran.
+    assert by_name.summary["glcm_svm"]["accuracy"]["mean"] >= 0.9
+    with pytest.raises(TypeError, match=r"pipelines\['x'\] is the string 'hog\+svm', which is not a recipe name"):
+        run_benchmark((X, y, groups), {"x": "hog+svm"})

@@ -187,13 +187,22 @@ def _plain(value):
 
 
 def _check_pipelines(pipelines):
+    # A list of recipe names stands for {name: featurepipe.recipes.make(name)}.
+    if isinstance(pipelines, (list, tuple)) and pipelines and all(isinstance(p, str) for p in pipelines):
+        pipelines = {p: p for p in pipelines}
     if not isinstance(pipelines, dict) or not pipelines:
-        raise TypeError("pipelines must be a non-empty dict {name: estimator}")
+        raise TypeError("pipelines must be a non-empty dict {name: estimator or recipe name}")
+    pipelines = dict(pipelines)
     for name, est in pipelines.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"pipeline names must be non-empty strings; got {name!r}")
         if isinstance(est, str):
-            raise TypeError(f"pipelines[{name!r}] is the string {est!r}; pass an estimator object")
+            from .. import recipes
+
+            if est not in recipes.RECIPES:
+                raise TypeError(f"pipelines[{name!r}] is the string {est!r}, which is not a recipe name "
+                                f"(choose from {list(recipes.RECIPES)}); pass an estimator object or a recipe name")
+            pipelines[name] = est = recipes.make(est)
         if not (hasattr(est, "fit") and hasattr(est, "predict") and hasattr(est, "get_params")):
             raise TypeError(f"pipelines[{name!r}] is a {type(est).__name__}, not a scikit-learn classifier "
                             "(it needs fit, predict and get_params)")
