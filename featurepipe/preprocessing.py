@@ -25,14 +25,14 @@ Conventions
 
 from __future__ import annotations
 
-import numbers
-
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
+from ._validation import is_int as _is_int
+from ._validation import is_real as _is_real
 from .base import ImageStep, ImageStepError
 from .io import _convert_channels
 
@@ -81,12 +81,6 @@ PreprocessingError = ImageStepError
 # ----------------------------------------------------------------------------------------
 # parameter checks (messages name the step, the parameter, the value and what is allowed)
 # ----------------------------------------------------------------------------------------
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
 
 
 def _check_int(step, name, value, minimum, odd=False):

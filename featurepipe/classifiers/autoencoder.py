@@ -22,8 +22,6 @@ training of deep networks. NeurIPS 2006.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
@@ -32,6 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import is_int as _is_int
+from .._validation import is_real as _is_real
 from ..sample import as_samples
 from ._images import load_resized
 from .keras_transfer import _model_from_bytes, _model_to_bytes
@@ -41,12 +41,6 @@ __all__ = ["AE_ACTIVATIONS", "StackedAutoencoder", "make_autoencoder_pipeline"]
 AE_ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
 class StackedAutoencoder(TransformerMixin, BaseEstimator):

@@ -18,7 +18,6 @@ the training fold end to end, so nothing about it is cached.
 
 from __future__ import annotations
 
-import numbers
 import os
 import tempfile
 
@@ -29,6 +28,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import is_int as _is_int
+from .._validation import is_real as _is_real
 from ..sample import as_samples
 from ._images import check_samples_and_labels, load_resized
 
@@ -38,12 +39,6 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _model_to_bytes(model):

@@ -23,7 +23,6 @@ Speed and memory
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import threading
 import warnings
@@ -32,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from .._validation import is_int as _is_int
+from .._validation import is_real as _is_real
 from ..base import FeatureExtractor, _file_token
 from . import registry
 from .registry import get_backbone, load_backbone
@@ -284,12 +285,6 @@ def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3
 
 
 # ---------------------------------------------------------------------------------------------
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _safe(name):
