@@ -129,3 +129,20 @@ def test_benchmark_command_on_a_folder(folder_dataset, tmp_path, capsys):
     # The summary mean is the mean of the per-fold accuracies recomputed from the stored predictions.
     per_fold = [np.mean(np.asarray(f["y_true"]) == np.asarray(f["y_pred"])) for f in folds]
     assert result["summary"]["glcm_svm"]["accuracy"]["mean"] == pytest.approx(np.mean(per_fold))
+
+
+def test_benchmark_command_on_a_local_dask_cluster(folder_dataset, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    out_local, out_dask = tmp_path / "local", tmp_path / "dask"
+    args = [str(folder_dataset), "--recipes", "glcm_svm", "--splits", "3", "--no-plots"]
+    assert main(["benchmark", *args, "--output", str(out_local)]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        assert main(["benchmark", *args, "--output", str(out_dask), "--backend", "dask",
+                     "--scheduler", cluster.scheduler_address]) == 0
+    capsys.readouterr()
+    local = json.loads((out_local / "results.json").read_text())
+    remote = json.loads((out_dask / "results.json").read_text())
+    # Same splits, same predictions whether the folds ran locally or on the cluster.
+    assert [f["y_pred"] for f in remote["folds"]] == [f["y_pred"] for f in local["folds"]]
+    assert remote["config"]["backend"] == "dask"
