@@ -136,10 +136,13 @@ def test_benchmark_command_on_a_local_dask_cluster(folder_dataset, tmp_path, cap
     out_local, out_dask = tmp_path / "local", tmp_path / "dask"
     args = [str(folder_dataset), "--recipes", "glcm_svm", "--splits", "3", "--no-plots"]
     assert main(["benchmark", *args, "--output", str(out_local)]) == 0
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+    # Two workers: with a single worker thread joblib would fall back to running the folds sequentially.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
         assert main(["benchmark", *args, "--output", str(out_dask), "--backend", "dask",
                      "--scheduler", cluster.scheduler_address]) == 0
+        # The folds really ran on the cluster's workers.
+        assert sum(w.state.executed_count for w in cluster.workers.values()) >= 3
     capsys.readouterr()
     local = json.loads((out_local / "results.json").read_text())
     remote = json.loads((out_dask / "results.json").read_text())
