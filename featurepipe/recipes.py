@@ -88,7 +88,9 @@ def _rf(random_state):
 def _elm(random_state):
     from .classifiers import ELMClassifier
 
-    return ELMClassifier(n_hidden=500, random_state=random_state)
+    # Strong ridge regularisation: on 1280-d standardised CNN features of BUSI (624 training
+    # images a fold) alpha=10 gave balanced accuracy 0.74 against 0.54 at the ELM's default 1e-3.
+    return ELMClassifier(n_hidden=500, alpha=10.0, random_state=random_state)
 
 
 def _handcrafted(*families, use_mask):
@@ -149,7 +151,7 @@ def _autoencoder(random_state):
 _C_LINEAR = [0.001, 0.01, 0.1, 1.0]
 _SVM_RBF_GRID = {"classifier__C": [0.1, 1.0, 10.0, 100.0], "classifier__gamma": ["scale", 1e-3, 1e-2]}
 _RF_GRID = {"classifier__max_features": ["sqrt", 0.2], "classifier__min_samples_leaf": [1, 3]}
-_ELM_GRID = {"classifier__n_hidden": [200, 500, 1000], "classifier__alpha": [1e-3, 1e-1, 1.0]}
+_ELM_GRID = {"classifier__n_hidden": [200, 500, 1000], "classifier__alpha": [1.0, 10.0, 100.0]}
 
 _RAZAVIAN = ("Razavian, Azizpour, Sullivan & Carlsson (2014), CNN features off-the-shelf: an astounding "
              "baseline for recognition, CVPR Workshops")
