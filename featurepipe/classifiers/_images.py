@@ -1,4 +1,4 @@
-"""Loading image samples into fixed-size batches for the Keras-based estimators."""
+"""Shared parts of the Keras-based estimators: image batches, label checks, tags, parameter errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,23 @@ from sklearn.utils.validation import column_or_1d
 
 from ..sample import as_samples
 
-__all__ = ["channel_count", "check_samples_and_labels", "load_resized"]
+__all__ = ["KerasImageEstimatorMixin", "channel_count", "check_samples_and_labels", "load_resized"]
 
 # Images read or converted by featurepipe are in [0, 1]; allow float rounding noise above 1.
 _RANGE_TOL = 1e-4
+
+
+class KerasImageEstimatorMixin:
+    """Tags and parameter errors of estimators that take images and train a Keras network."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # X holds images, not a feature matrix
+        tags.non_deterministic = True  # TensorFlow kernels may differ across machines
+        return tags
+
+    def _fail(self, param, value, allowed):
+        raise ValueError(f"{type(self).__name__}: {param} must be {allowed}; got {value!r}")
 
 
 def channel_count(image):

@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import is_int as _is_int
 from .._validation import is_real as _is_real
 from ..sample import as_samples
-from ._images import load_resized
+from ._images import KerasImageEstimatorMixin, load_resized
 from .keras_transfer import _model_from_bytes, _model_to_bytes
 
 __all__ = ["AE_ACTIVATIONS", "StackedAutoencoder", "make_autoencoder_pipeline"]
@@ -43,7 +43,7 @@ AE_ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
 
 
 
-class StackedAutoencoder(TransformerMixin, BaseEstimator):
+class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimator):
     """Dense stacked (denoising) autoencoder: flattened resized images → learned codes.
 
     ``fit`` learns the encoder from the images alone (``y`` is ignored);
@@ -129,15 +129,6 @@ class StackedAutoencoder(TransformerMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.non_deterministic = True
-        return tags
-
-    def _fail(self, param, value, allowed):
-        raise ValueError(f"{type(self).__name__}: {param} must be {allowed}; got {value!r}")
 
     def _check_params(self):
         if not _is_int(self.input_size) or self.input_size < 2:

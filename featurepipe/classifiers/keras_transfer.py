@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import is_int as _is_int
 from .._validation import is_real as _is_real
 from ..sample import as_samples
-from ._images import check_samples_and_labels, load_resized
+from ._images import KerasImageEstimatorMixin, check_samples_and_labels, load_resized
 
 __all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier"]
 
@@ -60,7 +60,7 @@ def _model_from_bytes(data):
         return keras.saving.load_model(path, compile=False)
 
 
-class KerasTransferClassifier(ClassifierMixin, BaseEstimator):
+class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Transfer learning of a CNN backbone (frozen base + new head, optional fine-tuning).
 
     Training runs in up to two phases, each with early stopping on the
@@ -244,16 +244,7 @@ class KerasTransferClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.non_deterministic = True
-        return tags
-
     # -- validation -----------------------------------------------------------------------------
-    def _fail(self, param, value, allowed):
-        raise ValueError(f"{type(self).__name__}: {param} must be {allowed}; got {value!r}")
-
     def _check_params(self):
         from ..cnn.registry import get_backbone
 
