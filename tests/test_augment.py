@@ -43,10 +43,11 @@ def test_rotation_by_90_equals_numpy_rot90():
     X_res, _ = AugmentingSampler(1, horizontal_flip=False, rotation_range=(90, 90),
                                  random_state=0).fit_resample(X, np.array([0, 1, 1]))
     for parent, copy in zip(X, _copies(X_res, 3)):
-        assert copy.meta["augmentation"]["angle"] == 90.0
+        assert copy.meta["augmentation"]["angle"] == 90.0  # exact: the drawn angle is stored, not computed
         image, mask = copy.load()
         # positive angles turn counter-clockwise as displayed, like np.rot90
         np.testing.assert_allclose(image, np.rot90(parent.image), atol=1e-6)
+        # exact: pixels copied or selected, no arithmetic
         np.testing.assert_array_equal(mask, np.rot90(parent.mask))
 
 
@@ -73,6 +74,7 @@ def test_flips_equal_numpy_flips():
         if params["flip_vertical"]:
             expected, expected_mask = expected[::-1], expected_mask[::-1]
         image, mask = copy.load()
+        # exact: pixels copied or selected, no arithmetic
         np.testing.assert_array_equal(image, expected)  # flips are exact
         np.testing.assert_array_equal(mask, expected_mask)
         seen.add((params["flip_horizontal"], params["flip_vertical"]))
@@ -111,6 +113,7 @@ def test_random_augmentations_equal_opencv_called_directly(interpolation, fill_m
                                 fill_mode=fill_mode, fill_value=0.25, interpolation=interpolation,
                                 random_state=42)
     X_res, y_res = sampler.fit_resample(X, [0, 1, 0, 1])
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(y_res, [0, 1, 0, 1] + [0] * 3 + [1] * 3 + [0] * 3 + [1] * 3)
     for i, copy in enumerate(_copies(X_res, 4)):
         parent = X[i // 3]
@@ -134,6 +137,7 @@ def test_random_augmentations_equal_opencv_called_directly(interpolation, fill_m
                                   flags=cv2.INTER_NEAREST, borderMode=_CV_BORDERS[fill_mode]) > 0
         got, got_mask = copy.load()
         np.testing.assert_allclose(got, ref, atol=1e-6)
+        # exact: integer, boolean or string values
         np.testing.assert_array_equal(got_mask, ref_mask)
         assert copy.label == parent.label and copy.group == parent.group
 
@@ -147,8 +151,10 @@ def test_same_random_state_same_keys_and_pixels():
     b, yb = AugmentingSampler(2, random_state=7, **kwargs).fit_resample(X, y)
     c, _ = AugmentingSampler(2, random_state=8, **kwargs).fit_resample(X, y)
     assert [s.key for s in a] == [s.key for s in b]
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ya, yb)
     for s, t in zip(a, b):
+        # exact: same random_state, same code path
         np.testing.assert_array_equal(s.image, t.image)
     assert [s.key for s in a[:5]] == [s.key for s in c[:5]] == [s.key for s in X]  # originals untouched
     assert not set(s.key for s in a[5:]) & set(s.key for s in c[5:])
@@ -158,6 +164,7 @@ def test_same_random_state_same_keys_and_pixels():
         parent_key = s.meta["augmented_from"]
         assert s.key == derive_key(parent_key, Augmentation(**s.meta["augmentation"]).token())
     # a pickled copy produces the same pixels
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(a[7])).image, a[7].image)
 
 
@@ -167,6 +174,7 @@ def test_identity_parameters_share_a_key_and_keep_pixels():
     X_res, _ = AugmentingSampler(3, horizontal_flip=False, random_state=0).fit_resample(X, [0, 1])
     keys = [s.key for s in X_res[2:]]
     assert keys[:3] == [keys[0]] * 3 and keys[3:] == [keys[3]] * 3 and keys[0] != keys[3]
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(X_res[2].image, X[0].image)
 
 
@@ -326,6 +334,7 @@ def test_test_folds_are_never_augmented_under_cross_validate():
         assert not set(spy.fit_parents_) & set(gray_keys[test])
         # and its predictions are those of the classifier on the plain test images' features
         plain = _Tiny().transform(ToGray().transform(X[test]))
+        # exact: predicted class labels
         np.testing.assert_array_equal(fitted.predict(X[test]), fitted.named_steps["clf"].predict(plain))
 
 

@@ -82,6 +82,7 @@ def test_transform_is_the_encoder_forward_pass(fitted):
         W, b = ae.encoder_.get_layer(f"encoder_{k}").get_weights()
         h = np.maximum(h @ W + b, 0.0)  # relu
     np.testing.assert_allclose(codes, h, rtol=1e-4, atol=1e-5)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ae.get_feature_names_out(), [f"sae_{i:04d}" for i in range(8)])
     # the decoder's output layer is a sigmoid over the pixels
     W2, b2 = ae.autoencoder_.get_layer("decoder_2").get_weights()  # codes (8) -> layer-1 codes (32), relu
@@ -94,8 +95,10 @@ def test_transform_is_the_encoder_forward_pass(fitted):
 def test_pickle_round_trip_gives_identical_transform(fitted):
     X, _ = _images(12, seed=3)
     again = pickle.loads(pickle.dumps(fitted))
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(again.named_steps["autoencoder"].transform(X),
                                   fitted.named_steps["autoencoder"].transform(X))
+    # exact: predicted class labels
     np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
     assert again.named_steps["autoencoder"].get_params() == fitted.named_steps["autoencoder"].get_params()
 

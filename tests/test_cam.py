@@ -148,10 +148,12 @@ def test_overlay_png(tmp_path, fitted):
     path = save_cam_overlay(tmp_path / "cam.png", images[1], cam.heatmap, alpha=0.4)
     written = np.asarray(Image.open(path))
     assert written.shape == (SIZE, SIZE, 3) and written.dtype == np.uint8
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(written, cam_overlay(images[1], cam.heatmap, alpha=0.4))
     r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
     hot = np.asarray(matplotlib.colormaps["jet"](1.0)[:3])
     expected = np.round(np.clip(0.6 * images[1][r, c] + 0.4 * hot, 0, 1) * 255)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(written[r, c], expected.astype(np.uint8))
     with pytest.raises(ValueError, match="must end in .png"):
         save_cam_overlay(tmp_path / "cam.jpg", images[1], cam.heatmap)

@@ -175,9 +175,11 @@ def test_cache_hit_returns_identical_values(monkeypatch):
     monkeypatch.setattr(CNNFeatures, "_extract_many", lambda self, s: calls.append(len(s)) or original(self, s))
     again = clone(f).transform(images[::-1])
     assert calls == []  # served from the cache, no network call
+    # exact: the cache returns the very bytes it stored
     np.testing.assert_array_equal(again, first[::-1])
     uncached = clone(f).set_params(cache=False).transform(images)
     assert calls == [2]
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(uncached, first)
 
 

@@ -59,6 +59,7 @@ def test_file_key_is_content_hash(tmp_path, rng):
     sa, sb = Sample.from_path(a), Sample.from_path(b)
     assert sa.key == sb.key  # same bytes, same key, whatever the file name
     assert Sample.from_path(a, mode="rgb").key != sa.key  # different pixels out
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(sa.image, pixels / np.float32(255))
     assert sa.path == str(a) and sa.name == "a.png"
 
@@ -99,6 +100,7 @@ def test_sample_is_immutable_and_picklable(rng):
         s.meta["site"] = "B"
     t = pickle.loads(pickle.dumps(s))
     assert t == s and t.meta["site"] == "A"
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(t.image, s.image)
     assert s.replace(label="malignant").key == s.key
 
@@ -141,7 +143,9 @@ def test_feature_cache_hits_and_identity(rng, tmp_path):
     first = MeanStd().transform(images)
     again = MeanStd().transform(images[::-1])
     assert len(CALLS) == 10  # the second call computed nothing
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(first, uncached)
+    # exact: the cache returns the very bytes it stored
     np.testing.assert_array_equal(again, uncached[::-1])
     expected = np.array([[im.mean(), im.std()] for im in images])
     np.testing.assert_allclose(uncached, expected, rtol=1e-6)
@@ -174,6 +178,7 @@ def test_cache_keys_ignore_non_output_params():
 
 def test_parallel_equals_sequential(rng):
     images = [rng.random((6, 6)).astype(np.float32) for _ in range(4)]
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(MeanStd(cache=False, n_jobs=2).transform(images),
                                   MeanStd(cache=False).transform(images))
 
@@ -185,11 +190,12 @@ def test_pipeline_grid_search_with_derived_samples(rng):
     pipe = Pipeline([("inv", Invert()), ("feat", MeanStd()), ("svm", SVC())])
     search = GridSearchCV(pipe, {"svm__C": [0.1, 1.0], "inv__gain": [1.0, 2.0]}, cv=StratifiedKFold(4))
     search.fit(X, y)
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
     assert is_stateless(pipe.steps[0][1]) and is_stateless(pipe.steps[1][1])
     # 20 images x 2 gains, each computed exactly once across 4 folds x 4 settings + refit
     assert len(CALLS) == 40
     reloaded = pickle.loads(pickle.dumps(search.best_estimator_))
+    # exact: predicted class labels
     np.testing.assert_array_equal(reloaded.predict(X), y)
 
 

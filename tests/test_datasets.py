@@ -69,6 +69,7 @@ def test_load_folder_reports_every_bad_file_and_keeps_every_good_one(messy_tree)
     for sample in ds:
         label, pixels = good[sample.path]
         assert sample.label == label
+        # exact: one correctly rounded division per pixel, identical on every SIMD path
         np.testing.assert_array_equal(sample.image, pixels.astype(np.float32) / 255)
     skipped = dict(ds.skipped)
     assert set(skipped) == set(bad) | {stray}
@@ -129,6 +130,7 @@ def test_masks_are_paired_merged_and_orphans_reported(tmp_path):
     _save(root / "a" / "ghost_mask.png", m0)
     ds = load_folder(root, mask_suffix="_mask", require_mask=True)
     assert [s.name for s in ds] == ["x (1).png"]
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ds[0].mask, (m0 > 0) | (m1 > 0))
     skipped = dict(ds.skipped)
     assert "no mask file" in skipped[str(root / "a" / "x (2).png")]
@@ -166,6 +168,7 @@ def test_load_busi_generated(tmp_path, rng):
     assert ds.class_counts() == {"benign": 1, "normal": 1}
     assert "no mask file" in dict(ds.skipped)[str(root / "malignant" / "malignant (1).png")]
     benign = ds[0]
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(benign.mask, (lesion > 0) | (other > 0))
     # mode="gray": ITU-R BT.601 luma of the RGB file (as Pillow's "L" conversion, before rounding)
     luma = (rgb.astype(np.float64) @ [0.299, 0.587, 0.114]) / 255
@@ -185,6 +188,7 @@ def test_busi_real_counts_and_multi_masks(shared_data):
     expected = np.zeros_like(sample.mask)
     for name in ("benign (4)_mask.png", "benign (4)_mask_1.png"):
         expected |= np.asarray(Image.open(folder / name).convert("L")) > 0
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(sample.mask, expected)
 
 
@@ -279,6 +283,7 @@ def test_mias_patches_centred_with_border_policies(mias_tree):
     p1 = by_patch["mdb001 row 1: CIRC B at x=60 y=150"]
     full = np.asarray(Image.open(mias_tree / "mdb001.png"), dtype=np.float32) / 255
     assert (p1.meta["centre_row"], p1.meta["centre_col"]) == (50, 60)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(p1.image, full[42:58, 52:68])
     assert p1.image[8, 8] == pytest.approx(250 / 255) and p1.label == "benign" and p1.group == "mias-001"
     # near the left border (column 5): padded with zeros so the centre stays at (8, 8)
@@ -286,6 +291,7 @@ def test_mias_patches_centred_with_border_policies(mias_tree):
     img2 = np.asarray(Image.open(mias_tree / "mdb002.png"), dtype=np.float32) / 255
     expected = np.zeros((16, 16), np.float32)
     expected[:, 3:] = img2[92:108, 0:13]
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(edge.image, expected)
     assert edge.meta["placement"] == "padded" and edge.meta["centre_in_patch"] == (8, 8)
     assert by_patch["mdb002 row 1: SPIC M at x=70 y=80"].label == "malignant"
@@ -297,6 +303,7 @@ def test_mias_patches_centred_with_border_policies(mias_tree):
 
     shifted = {s.meta["patch"]: s for s in load_mias(mias_tree, unit="patch", patch_size=16, border="shift")}
     edge = shifted["mdb002 row 2: CALC B at x=5 y=100"]
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(edge.image, img2[92:108, 0:16])
     assert edge.meta["centre_in_patch"] == (8, 5) and edge.meta["placement"] == "shifted"
     skipping = load_mias(mias_tree, unit="patch", patch_size=16, border="skip")
@@ -312,6 +319,7 @@ def test_mias_patches_are_lazy_keyed_and_picklable(mias_tree):
     c = load_mias(mias_tree, unit="patch", patch_size=24, validate=False)
     assert not {s.key for s in a} & {s.key for s in c}
     clone = pickle.loads(pickle.dumps(a[0]))
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(clone.image, a[0].image)
 
 
@@ -360,6 +368,7 @@ def test_mias_real_patches_centred_on_documented_abnormalities(shared_data):
         full = np.asarray(Image.open(root / f"{ref}.png"), dtype=np.float32) / 255
         assert (patch.meta["centre_row"], patch.meta["centre_col"]) == (row, col)
         padded = np.pad(full, 150)  # border="pad": zeros outside the image
+        # exact: pixels copied or selected, no arithmetic
         np.testing.assert_array_equal(patch.image, padded[row:row + 301, col:col + 301])
         # the documented masses are brighter than the tissue around them
         inner = patch.image[distance <= radius / 2].mean()

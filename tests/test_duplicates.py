@@ -96,9 +96,11 @@ def test_perceptual_hash_and_digest_match_references(rng):
     gray8 = rng.integers(0, 256, size=(40, 50), dtype=np.uint8)
     image = gray8.astype(np.float32) / 255
     expected = imagehash.phash(Image.fromarray(gray8)).hash.ravel()
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(perceptual_hash(image), expected)
     rgb8 = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
     # Pillow's own RGB -> L conversion (BT.601, rounded) gives the same hash as our luma
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(perceptual_hash(rgb8.astype(np.float32) / 255),
                                   imagehash.phash(Image.fromarray(rgb8).convert("L")).hash.ravel())
     assert pixel_digest(image) == pixel_digest(np.repeat(image[..., None], 3, axis=2))

@@ -107,6 +107,7 @@ def test_reads_a_legacy_file(tmp_path):
     assert isinstance(loaded, OrderedDict) and list(loaded) == list(expected)
     for key, value in expected.items():
         assert loaded[key].dtype == value.dtype, key
+        # exact: weights are copied, not computed
         np.testing.assert_array_equal(loaded[key], value)
 
 
@@ -119,6 +120,7 @@ def test_reads_a_zip_file(tmp_path):
             archive.writestr(f"archive/data/{s.key}", s.data.tobytes())
     loaded = load_torch_file(path)
     for key, value in expected.items():
+        # exact: weights are copied, not computed
         np.testing.assert_array_equal(loaded[key], value)
 
 
@@ -209,6 +211,7 @@ def test_lite1_lite2_weights_fit_the_architecture(variant):
     model = build_efficientnet_lite(variant, "imagenet", input_shape=(32, 32, 3))
     state = load_torch_file(lite_weights_path(variant))
     head = model.get_layer("top_conv").get_weights()[0]
+    # exact: weights are copied, not computed
     np.testing.assert_array_equal(head, np.transpose(state["_conv_head.weight"], (2, 3, 1, 0)))
     n_blocks = len({k.split(".")[1] for k in state if k.startswith("_blocks.")})
     assert n_blocks == 21

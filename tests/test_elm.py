@@ -126,6 +126,7 @@ def test_deterministic_with_fixed_random_state():
     a = ELMClassifier(n_hidden=60, random_state=7).fit(X, y)
     b = ELMClassifier(n_hidden=60, random_state=7).fit(X, y)
     c = ELMClassifier(n_hidden=60, random_state=8).fit(X, y)
+    # exact: same random_state, same code path
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
     assert not np.allclose(a.decision_function(X), c.decision_function(X))
     rs = np.random.RandomState(5)
@@ -153,6 +154,7 @@ def test_binary_decision_function_proba_and_predict_agree():
     X, y = make_classification(n_samples=120, n_features=6, random_state=1)
     labels = np.where(y == 1, "malignant", "benign")
     clf = ELMClassifier(n_hidden=50, random_state=0).fit(X, labels)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(clf.classes_, ["benign", "malignant"])
     d = clf.decision_function(X)
     assert d.shape == (120,)
@@ -162,6 +164,7 @@ def test_binary_decision_function_proba_and_predict_agree():
     np.testing.assert_allclose(proba[:, 1], expit(2 * d), rtol=1e-10)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), proba, rtol=1e-10)
+    # exact: predicted class labels
     np.testing.assert_array_equal(clf.predict(X), np.where(d > 0, "malignant", "benign"))
     assert clf.score(X, labels) == pytest.approx(0.883, abs=0.01)  # measured; 1% of labels flipped
 
@@ -172,6 +175,7 @@ def test_multiclass_proba_is_softmax_of_scores():
     s = clf.decision_function(X)
     expected = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(clf.predict_proba(X), expected, rtol=1e-10)
+    # exact: predicted class labels
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[s.argmax(axis=1)])
     # targets are ±1 indicators, fitted by ridge: compare the scores with sklearn's Ridge on H
     H = elm_hidden(X, clf.layer_)
@@ -205,6 +209,7 @@ def test_pickle_round_trip_predicts_identically():
     X, y = make_classification(n_samples=80, n_features=5, random_state=3)
     clf = ELMClassifier(n_hidden=30, activation="rbf", random_state=0).fit(X, y)
     again = pickle.loads(pickle.dumps(clf))
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(again.decision_function(X), clf.decision_function(X))
 
 

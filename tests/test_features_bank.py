@@ -80,7 +80,9 @@ def test_concatenates_members_exactly(rng):
                         lbp_features(s.image, s.mask)[0], hog_features(s.image, s.mask, **HOG_SMALL)[0]])
         for s in X
     ])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, ref)
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(bank.transform(X), ref)
     names = bank.get_feature_names_out()
     assert len(names) == out.shape[1]
@@ -88,6 +90,7 @@ def test_concatenates_members_exactly(rng):
     assert "lbp_uniform_p8_r1_b0" in names and names[-1].startswith("hog_b")
     # arrays and paths work as X too (converted once)
     arrays = [s.image for s in X]
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(FeatureBank([("glcm", GLCMFeatures(levels=16))]).transform(arrays),
                        np.vstack([glcm_features(a, levels=16)[0] for a in arrays]))
 
@@ -123,9 +126,11 @@ def test_nested_params_clone_and_drop(rng):
     out = twin.fit_transform(X)
     ref = np.hstack([FirstOrderFeatures().transform(X), GLCMFeatures(levels=8).transform(X),
                      LBPFeatures().transform(X)])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, ref)
     assert len(twin.get_feature_names_out()) == ref.shape[1]
     restored = pickle.loads(pickle.dumps(bank.fit(X)))
+    # exact: pickle/clone round trip of the same fitted object
     assert_array_equal(restored.transform(X), bank.transform(X))
 
 
@@ -139,7 +144,9 @@ def test_each_member_keeps_its_cache(rng):
     bank.set_params(glcm__levels=8)  # only GLCM changes: first-order features come from the cache
     second = bank.transform(X)
     assert CountingFirstOrder.calls == 4
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(second[:, :27], first[:, :27])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(second[:, 27:], GLCMFeatures(levels=8, cache=False).transform(X))
     CountingFirstOrder.calls = 0
     FeatureBank([("firstorder", CountingFirstOrder(cache=False))]).transform(X)
@@ -152,6 +159,7 @@ def test_threads_give_the_same_result(rng):
     sequential = small_bank().transform(X)
     clear_memory_cache()
     threaded = small_bank(n_jobs=2).transform(X)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(sequential, threaded)
 
 
@@ -160,6 +168,7 @@ def test_weights_stateless_tag_and_errors(rng):
     bank = FeatureBank([("firstorder", FirstOrderFeatures()), ("glcm", GLCMFeatures(levels=8))],
                        transformer_weights={"glcm": 2.0})
     out = bank.fit_transform(X)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out[:, 27:], 2.0 * GLCMFeatures(levels=8).transform(X))
     assert is_stateless(bank) and bank.__sklearn_tags__().requires_fit is False
     with pytest.raises(ValueError, match="passthrough"):
@@ -208,7 +217,8 @@ def test_grid_search_over_nested_params(rng):
     grid = {"features__glcm__levels": [8, 16], "features__hog": ["drop", HOGFeatures(**HOG_SMALL)]}
     search = GridSearchCV(pipe, grid, cv=StratifiedKFold(3))
     search.fit(X, y)
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     assert_array_equal(search.predict(X), y)
     assert_array_equal(pickle.loads(pickle.dumps(search)).predict(X), y)
 
@@ -227,11 +237,14 @@ def test_default_bank_on_busi(shared_data):
     assert out.shape == names.shape and np.isfinite(out).all()
     got = dict(zip(names, out))
     fo, fo_names = first_order_features(image, mask)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal([got[n] for n in fo_names], fo)
     gl, gl_names = glcm_features(image, mask)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal([got[n] for n in gl_names], gl)
     assert_array_equal([got[n] for n in bank.named_transformers["curvelet"].get_feature_names_out()],
                        CurveletFeatures(cache=False).transform([sample])[0])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal([got[n] for n in ShapeFeatures().get_feature_names_out()],
                        ShapeFeatures(cache=False).transform([sample])[0])
     assert got["firstorder_mean"] == pytest.approx(float(image[mask].astype(np.float64).mean()), rel=1e-12)

@@ -46,12 +46,14 @@ def _two_class(n_per_class, seed):
 def test_grid_keypoints():
     xy = dense_keypoints((50, 70), "orb", grid_step=8, patch_size=16)
     xs, ys = np.arange(16, 54, 8), np.arange(16, 34, 8)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(xy, [[x, y] for y in ys for x in xs])
     xy = dense_keypoints((50, 70), "sift", grid_step=10, patch_size=16)
     assert xy[0].tolist() == [8, 8] and xy[-1].tolist() == [58, 38]
     mask = np.zeros((50, 70), bool)
     mask[20:40, 30:50] = True
     inside = dense_keypoints((50, 70), "orb", 8, 16, mask=mask)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(inside, [[x, y] for y in (24, 32) for x in (32, 40, 48)])
     with pytest.raises(ValueError, match=r"image \(20x20 pixels, W x H\) is too small .*patch_size=16.*32"):
         dense_keypoints((20, 20), "orb", 8, 16)
@@ -71,6 +73,7 @@ def test_descriptors_equal_opencv_computed_directly(descriptor):
     extractor = (cv2.ORB_create(edgeThreshold=16, patchSize=16) if descriptor == "orb" else cv2.SIFT_create())
     kept, reference = extractor.compute(gray, keypoints)
     assert len(kept) == len(keypoints) == len(ours)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ours, reference)
     assert ours.dtype == (np.uint8 if descriptor == "orb" else np.float32)
 
@@ -93,6 +96,7 @@ def test_patch_size_is_the_described_neighbourhood(descriptor):
     assert base.shape[0] == 1
     near = np.zeros((96, 96), bool)
     near[48 - 15:48 + 16, 48 - 15:48 + 16] = True
+    # exact: pixels outside the mask never enter the arithmetic
     np.testing.assert_array_equal(describe(np.where(near, img, other)), base)
     core = np.zeros((96, 96), bool)
     core[48 - 8:48 + 9, 48 - 8:48 + 9] = True
@@ -108,11 +112,13 @@ def test_mask_roi_and_empty_mask_policy():
     full = dense_descriptors(img)
     grid = dense_keypoints((64, 64), "orb", 8, 16)
     keep = mask[grid[:, 1].astype(int), grid[:, 0].astype(int)]
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ours, full[keep])
     # Pixels outside the mask but inside the patches still matter (patches are not masked);
     # pixels farther than the patch radius from every kept keypoint do not.
     other = img.copy()
     other[:4] = rng.random((4, 64))
+    # exact: pixels outside the mask never enter the arithmetic
     np.testing.assert_array_equal(dense_descriptors(other, mask, roi="mask"), ours)
 
     with pytest.raises(ValueError, match="roi='mask' needs keypoints inside a mask but the mask is empty"):
@@ -125,6 +131,7 @@ def test_mask_roi_and_empty_mask_policy():
         dense_descriptors(img, tiny, roi="mask")
     assert dense_descriptors(img, tiny, roi="mask", empty_mask="nan").shape == (0, 32)
     for bad_mask in (tiny, None, np.zeros_like(mask)):
+        # exact: the same function on the same input (one code path, one process)
         np.testing.assert_array_equal(dense_descriptors(img, bad_mask, roi="mask", empty_mask="image"), full)
 
     X = [Sample.from_array(img, mask=mask), Sample.from_array(_texture("x", rng), mask=mask),
@@ -164,6 +171,7 @@ def test_determinism_and_subsampling():
     params = dict(n_words=10, grid_step=2, max_descriptors=500)  # 16 x 16 keypoints per image
     a = BagOfVisualWords(**params, random_state=7).fit_transform(X)
     b = BagOfVisualWords(**params, random_state=7).fit(X).transform(X)
+    # exact: same random_state, same code path
     np.testing.assert_array_equal(a, b)
     est = BagOfVisualWords(**params, random_state=8).fit(X)
     assert est.n_descriptors_fit_ == 500
@@ -214,6 +222,7 @@ def test_descriptors_cached_per_sample_histograms_not(monkeypatch):
     assert len(calls) == 6
     assert not np.array_equal(first, second)
     uncached = BagOfVisualWords(n_words=6, random_state=0, cache=False).fit(X[2:]).transform(X)
+    # exact: same random_state, same code path
     np.testing.assert_array_equal(second, uncached)
     assert len(calls) == 6 + 4 + 6
     # A clone with other codebook parameters reuses the same cached descriptors.
@@ -255,6 +264,7 @@ def test_clone_params_pickle_and_grid_search():
     assert (twin.n_words, est.n_words) == (16, 8)
     assert not hasattr(clone(est.fit(X)), "kmeans_")  # clone is unfitted
     restored = pickle.loads(pickle.dumps(est))
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(restored.transform(X), est.transform(X))
 
     pipe = make_pipeline(BagOfVisualWords(grid_step=8, random_state=0), LogisticRegression(max_iter=2000))
@@ -263,6 +273,7 @@ def test_clone_params_pickle_and_grid_search():
     search.fit(X, y)
     assert list(search.cv_results_["param_bagofvisualwords__n_words"]) == [4, 16]
     # Ramps along x vs along y give different upright ORB words.
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     np.testing.assert_array_equal(search.predict(X), y)
     assert search.best_estimator_[0].kmeans_.n_clusters == search.best_params_["bagofvisualwords__n_words"]

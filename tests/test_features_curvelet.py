@@ -108,6 +108,7 @@ def test_constant_image_hand_computed():
     np.testing.assert_allclose(mean, 2 * c, rtol=1e-6)
     np.testing.assert_allclose([std, entropy, skew, kurt], [0, 10, 0, 0], atol=1e-6)
     for scale in rest:  # no energy anywhere else: flat bands, entropy 0 by convention
+        # exact: zero or one by construction
         np.testing.assert_array_equal(scale, 0.0)
 
 
@@ -167,8 +168,10 @@ def test_rotation_invariant_features():
     e = CURVELET_STATS.index("energy")
     for a, b in zip(_bands(plain)[1:], _bands(inv)[1:]):
         shift = int(np.argmax(a[:, e]))
+        # exact: the same function on the same input (one code path, one process)
         np.testing.assert_array_equal(b, np.roll(a, -shift, axis=0))
-        assert b[0, e] == a[:, e].max()
+        assert b[0, e] == a[:, e].max()  # exact: the same number, reordered
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(_bands(plain)[0], _bands(inv)[0])
     for rotated in (_periodic_rot90(x), _periodic_rot90(_periodic_rot90(x))):
         other, _ = curvelet_features(rotated, rotation_invariant=True, **SMALL)
@@ -187,6 +190,7 @@ def test_resize_colour_and_dtype_policy():
     np.testing.assert_allclose(curvelet_features(rgb, **SMALL)[0], curvelet_features(resized, **SMALL)[0],
                                rtol=1e-6, atol=1e-7)
     u8 = (rng.random((64, 64)) * 255).astype(np.uint8)
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(curvelet_features(u8, **SMALL)[0],
                                   curvelet_features(u8.astype(np.float32) / 255, **SMALL)[0])
     # A non-square size is (height, width).
@@ -208,9 +212,12 @@ def test_mask_bbox_ignores_pixels_outside_the_box():
     b[20:60, 35:65] = inside
     fa, _ = curvelet_features(a, mask, roi="mask_bbox", **SMALL)
     fb, _ = curvelet_features(b, mask, roi="mask_bbox", **SMALL)
+    # exact: pixels outside the mask never enter the arithmetic
     np.testing.assert_array_equal(fa, fb)
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(fa, curvelet_features(inside, **SMALL)[0])
     # roi="image" ignores the mask entirely.
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(curvelet_features(a, mask, **SMALL)[0], curvelet_features(a, **SMALL)[0])
 
 
@@ -225,6 +232,7 @@ def test_missing_or_empty_mask_policy():
     assert len(values) == len(names) == 114 and np.all(np.isnan(values))
     whole, _ = curvelet_features(img, **SMALL)
     for mask in (empty, None):
+        # exact: the same function on the same input (one code path, one process)
         np.testing.assert_array_equal(curvelet_features(img, mask, roi="mask_bbox", empty_mask="image", **SMALL)[0],
                                       whole)
 
@@ -268,10 +276,13 @@ def test_estimator_matches_functional_core_and_names():
     est = CurveletFeatures(**SMALL, cache=False)
     out = est.fit_transform(X)
     expected = np.vstack([curvelet_features(s.image, **SMALL)[0] for s in X])
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(out, expected)
     assert list(est.get_feature_names_out()) == curvelet_feature_names(3, 3)
     cached = CurveletFeatures(**SMALL)
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(cached.fit_transform(X), expected)
+    # exact: the cache returns the very bytes it stored
     np.testing.assert_array_equal(cached.transform(X), expected)  # second time from the cache
 
 
@@ -283,6 +294,7 @@ def test_clone_params_pickle_and_grid_search():
     twin = clone(est).set_params(rotation_invariant=True)
     assert twin.rotation_invariant is True and est.rotation_invariant is False
     restored = pickle.loads(pickle.dumps(est))
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(restored.fit_transform(X[:2]), est.fit_transform(X[:2]))
 
     pipe = make_pipeline(CurveletFeatures(size=64, num_scales=3), LogisticRegression(max_iter=5000))
@@ -292,7 +304,8 @@ def test_clone_params_pickle_and_grid_search():
     assert list(search.cv_results_["param_curveletfeatures__rotation_invariant"]) == [False, True]
     # Horizontal vs vertical stripes is exactly what orientation-resolved wedges see, and exactly
     # what the rotation-invariant variant throws away (they differ by a 90-degree rotation).
-    assert search.cv_results_["mean_test_score"][0] == 1.0
+    assert search.cv_results_["mean_test_score"][0] == 1.0  # exact: mean of accuracies that are all 1
     assert search.cv_results_["mean_test_score"][1] <= 0.5
     assert search.best_params_ == {"curveletfeatures__rotation_invariant": False}
+    # exact: predicted class labels
     np.testing.assert_array_equal(search.predict(X), y)

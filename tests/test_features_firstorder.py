@@ -51,7 +51,7 @@ def test_hand_computed_values():
     assert_allclose(got["firstorder_entropy"], 2.0, rtol=1e-12)
     assert_allclose(got["firstorder_uniformity"], 0.25, rtol=1e-12)
     # 2 histogram bins: [0, 0.5) holds 0 and 0.25, [0.5, 1] holds 0.5 and 1
-    assert got["firstorder_hist00"] == 0.5 and got["firstorder_hist01"] == 0.5
+    assert got["firstorder_hist00"] == 0.5 and got["firstorder_hist01"] == 0.5  # exact: counts / total
     assert got["firstorder_p50"] == got["firstorder_median"]
 
 
@@ -123,8 +123,10 @@ def test_constant_region_has_zero_skewness_and_kurtosis():
 def test_quantize_reproduces_uint8():
     v = np.arange(256, dtype=np.uint8)
     x = Sample.from_array(v.reshape(16, 16)).image
+    # exact: integer, boolean or string values
     assert_array_equal(quantize(x, 256, 0.0, 1.0).ravel(), v)
     for k in range(1, 8):
+        # exact: integer, boolean or string values
         assert_array_equal(quantize(x, 2**k, 0.0, 1.0).ravel(), v >> (8 - k))
 
 
@@ -136,6 +138,7 @@ def test_noise_outside_the_mask_does_not_change_features(rng):
     other[~mask] = rng.random(int((~mask).sum()))
     a, _ = first_order_features(x, mask)
     b, _ = first_order_features(other, mask)
+    # exact: pixels outside the mask never enter the arithmetic
     assert_array_equal(a, b)
     c, _ = first_order_features(x[5:20, 8:30])  # the masked pixels alone
     assert_allclose(a, c, rtol=1e-12)
@@ -148,6 +151,7 @@ def test_empty_mask_policies(rng):
         first_order_features(x, empty)
     values, names = first_order_features(x, empty, empty_mask="nan")
     assert len(values) == len(names) and np.isnan(values).all()
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(first_order_features(x, empty, empty_mask="image")[0], first_order_features(x)[0])
     with pytest.raises(ValueError, match="mask has shape"):
         first_order_features(x, np.ones((4, 4), bool))
@@ -158,18 +162,19 @@ def test_intensity_range():
     with pytest.raises(ValueError, match="intensity_range"):
         first_order_features(x)
     got = as_dict(*first_order_features(x, intensity_range=(0, 100), bins=2, histogram_bins=2))
-    assert got["firstorder_hist00"] == 0.25 and got["firstorder_hist01"] == 0.75
+    assert got["firstorder_hist00"] == 0.25 and got["firstorder_hist01"] == 0.75  # exact: counts / total
     got = as_dict(*first_order_features(x, intensity_range="region", bins=2, histogram_bins=2))
-    assert got["firstorder_hist00"] == 0.25 and got["firstorder_mean"] == 62.5
+    assert got["firstorder_hist00"] == 0.25 and got["firstorder_mean"] == 62.5  # exact: counts / total; a mean of small integers
     # float round-off just above 1 is clipped, not refused
     y = np.array([[0.0, 1.000001]], dtype=np.float32)
-    assert as_dict(*first_order_features(y, bins=2))["firstorder_uniformity"] == 0.5
+    assert as_dict(*first_order_features(y, bins=2))["firstorder_uniformity"] == 0.5  # exact: sum of squared halves
 
 
 def test_colour_policy_is_bt601(rng):
     rgb = rng.integers(0, 256, size=(10, 12, 3)).astype(np.uint8)
     image = Sample.from_array(rgb).image
     gray = (image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.float32)
+    # exact: the test's gray is the very expression to_gray uses (same arithmetic)
     assert_array_equal(to_gray(image), gray)
     assert_array_equal(first_order_features(image)[0], first_order_features(gray)[0])
     with pytest.raises(ValueError, match="shape"):
@@ -217,14 +222,19 @@ def test_estimator_cache_clone_pickle_grid_search(rng):
     ext = FirstOrderFeatures()
     out = ext.fit_transform(X)
     ref = np.vstack([first_order_features(s.image, s.mask)[0] for s in X])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, ref)
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(ext.transform(X), ref)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(FirstOrderFeatures(use_mask=False, cache=False).transform(X),
                        np.vstack([first_order_features(s.image)[0] for s in X]))
+    # exact: pickle/clone round trip of the same fitted object
     assert_array_equal(pickle.loads(pickle.dumps(ext)).transform(X), ref)
     assert clone(ext).set_params(bins=8).bins == 8 and ext.bins == 64
     pipe = Pipeline([("fo", FirstOrderFeatures()), ("clf", LogisticRegression(C=100.0))])
     search = GridSearchCV(pipe, {"fo__bins": [8, 16], "fo__histogram_bins": [0, 4]}, cv=StratifiedKFold(3))
     search.fit(X, y)
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     assert_array_equal(search.predict(X), y)

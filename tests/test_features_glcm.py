@@ -78,8 +78,10 @@ def test_hand_computed_4x4_matrix_and_features():
                        [0, 0, 3, 1],
                        [0, 0, 0, 1]])
     P = cooccurrence_matrix(HAND, [1], [0], levels=4)
+    # exact: integer, boolean or string values
     assert_array_equal(P[:, :, 0, 0], counts)
     sym = counts + counts.T  # [[4,2,1,0],[2,4,0,0],[1,0,6,1],[0,0,1,2]], total 24
+    # exact: integer, boolean or string values
     assert_array_equal(cooccurrence_matrix(HAND, [1], [0], levels=4, symmetric=True)[:, :, 0, 0], sym)
     assert_allclose(cooccurrence_matrix(HAND, [1], [0], levels=4, symmetric=True, normed=True)[:, :, 0, 0],
                     sym / 24, rtol=1e-15)
@@ -119,6 +121,7 @@ def test_hand_computed_mask_counts_only_pairs_inside():
     horizontal = np.array([[2, 2, 1, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]])
     # vertical pairs (r, c) -> (r+1, c) within rows 0..2: (0,0) (0,0) (1,1) (1,1) | (0,0) (0,2) (1,2) (1,2)
     vertical = np.array([[3, 0, 1, 0], [0, 2, 2, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    # exact: integer, boolean or string values
     assert_array_equal(P[:, :, 0, 0], horizontal)
     assert_array_equal(P[:, :, 0, 1], vertical)
 
@@ -138,6 +141,7 @@ def test_brute_force_masked_counts_on_random_image(rng):
                     r2, c2 = r + dr, c + dc
                     if 0 <= r2 < 9 and 0 <= c2 < 11 and mask[r, c] and mask[r2, c2]:
                         ref[q[r, c], q[r2, c2]] += 1
+            # exact: integer, boolean or string values
             assert_array_equal(P[:, :, d, a], ref)
 
 
@@ -157,12 +161,14 @@ def test_matrix_equals_graycomatrix(rng, levels, symmetric):
         if normed:
             assert_allclose(ours, ref, rtol=1e-12, atol=0)
         else:
+            # exact: integer, boolean or string values
             assert_array_equal(ours, ref)
 
 
 def test_matrix_beyond_256_levels_equals_graycomatrix(rng):
     q = smooth_texture(rng, (20, 20), 1024).astype(np.uint16)
     ref = graycomatrix(q, [1, 2], list(ANGLES), levels=1024, symmetric=True)
+    # exact: integer, boolean or string values
     assert_array_equal(cooccurrence_matrix(q, [1, 2], ANGLES, levels=1024, symmetric=True), ref)
 
 
@@ -207,6 +213,7 @@ def test_colour_image_uses_bt601_gray(rng):
     gray = Sample.from_array(rgb).image @ np.array([0.299, 0.587, 0.114])
     a, _ = glcm_features(Sample.from_array(rgb).image, levels=32)
     b, _ = glcm_features(gray.astype(np.float32), levels=32)
+    # exact: the test's gray is the very expression to_gray uses (same arithmetic)
     assert_array_equal(a, b)
 
 
@@ -331,6 +338,7 @@ def test_noise_outside_the_mask_does_not_change_features(rng):
     other[~mask] = rng.random(int((~mask).sum()))
     a, _ = glcm_features(x, mask, distances=(1, 3), levels=32, aggregate="none")
     b, _ = glcm_features(other, mask, distances=(1, 3), levels=32, aggregate="none")
+    # exact: pixels outside the mask never enter the arithmetic
     assert_array_equal(a, b)
     full, _ = glcm_features(x, None, distances=(1, 3), levels=32, aggregate="none")
     assert not np.allclose(a, full)
@@ -355,6 +363,7 @@ def test_empty_mask_policies():
     assert len(values) == len(names) and np.isnan(values).all()
     whole, _ = glcm_features(x, None)
     as_image, _ = glcm_features(x, empty, empty_mask="image")
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(as_image, whole)
 
 
@@ -469,8 +478,11 @@ def test_estimator_equals_functional_core_and_cache(rng):
     ext = GLCMFeatures(levels=16, distances=(1, 2))
     out = ext.fit_transform(X)
     ref = np.vstack([glcm_features(x, levels=16, distances=(1, 2))[0] for x in X])
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, ref)
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(ext.transform(X), ref)  # served from the cache, identical
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(GLCMFeatures(levels=16, distances=(1, 2), cache=False).transform(X), ref)
 
 
@@ -480,6 +492,7 @@ def test_clone_pickle_and_grid_search(rng):
     twin = clone(ext).set_params(levels=8)
     assert twin.get_params()["levels"] == 8 and ext.levels == 16
     restored = pickle.loads(pickle.dumps(ext.fit(X)))
+    # exact: pickle/clone round trip of the same fitted object
     assert_array_equal(restored.transform(X), ext.transform(X))
     pipe = Pipeline([("glcm", GLCMFeatures(distances=(1,))), ("scale", StandardScaler()),
                      ("clf", LogisticRegression())])
@@ -488,6 +501,7 @@ def test_clone_pickle_and_grid_search(rng):
     search.fit(X, y)
     assert search.best_params_["glcm__levels"] in (8, 32)
     # smooth vs noise textures are separable by GLCM contrast/homogeneity
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     assert_array_equal(search.predict(X), y)
     assert_array_equal(pickle.loads(pickle.dumps(search)).predict(X), y)

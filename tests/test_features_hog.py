@@ -27,6 +27,7 @@ def test_equals_skimage_when_already_at_size(rng):
     x = rng.random((32, 32)).astype(np.float32)
     values, names = hog_features(x, **SMALL)
     ref = hog(x, orientations=6, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys")
+    # exact: the library computes both sides from identical input (ours calls it)
     assert_array_equal(values, ref)
     assert len(names) == len(values) == 3 * 3 * 2 * 2 * 6
 
@@ -36,9 +37,11 @@ def test_resizes_with_opencv_then_skimage_hog(rng, shape, interpolation):
     x = rng.random(shape).astype(np.float32)
     values, _ = hog_features(x, size=(40, 48), pixels_per_cell=(8, 8), block_norm="L1", transform_sqrt=True)
     resized = cv2.resize(x, (48, 40), interpolation=interpolation)
+    # exact: the library computes both sides from identical input (ours calls it)
     assert_array_equal(resize_gray(x, (40, 48)), resized)
     ref = hog(resized, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L1",
               transform_sqrt=True)
+    # exact: the library computes both sides from identical input (ours calls it)
     assert_array_equal(values, ref)
 
 
@@ -66,9 +69,11 @@ def test_mask_crops_and_zeroes_outside(rng):
     # the 29x29 box is enlarged to 32x32: INTER_LINEAR
     ref = hog(cv2.resize(crop, (32, 32), interpolation=cv2.INTER_LINEAR), orientations=6, pixels_per_cell=(8, 8),
               cells_per_block=(2, 2))
+    # exact: the library computes both sides from identical input (ours calls it)
     assert_array_equal(values, ref)
     other = x.copy()
     other[~mask] = rng.random(int((~mask).sum()))
+    # exact: pixels outside the mask never enter the arithmetic
     assert_array_equal(hog_features(other, mask, **SMALL)[0], values)
 
 
@@ -79,6 +84,7 @@ def test_empty_mask_policies(rng):
         hog_features(x, empty, **SMALL)
     values, names = hog_features(x, empty, empty_mask="nan", **SMALL)
     assert len(values) == len(names) and np.isnan(values).all()
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(hog_features(x, empty, empty_mask="image", **SMALL)[0], hog_features(x, **SMALL)[0])
 
 
@@ -86,6 +92,7 @@ def test_colour_policy_and_negative_values(rng):
     rgb = rng.integers(0, 256, size=(32, 32, 3)).astype(np.uint8)
     image = Sample.from_array(rgb).image
     gray = (image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.float32)
+    # exact: the test's gray is the very expression to_gray uses (same arithmetic)
     assert_array_equal(hog_features(image, **SMALL)[0], hog_features(gray, **SMALL)[0])
     with pytest.raises(ValueError, match="transform_sqrt"):
         hog_features(gray - 0.5, transform_sqrt=True, **SMALL)
@@ -120,13 +127,17 @@ def test_estimator_cache_clone_pickle_grid_search(rng):
     y = np.array(y)
     ext = HOGFeatures(**SMALL)
     out = ext.fit_transform(X)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, np.vstack([hog_features(x, **SMALL)[0] for x in X]))
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(ext.transform(X), out)
+    # exact: pickle/clone round trip of the same fitted object
     assert_array_equal(pickle.loads(pickle.dumps(ext)).transform(X), out)
     assert clone(ext).set_params(orientations=4).orientations == 4 and ext.orientations == 6
     pipe = Pipeline([("hog", HOGFeatures(size=(32, 32), cells_per_block=(1, 1))), ("clf", LinearSVC())])
     search = GridSearchCV(pipe, {"hog__pixels_per_cell": [(8, 8), (16, 16)], "hog__orientations": [4, 8]},
                           cv=StratifiedKFold(3))
     search.fit(X, y)
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     assert_array_equal(search.predict(X), y)

@@ -58,6 +58,7 @@ def test_histograms_equal_skimage_codes_on_the_interior(rng, method, P, R):
         assert (inner >= 0).all()
     expected = np.bincount(inner, minlength=len(values)) / inner.size
     assert len(values) == len(names) == lbp_n_bins(P, method)
+    # exact: counts / total, one correctly rounded division
     assert_array_equal(values, expected)
 
 
@@ -74,23 +75,27 @@ def test_hand_computed_patterns():
     peak = np.zeros((3, 3), np.float32)
     peak[1, 1] = 1.0  # every neighbour below the centre: code 0 -> uniform bin 0
     values, _ = lbp_features(peak, scales=((8, 1),))
+    # exact: zero or one by construction
     assert_array_equal(values, np.eye(10)[0])
     pit = np.ones((3, 3), np.float32)
     pit[1, 1] = 0.0  # every neighbour >= centre: code 255 -> uniform bin P = 8
     values, _ = lbp_features(pit, scales=((8, 1),))
+    # exact: zero or one by construction
     assert_array_equal(values, np.eye(10)[8])
     values, _ = lbp_features(pit, scales=((8, 1),), method="default")
-    assert values[255] == 1.0
+    assert values[255] == 1.0  # exact: one counted pixel, fraction 1/1
     edge = np.zeros((3, 3), np.float32)
     edge[:, 2] = 1.0  # right column brighter: neighbours at 315, 0, 45 deg (3 consecutive bits): uniform bin 3
     edge[1, 1] = 0.5
     values, _ = lbp_features(edge, scales=((8, 1),))
+    # exact: zero or one by construction
     assert_array_equal(values, np.eye(10)[3])
 
 
 def test_footprints():
     assert lbp_footprint(8, 1.0).all() and lbp_footprint(8, 1.0).shape == (3, 3)
     cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    # exact: integer, boolean or string values
     assert_array_equal(lbp_footprint(4, 1.0), cross)  # samples fall on pixel centres: no interpolation
     assert lbp_footprint(16, 2.0).shape == (5, 5)
 
@@ -109,6 +114,7 @@ def test_masked_pixels_follow_the_footprint_rule(rng):
                 if e <= r < 30 - e and e <= c < 30 - e and mask[r - e:r + e + 1, c - e:c + e + 1][fp].all():
                     counted.append(codes[r, c])
         values, _ = lbp_features(x, mask, scales=((P, R),))
+        # exact: counts / total, one correctly rounded division
         assert_array_equal(values, np.bincount(counted, minlength=P + 2) / len(counted))
 
 
@@ -121,6 +127,7 @@ def test_noise_outside_the_mask_does_not_change_features(rng):
     scales = ((8, 1), (16, 2))
     a, _ = lbp_features(x, mask, scales=scales)
     b, _ = lbp_features(other, mask, scales=scales)
+    # exact: pixels outside the mask never enter the arithmetic
     assert_array_equal(a, b)
     assert not np.array_equal(a, lbp_features(x, scales=scales)[0])
 
@@ -130,6 +137,7 @@ def test_multiscale_concatenates_and_names():
     both, names = lbp_features(x, scales=((8, 1), (16, 2)))
     one, _ = lbp_features(x, scales=((8, 1),))
     two, _ = lbp_features(x, scales=((16, 2),))
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(both, np.concatenate([one, two]))
     assert names[0] == "lbp_uniform_p8_r1_b0" and names[10] == "lbp_uniform_p16_r2_b00"
     assert names[-1] == "lbp_uniform_p16_r2_b17"
@@ -148,6 +156,7 @@ def test_empty_and_too_thin_regions():
         lbp_features(x, thin)
     values, names = lbp_features(x, thin, empty_mask="nan")
     assert len(values) == len(names) and np.isnan(values).all()
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(lbp_features(x, thin, empty_mask="image")[0], lbp_features(x)[0])
     assert_array_equal(lbp_features(x, empty, empty_mask="image")[0], lbp_features(x)[0])
     with pytest.raises(ValueError, match="too small"):
@@ -158,6 +167,7 @@ def test_colour_policy_is_bt601(rng):
     rgb = rng.integers(0, 256, size=(16, 16, 3)).astype(np.uint8)
     image = Sample.from_array(rgb).image
     gray = (image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.float32)
+    # exact: the test's gray is the very expression to_gray uses (same arithmetic)
     assert_array_equal(lbp_features(image)[0], lbp_features(gray)[0])
 
 
@@ -190,13 +200,17 @@ def test_estimator_cache_clone_pickle_grid_search(rng):
     y = np.array(y)
     ext = LBPFeatures(scales=((8, 1),))
     out = ext.fit_transform(X)
+    # exact: the same function on the same input (one code path, one process)
     assert_array_equal(out, np.vstack([lbp_features(x)[0] for x in X]))
+    # exact: the cache returns the very bytes it stored
     assert_array_equal(ext.transform(X), out)
+    # exact: pickle/clone round trip of the same fitted object
     assert_array_equal(pickle.loads(pickle.dumps(ext)).transform(X), out)
     assert clone(ext).set_params(method="ror").method == "ror" and ext.method == "uniform"
     pipe = Pipeline([("lbp", LBPFeatures()), ("scale", StandardScaler()), ("clf", LogisticRegression())])
     search = GridSearchCV(pipe, {"lbp__scales": [((8, 1),), ((8, 1), (8, 2))], "lbp__method": ["uniform", "ror"]},
                           cv=StratifiedKFold(3))
     search.fit(X, y)
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
+    # exact: predicted class labels
     assert_array_equal(search.predict(X), y)

@@ -28,6 +28,7 @@ def test_lossless_gray_8bit_roundtrip(tmp_path, rng, ext, fmt):
     if fmt == "GIF":  # GIF stores a palette; gray values survive a gray palette exactly
         np.testing.assert_allclose(read_image(path, mode="gray") * 255, pixels, atol=0.5)
     else:
+        # exact: one correctly rounded division per pixel, identical on every SIMD path
         np.testing.assert_array_equal(image, pixels.astype(np.float32) / 255)
 
 
@@ -38,6 +39,7 @@ def test_lossless_rgb_8bit_roundtrip(tmp_path, rng, ext, fmt):
     Image.fromarray(pixels).save(path, fmt)
     image = read_image(path)
     assert image.shape == (13, 17, 3)
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(image, pixels.astype(np.float32) / 255)
 
 
@@ -91,6 +93,7 @@ def test_cmyk_converted_like_pillow(tmp_path, rng):
     path = tmp_path / "cmyk.tif"
     cmyk.save(path)
     expected = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(read_image(path), expected)
 
 
@@ -114,6 +117,7 @@ def test_mode_conversions(tmp_path, rng):
     Image.fromarray(pixels[..., 0]).save(g)
     rgb = read_image(g, mode="rgb")
     assert rgb.shape == (13, 17, 3)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
     with pytest.raises(ValueError, match="mode must be"):
         read_image(g, mode="grey")
@@ -123,6 +127,7 @@ def test_read_mask_is_boolean_nonzero(tmp_path):
     m = np.array([[0, 255], [1, 0]], dtype=np.uint8)
     path = tmp_path / "m.png"
     Image.fromarray(m).save(path)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(read_mask(path), m > 0)
 
 
@@ -180,6 +185,7 @@ def test_error_is_picklable_for_parallel_workers():
 
 
 def test_to_float_image_dtypes_and_errors():
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(to_float_image(np.array([[0, 255]], np.uint8)), [[0.0, 1.0]])
     np.testing.assert_array_equal(to_float_image(np.array([[0, 65535]], np.uint16)), [[0.0, 1.0]])
     assert to_float_image(np.zeros((3, 4, 1), np.uint8)).shape == (3, 4)

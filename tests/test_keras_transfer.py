@@ -101,6 +101,7 @@ def test_grid_search_fits_and_predicts_with_high_accuracy(grid):
     assert np.all(np.isfinite(results["mean_test_score"]))
     assert grid.best_score_ >= 0.9
     best = grid.best_estimator_
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(best.classes_, ["none", "square"])
     pred = grid.predict(X_test)
     assert set(pred) <= {"none", "square"}
@@ -108,6 +109,7 @@ def test_grid_search_fits_and_predicts_with_high_accuracy(grid):
     proba = grid.predict_proba(X_test)
     assert proba.shape == (40, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    # exact: predicted class labels
     np.testing.assert_array_equal(best.classes_[proba.argmax(axis=1)], pred)
     # history: one entry per epoch run, for both phases
     n = best.n_head_epochs_ + best.n_fine_tune_epochs_
@@ -125,6 +127,7 @@ def test_validation_split_is_stratified_and_from_the_training_fold(grid):
     y_idx = (y == "square").astype(int)
     classes = np.array(["none", "square"])
     train, held = best._validation_split(y_idx, classes, seed=5)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(np.sort(np.concatenate([train, held])), np.arange(32))
     np.testing.assert_array_equal(best._validation_split(y_idx, classes, seed=5)[1], held)  # deterministic
     assert not np.array_equal(best._validation_split(y_idx, classes, seed=6)[1], held)
@@ -139,7 +142,9 @@ def test_pickled_classifier_reloads_and_predicts_identically(grid):
     expected = best.predict_proba(X_test)
     blob = pickle.dumps(best)
     again = pickle.loads(blob)
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(again.predict_proba(X_test), expected)
+    # exact: predicted class labels
     np.testing.assert_array_equal(again.predict(X_test), best.predict(X_test))
     assert again.get_params() == best.get_params()
     assert again.history_ == best.history_
@@ -157,6 +162,7 @@ def test_pickle_round_trip_needs_no_registry_entry(grid, tiny_backbone):
     unregister_backbone(TINY)
     try:
         again = pickle.loads(blob)
+        # exact: pickle/clone round trip of the same fitted object
         np.testing.assert_array_equal(again.predict_proba(X_test), best.predict_proba(X_test))
     finally:
         register_backbone(TINY, tiny_backbone, preprocess=preprocess_tf, overwrite=True)
@@ -176,10 +182,12 @@ def test_fine_tuning_unfreezes_from_named_layer_and_keeps_batchnorm_statistics(t
     base = _base(clf.model_)
     # frozen layer untouched; unfrozen convolution trained; the backbone's batch norm, although inside
     # the unfrozen range, kept its running statistics, scale and offset (inference mode)
+    # exact: weights are copied, not computed
     np.testing.assert_array_equal(base.get_layer("conv1").get_weights()[0],
                                   tiny_backbone.get_layer("conv1").get_weights()[0])
     assert not np.allclose(base.get_layer("conv2").get_weights()[0], tiny_backbone.get_layer("conv2").get_weights()[0])
     for got, registered in zip(base.get_layer("bn1").get_weights(), tiny_backbone.get_layer("bn1").get_weights()):
+        # exact: weights are copied, not computed
         np.testing.assert_array_equal(got, registered)
     np.testing.assert_array_equal(base.get_layer("bn1").get_weights()[2], np.full(8, 0.1, np.float32))
 
@@ -193,6 +201,7 @@ def test_fine_tuning_that_does_not_help_is_rolled_back(tiny_backbone):
     assert clf.n_fine_tune_epochs_ == 2 and not clf.fine_tune_kept_
     assert clf.history_["loss"][-1] > clf.history_["loss"][1]
     base = _base(clf.model_)
+    # exact: weights are copied, not computed
     np.testing.assert_array_equal(base.get_layer("conv2").get_weights()[0],
                                   tiny_backbone.get_layer("conv2").get_weights()[0])
     assert np.all(np.isfinite(clf.predict_proba(X)))
@@ -227,11 +236,13 @@ def test_three_classes_softmax_rmsprop_and_class_weight_dict(tiny_backbone):
     y = np.array(y)
     clf = _small(optimizer="rmsprop", learning_rate=3e-2, epochs=15, batch_size=6, validation_fraction=0.25,
                  class_weight={"dark": 1.0, "grey": 2.0, "bright": 1.0}).fit(X, y)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(clf.classes_, ["bright", "dark", "grey"])
     assert clf.model_.output_shape == (None, 3)
     proba = clf.predict_proba(X)
     assert proba.shape == (24, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    # exact: predicted class labels
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
     assert min(clf.history_["val_loss"]) < 0.5 * clf.history_["val_loss"][0]  # measured 0.91 -> 0.11
     assert clf.score(X, y) >= 0.9  # measured 1.0
@@ -244,6 +255,7 @@ def test_augmentation_layers_act_only_in_training():
     assert [type(layer).__name__ for layer in augmenter.layers] == [
         "RandomFlip", "RandomRotation", "RandomZoom", "RandomBrightness"]
     batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(np.asarray(augmenter(batch, training=False)), batch)
     trained = np.asarray(augmenter(batch, training=True))
     assert trained.shape == batch.shape and not np.allclose(trained, batch)

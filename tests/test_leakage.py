@@ -152,6 +152,7 @@ def test_exact_duplicates_never_straddle_folds(tmp_path):
 def test_merge_groups_connects_patients_through_duplicates():
     patients = ["p1", "p1", "p2", "p3", "p4", None]
     clusters = [0, 1, 1, 2, 3, 3]  # p1's second image is a copy of p2's; p4 shares with an unknown
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(merge_groups(patients, clusters), [0, 0, 0, 1, 2, 2])
     np.testing.assert_array_equal(merge_groups(["a", "b", "a"]), [0, 1, 0])
     with pytest.raises(ValueError, match=r"groupings\[1\] has 3 entries"):

@@ -56,6 +56,7 @@ def test_write_then_load_roundtrip(tree, tmp_path):
     back = load_manifest(out, root=tree, check_sha256=True)
     assert [s.key for s in back] == [s.key for s in ds]
     assert list(back.y) == list(ds.y) and back.skipped == []
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(back[0].mask, ds[0].mask)
     assert back[0].meta["manifest_line"] == 2
 

@@ -76,13 +76,16 @@ def test_to_gray_matches_opencv_and_io(tmp_path, rgb8, gray8):
     # identical to featurepipe.io's gray conversion of the same file
     path = tmp_path / "rgb.png"
     Image.fromarray(rgb8).save(path)
+    # exact: the same function on the same input (one code path, one process)
     np.testing.assert_array_equal(_out(ToGray(), read_image(path))[0], read_image(path, "gray"))
     # gray passes through unchanged
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(_out(ToGray(), gray8)[0], gray8 / U8)
 
 
 def test_to_rgb_replicates_gray_and_keeps_rgb(gray8, rgb8):
     got, _ = _out(ToRGB(), gray8)
+    # exact: one correctly rounded division per pixel, identical on every SIMD path
     np.testing.assert_array_equal(got, np.repeat((gray8 / U8)[:, :, None], 3, axis=2))
     np.testing.assert_array_equal(_out(ToRGB(), rgb8)[0], rgb8 / U8)
 
@@ -129,6 +132,7 @@ def test_resize_keep_aspect_letterbox_by_hand():
     # rows come from the top half; columns 0..4 from the left half; shifted down by the 2 padding rows
     exp_mask = np.zeros((10, 10), bool)
     exp_mask[2:4, :5] = True
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(got_mask, exp_mask)
 
 
@@ -147,6 +151,7 @@ def test_resize_stretch_mask_nearest():
     _, got = _out(Resize(size=(4, 16), interpolation="cubic"), image, mask)
     expected = np.zeros((4, 16), bool)
     expected[1:3, 8:16] = True  # rows halve, columns double
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(got, expected)
 
 
@@ -157,6 +162,7 @@ def test_median_equals_opencv_8bit_exactly(size, which, gray8, rgb8):
     u = gray8 if which == "gray" else rgb8
     got, _ = _out(MedianFilter(size=size), u)
     ref = u if size == 1 else cv2.medianBlur(u, size)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, ref / U8)  # a median selects a pixel: no tolerance
 
 
@@ -165,6 +171,7 @@ def test_median_keeps_16bit_precision():
     u16 = rng.integers(0, 65536, (21, 23), dtype=np.uint16)
     got, _ = _out(MedianFilter(size=7), u16)
     ref = ndi.median_filter(u16, size=7, mode="nearest")  # replicate border, like cv2.medianBlur
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, ref / U16)
 
 
@@ -207,6 +214,7 @@ def test_bilateral_matches_opencv_8bit(which, diameter, sigma_color, sigma_space
 def test_clahe_8bit_equals_opencv(gray8):
     got, _ = _out(CLAHE(clip_limit=3.0, tile_grid_size=(2, 4)), gray8)
     ref = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(4, 2)).apply(gray8)  # OpenCV: (columns, rows)
+    # exact: the library computes both sides from identical input (ours calls it)
     np.testing.assert_array_equal(got, ref / U8)
     transposed = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(2, 4)).apply(gray8)
     assert not np.array_equal(got, transposed / U8)  # the (rows, columns) order matters
@@ -217,6 +225,7 @@ def test_clahe_16bit_equals_opencv():
     u16 = (rng.normal(30000, 4000, (40, 48)).clip(0, 65535)).astype(np.uint16)
     got, _ = _out(CLAHE(clip_limit=40.0, tile_grid_size=4, bit_depth=16), u16)
     ref = cv2.createCLAHE(clipLimit=40.0, tileGridSize=(4, 4)).apply(u16)
+    # exact: the library computes both sides from identical input (ours calls it)
     np.testing.assert_array_equal(got, ref / U16)
 
 
@@ -225,6 +234,7 @@ def test_clahe_rgb_on_lab_lightness(rgb8):
     lab = cv2.cvtColor(rgb8, cv2.COLOR_RGB2LAB)
     lab[:, :, 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(3, 3)).apply(lab[:, :, 0])
     ref = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) / U8
+    # exact: the library computes both sides from identical input (ours calls it)
     np.testing.assert_array_equal(got, ref)
 
 
@@ -255,6 +265,7 @@ def test_standardize_within_mask(gray8):
     got, got_mask = _out(Standardize(within_mask=True), gray8, mask)
     x = (gray8 / U8).astype(np.float64)
     np.testing.assert_allclose(got, (x - x[mask].mean()) / x[mask].std(), atol=1e-5)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(got_mask, mask)
     assert abs(got[mask].mean()) < 1e-5 and abs(got[mask].std() - 1) < 1e-5
 
@@ -263,6 +274,7 @@ def test_standardize_constant_image_policy():
     const = np.full((6, 7), 0.4, np.float32)
     with pytest.raises(PreprocessingError, match="Standardize on sample .*constant.*on_constant='zero'"):
         _out(Standardize(), const)
+    # exact: zero or one by construction
     np.testing.assert_array_equal(_out(Standardize(on_constant="zero"), const)[0], np.zeros((6, 7), np.float32))
     with pytest.raises(PreprocessingError, match="within_mask=True but the sample has no mask"):
         _out(Standardize(within_mask=True), const + np.eye(6, 7, dtype=np.float32) * 0.1)
@@ -287,6 +299,7 @@ def test_otsu_roi_crop_keeps_disk_with_margin_and_drops_label():
     got, got_mask = _out(OtsuROI(opening_radius=3, margin=margin), image, lesion)
     # the disk spans rows 25..55 and columns 40..70 (inclusive): crop = that box + 4 pixels
     r0, r1, c0, c1 = 25 - margin, 56 + margin, 40 - margin, 71 + margin
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, image[r0:r1, c0:c1])
     np.testing.assert_array_equal(got_mask, lesion[r0:r1, c0:c1])  # mask carried along
     assert got.shape == (39, 39)
@@ -298,6 +311,7 @@ def test_otsu_roi_without_opening_keeps_label_component_separate():
     # with no opening, the largest component is still the disk, but a label as large as the disk wins
     image, the_disk, _ = _disk_and_label()
     roi, _ = otsu_roi(image, opening_radius=0)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(roi, the_disk)
     image[60:80, 0:40] = 0.9  # a 20 x 40 bright artefact (800 px) larger than the disk (709 px)
     roi, _ = otsu_roi(image, opening_radius=3)
@@ -307,15 +321,19 @@ def test_otsu_roi_without_opening_keeps_label_component_separate():
 def test_otsu_roi_mask_output_and_clear_outside():
     image, the_disk, lesion = _disk_and_label()
     got, got_mask = _out(OtsuROI(opening_radius=3, output="mask"), image, lesion)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, image)  # full image kept
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(got_mask, the_disk)  # mask replaced by the region
     cleared, _ = _out(OtsuROI(opening_radius=3, output="mask", clear_outside=True), image)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(cleared, np.where(the_disk, image, 0.0).astype(np.float32))
 
 
 def test_otsu_roi_dark_foreground():
     image, the_disk, _ = _disk_and_label()
     got, got_mask = _out(OtsuROI(opening_radius=3, output="mask", foreground="dark"), 1.0 - image)
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(got_mask, the_disk)
 
 
@@ -333,9 +351,11 @@ def test_otsu_roi_matches_scikit_image_reference():
             fg = opening(fg, disk(radius))
         labels = sk_label(fg, connectivity=2)
         largest = max(regionprops(labels), key=lambda r: (r.area, -r.label))
+        # exact: integer, boolean or string values
         np.testing.assert_array_equal(got, labels == largest.label)
         crop, _ = _out(OtsuROI(opening_radius=radius, fill_holes=False, margin=2), image)
         r0, c0, r1, c1 = largest.bbox
+        # exact: pixels copied or selected, no arithmetic
         np.testing.assert_array_equal(crop, image[max(r0 - 2, 0):r1 + 2, max(c0 - 2, 0):c1 + 2])
 
 
@@ -346,6 +366,7 @@ def test_otsu_roi_fill_holes():
     _, filled = _out(OtsuROI(opening_radius=1, output="mask"), image)
     _, holed = _out(OtsuROI(opening_radius=1, output="mask", fill_holes=False), image)
     assert filled[20, 20] and not holed[20, 20]
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(filled, ndi.binary_fill_holes(holed))
 
 
@@ -391,10 +412,12 @@ def test_crop_to_mask_by_hand(gray8):
     mask = np.zeros(gray8.shape, bool)
     mask[10:14, 20:25] = True
     got, got_mask = _out(CropToMask(margin=3), gray8, mask)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, gray8[7:17, 17:28] / U8)
     np.testing.assert_array_equal(got_mask, mask[7:17, 17:28])
     mask[0:2, 30:37] = True  # a second region at the corner: box grows, margin clipped at the border
     got, _ = _out(CropToMask(margin=3), gray8, mask)
+    # exact: pixels copied or selected, no arithmetic
     np.testing.assert_array_equal(got, gray8[0:17, 17:37] / U8)
 
 
@@ -465,6 +488,7 @@ def test_sklearn_contract_and_keys(step, gray8):
     assert first.key == derive_key(sample.key, step_token(step)) != sample.key
     image, out_mask = first.load()
     again, again_mask = pickle.loads(pickle.dumps(first)).load()  # a derived sample pickles
+    # exact: pickle/clone round trip of the same fitted object
     np.testing.assert_array_equal(image, again)
     np.testing.assert_array_equal(out_mask, again_mask)
     assert image.dtype == np.float32 and out_mask.shape == image.shape[:2]
@@ -530,9 +554,10 @@ def test_steps_inside_sklearn_pipeline_and_grid_search():
         img = cv2.medianBlur(cv2.resize(cv2.cvtColor(sample.image, cv2.COLOR_RGB2GRAY), (16, 16),
                                         interpolation=cv2.INTER_AREA), 3)
         np.testing.assert_allclose(row, [img.mean(), img.std(), img[:, :8].mean() - img[:, 8:].mean()], atol=1e-5)
+    # exact: predicted class labels
     np.testing.assert_array_equal(pipe.predict(X), y)
     search = GridSearchCV(pipe, {"median__size": [1, 5], "resize__size": [8, (12, 10)]}, cv=2).fit(X, y)
     assert sorted(map(str, search.cv_results_["params"])) == sorted(map(str, [
         {"median__size": m, "resize__size": s} for m in (1, 5) for s in (8, (12, 10))]))
-    assert search.best_score_ == 1.0
+    assert search.best_score_ == 1.0  # exact: mean of accuracies that are all 1
     assert clone(search.best_estimator_).get_params()["median__size"] in (1, 5)

@@ -102,9 +102,11 @@ def test_same_results_as_plain_grid_search_with_prefix_computed_once():
     # refitted full pipeline: prefix + best suffix, same predictions and decision values
     assert [n for n, _ in ours.best_estimator_.steps] == ["blur", "stats", "scale", "svc"]
     assert ours.best_estimator_.named_steps["svc"].C == plain.best_params_["svc__C"]
+    # exact: predicted class labels
     np.testing.assert_array_equal(ours.predict(X), plain.predict(X))
     np.testing.assert_allclose(ours.decision_function(X), plain.decision_function(X), atol=1e-10)
     assert ours.score(X, y) == pytest.approx(plain.score(X, y))
+    # exact: integer, boolean or string values
     np.testing.assert_array_equal(ours.classes_, [0, 1])
 
 
@@ -181,6 +183,7 @@ def test_estimator_contract_and_errors():
         PrefixCachedGridSearchCV(_pipe(), GRID, cv=3).fit(X, y, stats__sample_weight=np.ones(len(y)))
     fitted = PrefixCachedGridSearchCV(_pipe(), GRID, cv=3).fit(X, y)
     again = pickle.loads(pickle.dumps(fitted))
+    # exact: predicted class labels
     np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
     no_refit = PrefixCachedGridSearchCV(_pipe(), GRID, cv=3, refit=False).fit(X, y)
     assert not hasattr(no_refit, "best_estimator_")

@@ -103,6 +103,7 @@ def test_first_repeat_is_sklearns_stratified_group_kfold():
     for r, seed in enumerate(seeds):
         reference = list(StratifiedGroupKFold(4, shuffle=True, random_state=int(seed)).split(y, y, groups))
         for (a_train, a_test), (b_train, b_test) in zip(ours[4 * r:4 * r + 4], reference):
+            # exact: integer, boolean or string values
             np.testing.assert_array_equal(a_test, b_test)
             np.testing.assert_array_equal(a_train, b_train)
     # repeats differ, and other seeds give other folds

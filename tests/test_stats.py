@@ -38,7 +38,7 @@ def test_summarize_clips_the_interval_to_the_metric_range():
     values = [1.0, 0.95, 1.0, 0.9, 1.0]
     free = summarize(values, test_train_ratio=0.25)
     clipped = summarize(values, test_train_ratio=0.25, bounds=(0.0, 1.0))
-    assert free["ci_high"] > 1.0 and clipped["ci_high"] == 1.0
+    assert free["ci_high"] > 1.0 and clipped["ci_high"] == 1.0  # exact: clipped to the bound
     assert clipped["ci_low"] == pytest.approx(free["ci_low"])
     with pytest.raises(ValueError, match="bounds"):
         summarize(values, bounds=(1.0, 0.0))
@@ -48,7 +48,7 @@ def test_summarize_ignores_and_counts_nan():
     s = summarize([0.5, np.nan, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["n"] == 2 and s["n_missing"] == 1
     single = summarize([0.5])
-    assert single["mean"] == 0.5 and np.isnan(single["std"]) and np.isnan(single["ci_low"])
+    assert single["mean"] == 0.5 and np.isnan(single["std"]) and np.isnan(single["ci_low"])  # exact: the single value itself
     with pytest.raises(ValueError, match="test_train_ratio"):
         summarize(A, test_train_ratio=-1)
     with pytest.raises(ValueError, match="confidence"):
@@ -79,9 +79,9 @@ def test_nb_test_by_hand():
 
 def test_nb_test_degenerate_and_errors():
     same = corrected_resampled_ttest(A, A, test_train_ratio=0.25)
-    assert same.t == 0 and same.p_value == 1.0
+    assert same.t == 0 and same.p_value == 1.0  # exact: identical scores give zero differences
     shifted = corrected_resampled_ttest(A + 0.1, A, test_train_ratio=0.25)
-    assert shifted.t == np.inf and shifted.p_value == 0.0
+    assert shifted.t == np.inf and shifted.p_value == 0.0  # exact: zero variance of the differences
     with pytest.raises(ValueError, match="at least 2 folds"):
         corrected_resampled_ttest([0.5, np.nan], [0.4, 0.3], test_train_ratio=0.25)
     with pytest.raises(ValueError, match="5 and 4"):
@@ -119,7 +119,7 @@ def test_bayesian_correlated_ttest_rope_and_symmetry():
     assert swapped["p_a_better"] == pytest.approx(res["p_b_better"])
     assert swapped["p_rope"] == pytest.approx(res["p_rope"])
     point = bayesian_correlated_ttest(A, A, test_train_ratio=0.25, rope=0.01)
-    assert point["p_rope"] == 1.0
+    assert point["p_rope"] == 1.0  # exact: a point mass inside the rope
     with pytest.raises(ValueError, match="rope"):
         bayesian_correlated_ttest(A, B, test_train_ratio=0.25, rope=-1)
 
@@ -133,4 +133,4 @@ def test_pairwise_comparisons_holm_over_all_pairs():
     np.testing.assert_allclose([r["p_holm"] for r in rows], holm(raw))
     assert all(r["n_pairs"] == 3 and "Nadeau" in r["test"] for r in rows)
     assert [r["significant"] for r in rows] == [p < 0.05 for p in holm(raw)]
-    assert rows[0]["bayes"]["rope"] == 0.01
+    assert rows[0]["bayes"]["rope"] == 0.01  # exact: the stored parameter
