@@ -12,7 +12,7 @@ import pytest
 
 from featurepipe import recipes
 from featurepipe.cli import main
-from featurepipe.cli_run import load_model, predict_files, save_model
+from featurepipe.models import load_model, predict_files, save_model
 from featurepipe.io import read_image
 
 
@@ -75,23 +75,30 @@ def test_predict_folder_with_corrupt_and_16_bit_files(fitted_model, tmp_path, ca
     assert bad["prediction"] == "" and bad["error"]
     assert "c_corrupt.png" in captured.err and "could not classify" in captured.err
     assert "2 of 3 images classified" in captured.err
-    # SVC without probabilities: decision scores per class, matching the model's own decision_function.
-    model = load_model(fitted_model, verbose=False)
+    model = load_model(fitted_model)
     images = np.empty(2, dtype=object)
-    images[:] = [read_image(folder / "a_smooth8.png"), read_image(folder / "b_rough16.png")]
-    decision = model.decision_function(images)
+    images[:] = [read_image(folder / "a_smooth8.png", mode="gray"), read_image(folder / "b_rough16.png", mode="gray")]
     assert list(model.classes_) == ["rough", "smooth"]
-    np.testing.assert_allclose([float(good["score_smooth"]), float(sixteen["score_smooth"])], decision, rtol=1e-6)
-    np.testing.assert_allclose([float(good["score_rough"]), float(sixteen["score_rough"])], -decision, rtol=1e-6)
+    if hasattr(model, "predict_proba"):  # calibrated recipe: the model's own probabilities
+        proba = model.predict_proba(images)
+        np.testing.assert_allclose([[float(r["proba_rough"]), float(r["proba_smooth"])] for r in (good, sixteen)],
+                                   proba, rtol=1e-6)
+    else:  # SVC without probabilities: decision values, said to be so, never labelled as probabilities
+        decision = model.decision_function(images)
+        assert "proba_smooth" not in good
+        assert "score_<class> columns are decision values, not probabilities" in captured.err
+        np.testing.assert_allclose([float(good["score_smooth"]), float(sixteen["score_smooth"])], decision,
+                                   rtol=1e-6)
+        np.testing.assert_allclose([float(good["score_rough"]), float(sixteen["score_rough"])], -decision, rtol=1e-6)
 
 
 def test_saved_model_reloads_in_a_fresh_process_and_predicts_identically(fitted_model, folder_dataset, tmp_path):
     files = sorted(str(p) for p in folder_dataset.rglob("*.png"))
-    here = predict_files(load_model(fitted_model, verbose=False), files)
+    here = predict_files(load_model(fitted_model), files)
     script = (
         "import json, sys\n"
-        "from featurepipe.cli_run import load_model, predict_files\n"
-        "rows = predict_files(load_model(sys.argv[1], verbose=False), sys.argv[2:])\n"
+        "from featurepipe.models import load_model, predict_files\n"
+        "rows = predict_files(load_model(sys.argv[1]), sys.argv[2:])\n"
         "print(json.dumps(rows))\n"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "no_proxy": "*", "HTTP_PROXY": "http://0.0.0.0:9",
@@ -105,12 +112,14 @@ def test_saved_model_reloads_in_a_fresh_process_and_predicts_identically(fitted_
 
 
 def test_joblib_format_round_trip_and_clear_errors(fitted_model, folder_dataset, tmp_path):
-    model = load_model(fitted_model, verbose=False)
-    path = save_model(model, tmp_path / "model.joblib")
+    model = load_model(fitted_model)
+    path = save_model(model, tmp_path / "model.joblib", format="joblib")
     files = sorted(str(p) for p in folder_dataset.rglob("*.png"))[:4]
-    assert predict_files(load_model(path), files) == predict_files(model, files)
-    with pytest.raises(ValueError, match="is not a skops file"):
-        load_model(path, format="skops")
+    with pytest.warns(UserWarning, match="unpickling runs any code"):
+        unpickled = load_model(path, unsafe_pickle=True)
+    assert predict_files(unpickled, files) == predict_files(model, files)
+    with pytest.raises(ValueError, match="is a pickle/joblib file"):
+        load_model(path)
     with pytest.raises(ValueError, match="does not exist"):
         load_model(tmp_path / "missing.skops")
     assert main(["fit", "no_such_recipe", str(folder_dataset), "-o", str(tmp_path / "m.skops")]) == 2
