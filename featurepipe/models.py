@@ -170,6 +170,11 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         self.estimator_ = clone(self.estimator).fit(X, y)
         self.classes_ = self.estimator_.classes_
         params = self.estimator_.get_params(deep=True) if hasattr(self.estimator_, "get_params") else {}
+        backbone, input_size = _param_ending(params, "backbone"), _param_ending(params, "input_size")
+        if backbone is not None and input_size is None:
+            from .cnn import get_backbone
+
+            input_size = get_backbone(backbone).default_input_size  # what the backbone resizes images to
         self.contract_ = {
             "format": MODEL_FORMAT,
             "featurepipe_version": __version__,
@@ -178,8 +183,8 @@ class ImageModel(ClassifierMixin, BaseEstimator):
             "classes": [str(c) for c in self.classes_],
             "recipe": self.recipe,
             "options": _plain(self.options or {}),
-            "backbone": _plain(_param_ending(params, "backbone")),
-            "input_size": _plain(_param_ending(params, "input_size")),
+            "backbone": _plain(backbone),
+            "input_size": _plain(input_size),
         }
         return self
 
