@@ -174,9 +174,19 @@ def run_benchmark_command(args):
     from . import recipes
     from .benchmark import run_benchmark
 
-    names = list(DEMO_RECIPES) if not args.recipes else [r.strip() for r in args.recipes.split(",") if r.strip()]
+    from .metrics import METRIC_NAMES
+
+    if args.recipes is None:
+        names = list(DEMO_RECIPES)
+    else:
+        names = [r.strip() for r in args.recipes.split(",") if r.strip()]
+        if not names:
+            raise ValueError(f"--recipes: no recipe name in {args.recipes!r}; pass comma-separated names "
+                             "(see `featurepipe recipes`)")
     for name in names:
         recipes.get(name)  # unknown names fail before any work
+    if args.rank_by not in METRIC_NAMES:
+        raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
     if args.demo or args.dataset is None:
         from .demo import load_demo
 
@@ -189,6 +199,8 @@ def run_benchmark_command(args):
     pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
     output = args.output or f"featurepipe-benchmark-{_slug(dataset.name)}"
+    # Printed by featurepipe.cli.main if the run is interrupted (Ctrl-C): finished folds are stored.
+    args.interrupt_hint = f"finished folds are kept in {output}: run the same command again to resume"
     start = time.perf_counter()
     result = run_benchmark(
         dataset, pipelines, cv={"n_splits": args.splits, "n_repeats": args.repeats, "random_state": args.seed},
