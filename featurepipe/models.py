@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._version import __version__
 
 __all__ = [
+    "MASK_SUFFIX",
     "MODEL_FORMAT",
     "TRUSTED_TYPES",
     "ImageModel",
@@ -336,23 +337,26 @@ def load_model(path, *, trusted=None, unsafe_pickle=False):
         if refused:
             raise UntrustedModelError(path, refused)
         model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
-    elif head[:1] == b"\x80":  # pickle protocol 2+ (what pickle and joblib write)
-        if not unsafe_pickle:
-            raise ValueError(
-                f"model file {str(path)!r} is a pickle/joblib file"
-                + (" despite its .skops name" if path.suffix.lower() == ".skops" else "")
-                + ". Loading a pickle runs whatever code it contains, so featurepipe does not load it by "
-                  "default. Only if you made this file yourself, pass --unsafe-pickle (Python: "
-                  "load_model(..., unsafe_pickle=True)); better, re-save it as skops.")
+    elif not unsafe_pickle:
+        if head[:1] == b"\x80":  # pickle protocol 2+, what pickle and uncompressed joblib write
+            what = "is a pickle/joblib file" + (" despite its .skops name" if path.suffix.lower() == ".skops" else "")
+        else:
+            what = f"is not a skops file (it starts with {head!r}); if it is a compressed joblib file, note that"
+        raise ValueError(
+            f"model file {str(path)!r} {what}. Loading a pickle runs whatever code it contains, so featurepipe "
+            "does not load it by default. Only if you made this file yourself, pass --unsafe-pickle (Python: "
+            "load_model(..., unsafe_pickle=True)); better, re-save it as skops.")
+    else:
         warnings.warn(f"loading pickle {str(path)!r} with --unsafe-pickle: unpickling runs any code the file "
                       "contains, with your permissions; do this only for files you made", UserWarning,
                       stacklevel=2)
         import joblib
 
-        model = joblib.load(path)
-    else:
-        raise ValueError(f"model file {str(path)!r} is neither a skops file nor a pickle (it starts with "
-                         f"{head!r}); pass a model written by `featurepipe fit`")
+        try:
+            model = joblib.load(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: name it
+            raise ValueError(f"model file {str(path)!r} is neither a skops file nor a readable pickle/joblib file "
+                             f"({type(exc).__name__}: {exc})") from exc
     _check_contract(model, path)
     return model
 

@@ -183,3 +183,14 @@ def test_recipe_models_load_with_the_safe_loader_alone(tmp_path, name, options):
     assert loaded.contract_ == model.contract_
     assert isinstance(loaded.estimator_, BaseEstimator)
     assert recipes.get(name).name == loaded.contract_["recipe"]
+
+
+def test_a_file_that_is_neither_format_is_named(tmp_path, capsys):
+    odd = tmp_path / "model.skops"
+    odd.write_bytes(b"hello, not a model")
+    assert main(["predict", str(odd), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"model file {str(odd)!r} is not a skops file (it starts with b'hell')" in err
+    with pytest.raises(ValueError, match="is neither a skops file nor a readable pickle/joblib file"):
+        with pytest.warns(UserWarning, match="unpickling runs any code"):
+            load_model(odd, unsafe_pickle=True)
