@@ -418,6 +418,12 @@ def find_images(inputs, *, masks=None):
             found += [path for path, _ in orphans]  # mask-like name but no image beside it: classify it
         else:
             found.append(p)  # missing or odd files are reported per file, never dropped
+    if masks is not None:
+        try:
+            masks.format(stem="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"masks pattern {masks!r} may use only {{stem}} (the image's name without extension), "
+                             f"e.g. '{{stem}}_mask*.png'; got {type(exc).__name__}: {exc}") from None
     pairs = []
     for image in found:
         if masks is None:

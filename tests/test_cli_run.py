@@ -238,6 +238,8 @@ def test_predict_requires_masks_for_a_masked_model(busi_like, tmp_path, capsys):
     # A pattern that finds no mask names the image in its row instead of classifying it whole.
     assert main(["predict", str(model), str(new / "a.png"), "--masks", "{stem}_lesion.png"]) == 1
     assert "no mask file matches '{stem}_lesion.png'" in capsys.readouterr().err
+    assert main(["predict", str(model), str(new / "a.png"), "--masks", "{name}_mask.png"]) == 2
+    assert "masks pattern '{name}_mask.png' may use only {stem}" in capsys.readouterr().err
 
 
 def test_predict_skips_busi_mask_files_for_a_whole_image_model(fitted_model, busi_like, capsys):
