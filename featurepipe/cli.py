@@ -10,7 +10,9 @@ libraries inside ``func``).
 
 Exit status: 0 success, 1 the command ran and found problems (e.g. bad
 files), 2 usage errors (argparse) and errors in the input (a message
-names the file or option; ``--traceback`` shows the Python traceback).
+names the file or option; ``--traceback`` shows the Python traceback),
+130 interrupted (Ctrl-C: one line, plus how to resume when the command
+set ``args.interrupt_hint``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def main(argv=None):
             raise
         print(f"featurepipe: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print("featurepipe: interrupted", file=sys.stderr)
+        hint = getattr(args, "interrupt_hint", None)
+        if hint:
+            print(f"featurepipe: {hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through ``python -m featurepipe``

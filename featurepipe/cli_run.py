@@ -5,32 +5,38 @@
     featurepipe recipes
     featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
                           [--output DIR] [--backend dask --scheduler ADDR]
-    featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib]
-    featurepipe predict model.skops <images or folders ...> -o predictions.csv
+    featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
+    featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
+                        [--trust TYPE[,TYPE]] [--unsafe-pickle]
 
 Saved models
 ------------
-``fit`` writes a scikit-learn pipeline with :mod:`skops.io` by default.
-skops never runs arbitrary code on load, but refuses types it does not know
-(featurepipe's own estimators among them) unless they are listed as trusted.
-``predict`` therefore prints the types a file asks to trust and then trusts
-them: only load model files that you (or someone you trust) made.
-``--format joblib`` writes a pickle instead; loading a pickle can run any
-code, so the same rule applies with more force.
+``fit`` writes an :class:`~featurepipe.models.ImageModel` (the fitted
+pipeline and its input contract: mask use, channel mode, classes, recipe
+options, featurepipe version) with :mod:`skops.io` by default; ``--format
+joblib`` writes a pickle instead. ``predict`` loads model files safely
+(:func:`featurepipe.models.load_model`): a skops file that needs a type
+outside featurepipe's estimators and the enumerated
+:data:`~featurepipe.models.TRUSTED_TYPES` is refused with the list of those
+types (``--trust TYPE[,TYPE]`` allows them), and a pickle is loaded only with
+``--unsafe-pickle``, since unpickling runs whatever code the file contains.
 
-The Python equivalents are :func:`fit_recipe`, :func:`save_model`,
-:func:`load_model` and :func:`predict_files`.
+This module only parses arguments and prints; the library API is
+:mod:`featurepipe.models` (:func:`~featurepipe.models.fit_model`,
+:func:`~featurepipe.models.save_model`, :func:`~featurepipe.models.load_model`,
+:func:`~featurepipe.models.predict_files`).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEMO_RECIPES", "fit_recipe", "load_model", "predict_files", "register", "save_model"]
+__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes"]
 
 #: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -60,7 +66,7 @@ def register(subparsers):
                        help="tune each recipe with its default grid by nested CV (slower)")
     bench.add_argument("--splits", type=int, default=5, help="outer CV folds (default 5)")
     bench.add_argument("--repeats", type=int, default=1, help="repetitions of the outer CV (default 1)")
-    bench.add_argument("--seed", type=int, default=0, help="random seed of the splits and recipes (default 0)")
+    bench.add_argument("--seed", type=_seed, default=0, help="random seed of the splits and recipes (default 0)")
     bench.add_argument("--rank-by", default="mcc", help="metric that sorts the table (default mcc)")
     bench.add_argument("--output", default=None,
                        help="report folder (default: featurepipe-benchmark-<dataset name> in the current folder)")
@@ -78,24 +84,50 @@ def register(subparsers):
     fit.add_argument("--layout", default="auto", help="dataset layout (default: detected)")
     fit.add_argument("-o", "--output", required=True, help="model file to write (.skops or .joblib)")
     fit.add_argument("--format", choices=_FORMATS, default=None,
-                     help="skops (safe, default) or joblib (pickle; loading runs code). Default: from the "
-                          "file extension, else skops")
-    fit.add_argument("--seed", type=int, default=0, help="random seed of the recipe (default 0)")
+                     help="skops (safe, default) or joblib (a pickle: `predict` loads it only with "
+                          "--unsafe-pickle). Default: from the file extension, else skops")
+    fit.add_argument("--mode", choices=("keep", "gray", "rgb"), default="keep",
+                     help="channels to read (default: the layout's default, else what the files store); "
+                          "recorded in the model, and `predict` reads images the same way")
+    fit.add_argument("--seed", type=_seed, default=0, help="random seed of the recipe (default 0)")
     _add_recipe_options(fit)
     fit.set_defaults(func=run_fit)
 
     pred = subparsers.add_parser(
         "predict", help="classify image files with a saved model",
-        description="Predict the class (and per-class probabilities or decision scores) of each image. "
-                    "Files that cannot be read or processed are listed on stderr and written as rows with an "
-                    "error column; the exit status is 1 when any failed. Loading a .skops model trusts the "
-                    "types it lists (printed on stderr): load only models you made.")
+        description="Predict the class and per-class probabilities (proba_<class>) of each image with a model "
+                    "written by `featurepipe fit`, read the way the model was trained (its recorded channel mode; "
+                    "masks when it uses them). Mask files beside their images (x_mask.png next to x.png) in "
+                    "folders are skipped and listed. Files that cannot be read or processed are listed on stderr "
+                    "and written as rows with an error column; the exit status is 1 when any failed. Model "
+                    "files are loaded safely: a skops file that needs types featurepipe does not trust is "
+                    "refused (see --trust), a pickle/joblib file needs --unsafe-pickle.")
     pred.add_argument("model", help="model file written by `featurepipe fit`")
     pred.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     pred.add_argument("-o", "--output", default=None, help="CSV to write (default: print to stdout)")
     pred.add_argument("--mode", choices=("keep", "gray", "rgb"), default="keep",
-                      help="channels to read (default: what the file stores)")
+                      help="channels to read (default: the model's recorded mode, else what the file stores)")
+    pred.add_argument("--masks", default=None, metavar="PATTERN",
+                      help="mask file(s) of each image, a glob relative to the image's folder with {stem} for its "
+                           "name, e.g. '{stem}_mask*.png'; required when the model uses masks")
+    pred.add_argument("--trust", type=_type_list, action="append", default=[], metavar="TYPE[,TYPE]",
+                      help="also trust these types of a skops file (listed when one is refused); only for files "
+                           "whose author you trust")
+    pred.add_argument("--unsafe-pickle", action="store_true",
+                      help="allow a pickle/joblib model file: unpickling runs any code the file contains, so only "
+                           "use it for files you made")
     pred.set_defaults(func=run_predict)
+
+
+def _seed(text):
+    """``--seed`` value: an integer seed in [0, 2**32 - 1] (what NumPy and scikit-learn accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}")
+    return value
 
 
 def _add_recipe_options(parser):
@@ -129,12 +161,12 @@ def run_recipes(args):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def _load(target, layout):
+def _load(target, layout, **options):
     from .datasets import load_dataset
 
     if not os.path.exists(target):
         raise ValueError(f"dataset {target!r} does not exist (pass a manifest CSV or a dataset folder)")
-    return load_dataset(target, layout)
+    return load_dataset(target, layout, **options)
 
 
 def run_benchmark_command(args):
@@ -142,9 +174,19 @@ def run_benchmark_command(args):
     from . import recipes
     from .benchmark import run_benchmark
 
-    names = list(DEMO_RECIPES) if not args.recipes else [r.strip() for r in args.recipes.split(",") if r.strip()]
+    from .metrics import METRIC_NAMES
+
+    if args.recipes is None:
+        names = list(DEMO_RECIPES)
+    else:
+        names = [r.strip() for r in args.recipes.split(",") if r.strip()]
+        if not names:
+            raise ValueError(f"--recipes: no recipe name in {args.recipes!r}; pass comma-separated names "
+                             "(see `featurepipe recipes`)")
     for name in names:
         recipes.get(name)  # unknown names fail before any work
+    if args.rank_by not in METRIC_NAMES:
+        raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
     if args.demo or args.dataset is None:
         from .demo import load_demo
 
@@ -157,6 +199,8 @@ def run_benchmark_command(args):
     pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
     output = args.output or f"featurepipe-benchmark-{_slug(dataset.name)}"
+    # Printed by featurepipe.cli.main if the run is interrupted (Ctrl-C): finished folds are stored.
+    args.interrupt_hint = f"finished folds are kept in {output}: run the same command again to resume"
     start = time.perf_counter()
     result = run_benchmark(
         dataset, pipelines, cv={"n_splits": args.splits, "n_repeats": args.repeats, "random_state": args.seed},
@@ -173,179 +217,60 @@ def _slug(name):
     return "-".join(part for part in keep.split("-") if part) or "dataset"
 
 
-# ----------------------------------------------------------------------------- fit / save / load
-def fit_recipe(name, dataset, *, random_state=0, **options):
-    """Fit recipe ``name`` (options as :func:`featurepipe.recipes.make`) on every sample of ``dataset``."""
+def run_fit(args):
+    """``featurepipe fit``: fit, save, and list the dataset files that were left out."""
     from . import recipes
+    from .models import fit_model, save_model
 
-    pipe = recipes.make(name, random_state=random_state, **options)
-    return pipe.fit(dataset.samples, dataset.y)
+    recipes.get(args.recipe)
+    mode = None if args.mode == "keep" else args.mode
+    dataset = _load(args.dataset, args.layout, **({"mode": mode} if mode else {}))
+    if dataset.skipped:
+        print(f"featurepipe fit: {len(dataset.skipped)} files left out of the training set:", file=sys.stderr)
+        for path, reason in dataset.skipped:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    start = time.perf_counter()
+    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **_recipe_options(args))
+    fmt = _format_of(args.output, args.format)
+    path = save_model(model, args.output, fmt)
+    contract = model.contract_
+    print(f"fitted {args.recipe} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
+          f"{time.perf_counter() - start:.1f} s; saved to {path} ({fmt}); it expects "
+          f"{contract['mode'] or 'unchanged'} images" + (" with lesion masks" if contract["use_mask"] else "")
+          + (f"; {len(dataset.skipped)} files left out (listed above)" if dataset.skipped else ""))
+    return 0
 
 
 def _format_of(path, fmt):
-    if fmt is None:
-        return "joblib" if Path(path).suffix.lower() in (".joblib", ".pkl", ".pickle") else "skops"
-    if fmt not in _FORMATS:
-        raise ValueError(f"format must be one of {list(_FORMATS)}; got {fmt!r}")
-    return fmt
+    if fmt is not None:
+        return fmt
+    return "joblib" if Path(path).suffix.lower() in (".joblib", ".pkl", ".pickle") else "skops"
 
 
-def save_model(model, path, format=None):
-    """Write a fitted model with skops (default) or joblib (``.joblib``/``.pkl`` or ``format="joblib"``)."""
-    fmt = _format_of(path, format)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "skops":
-        import skops.io
-
-        skops.io.dump(model, path)
-    else:
-        import joblib
-
-        joblib.dump(model, path)
-    return Path(path)
-
-
-def load_model(path, format=None, *, verbose=True):
-    """Load a model written by :func:`save_model`.
-
-    For skops files, the types the file needs beyond skops' defaults are
-    printed (``verbose``) and then trusted: load only files you made.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"model file {str(path)!r} does not exist")
-    fmt = _format_of(path, format)
-    if fmt == "joblib":
-        import joblib
-
-        return joblib.load(path)
-    import skops.io
-
-    try:
-        untrusted = skops.io.get_untrusted_types(file=path)
-    except Exception as exc:  # a non-skops file: say which and what was expected
-        raise ValueError(f"model file {str(path)!r} is not a skops file ({exc}); "
-                         "use --format joblib for joblib files") from exc
-    if verbose and untrusted:
-        print(f"loading {path}: trusting the types it lists (load only models you made): "
-              + ", ".join(untrusted), file=sys.stderr)
-    return skops.io.load(path, trusted=untrusted)
-
-
-# ----------------------------------------------------------------------------- predict
-def _collect(inputs):
-    """Files named explicitly (always kept, even if missing) and image files found under folders."""
-    from .io import IMAGE_EXTENSIONS
-
-    files = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*")
-                            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            files.append(p)  # missing or odd files are reported per file, never dropped
-    return files
-
-
-def _scores(model, X):
-    if hasattr(model, "predict_proba"):
-        try:
-            return "proba", model.predict_proba(X)
-        except AttributeError:  # e.g. SVC without probability estimates
-            pass
-    if hasattr(model, "decision_function"):
-        scores = model.decision_function(X)
-        if scores.ndim == 1:  # binary: one score for the second class
-            import numpy as np
-
-            scores = np.column_stack([-scores, scores])
-        return "score", scores
-    return None, None
-
-
-def predict_files(model, inputs, *, mode=None):
-    """Classify image files; every file gets a row, failures with an ``error`` reason.
-
-    Parameters
-    ----------
-    model : fitted classifier taking images as ``X``
-    inputs : sequence of paths (files or folders; folders are searched recursively
-        for files with an image extension)
-    mode : {None, "gray", "rgb"}
-        Channels to read.
-
-    Returns
-    -------
-    rows : list of dict
-        ``path``, ``prediction``, ``proba_<class>`` (or ``score_<class>``
-        decision values when the model has no probabilities) and ``error``
-        (empty when the file was classified).
-    """
-    from .io import read_image
-
-    files = _collect(inputs)
-    if not files:
-        raise ValueError(f"no image files found in {list(map(str, inputs))}")
-    classes = [str(c) for c in getattr(model, "classes_", [])]
-    rows, good, images = [], [], []
-    for f in files:
-        row = {"path": str(f), "prediction": "", "error": ""}
-        rows.append(row)
-        try:
-            images.append(read_image(f, mode=mode))
-            good.append(row)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not dropped
-            row["error"] = _reason(exc)
-    if good:
-        try:
-            _fill(model, good, images, classes)
-        except Exception:  # noqa: BLE001 - isolate the failing image below
-            # One bad image fails the batch: redo one by one to name it.
-            for row, image in zip(good, images, strict=True):
-                try:
-                    _fill(model, [row], [image], classes)
-                except Exception as exc:  # noqa: BLE001 - reported in the row
-                    row["error"] = _reason(exc)
-    return rows
-
-
-def _reason(exc):
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-
-
-def _fill(model, rows, images, classes):
-    import numpy as np
-
-    X = np.empty(len(images), dtype=object)
-    X[:] = images
-    predictions = model.predict(X)
-    kind, scores = _scores(model, X)
-    for i, row in enumerate(rows):
-        row["prediction"] = str(predictions[i])
-        if kind is not None:
-            for j, c in enumerate(classes):
-                row[f"{kind}_{c}"] = float(scores[i, j])
-
-
-def run_fit(args):
-    """``featurepipe fit``."""
-    from . import recipes
-
-    recipes.get(args.recipe)
-    dataset = _load(args.dataset, args.layout)
-    start = time.perf_counter()
-    model = fit_recipe(args.recipe, dataset, random_state=args.seed, **_recipe_options(args))
-    path = save_model(model, args.output, args.format)
-    print(f"fitted {args.recipe} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
-          f"{time.perf_counter() - start:.1f} s; saved to {path} ({_format_of(path, args.format)})")
-    return 0
+def _type_list(text):
+    """``--trust`` value: comma-separated ``module.Name`` types."""
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    if not types:
+        raise argparse.ArgumentTypeError(f"expected comma-separated types such as os.path.join; got {text!r}")
+    return types
 
 
 def run_predict(args):
     """``featurepipe predict``: exit status 1 when some files failed."""
-    model = load_model(args.model)
-    rows = predict_files(model, args.inputs, mode=None if args.mode == "keep" else args.mode)
+    import warnings
+
+    from .models import load_model, predict_files
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        model = load_model(args.model, trusted=[t for group in args.trust for t in group],
+                           unsafe_pickle=args.unsafe_pickle)
+        rows = predict_files(model, args.inputs, mode=None if args.mode == "keep" else args.mode, masks=args.masks)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            print(f"featurepipe predict: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     fields = ["path", "prediction"]
     for row in rows:
         fields += [k for k in row if k not in fields and k != "error"]
