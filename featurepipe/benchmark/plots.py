@@ -233,11 +233,12 @@ def plot_curves(result, kind, path, grid=CURVE_GRID):
         if not drawn:
             ax.text(0.5, 0.5, "no scores\n(no predict_proba /\ndecision_function)", ha="center", va="center")
             continue
-        ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
+        ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left", title_fontsize=7,
+                  title="AUC: mean ± std of the fold values")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
     what = "ROC" if kind == "roc" else "Precision-recall"
-    _suptitle(fig, result, f"{what} curves: mean over folds ± 1 std; AUC = mean of per-fold values (as the tables)")
+    _suptitle(fig, result, f"{what} curves (mean ± 1 std over folds)")
     path = Path(path)
     fig.savefig(path, dpi=100)
     svg = path.with_suffix(".svg")
