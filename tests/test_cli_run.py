@@ -75,14 +75,14 @@ def test_predict_folder_with_corrupt_and_16_bit_files(fitted_model, tmp_path, ca
     assert bad["prediction"] == "" and bad["error"]
     assert "c_corrupt.png" in captured.err and "could not classify" in captured.err
     assert "2 of 3 images classified" in captured.err
-    # SVC without probabilities: decision scores per class, matching the model's own decision_function.
+    # Recipes are calibrated: proba_<class> columns are the model's own predict_proba.
     model = load_model(fitted_model, verbose=False)
     images = np.empty(2, dtype=object)
     images[:] = [read_image(folder / "a_smooth8.png"), read_image(folder / "b_rough16.png")]
-    decision = model.decision_function(images)
+    proba = model.predict_proba(images)
     assert list(model.classes_) == ["rough", "smooth"]
-    np.testing.assert_allclose([float(good["score_smooth"]), float(sixteen["score_smooth"])], decision, rtol=1e-6)
-    np.testing.assert_allclose([float(good["score_rough"]), float(sixteen["score_rough"])], -decision, rtol=1e-6)
+    np.testing.assert_allclose([float(good["proba_smooth"]), float(sixteen["proba_smooth"])], proba[:, 1], rtol=1e-6)
+    np.testing.assert_allclose([float(good["proba_rough"]), float(sixteen["proba_rough"])], proba[:, 0], rtol=1e-6)
 
 
 def test_saved_model_reloads_in_a_fresh_process_and_predicts_identically(fitted_model, folder_dataset, tmp_path):
