@@ -55,8 +55,11 @@ is always its row-wise argmax.
   more classes. The inner split is stratified, not grouped by patient:
   calibration never sees test images, but near-duplicate training images
   can make it slightly over-confident. With ``balancing=`` the calibration
-  sees the oversampled training set, so the probabilities are calibrated to
-  the balanced class prior.
+  is fitted on the oversampled training set: the probabilities then answer
+  for the balanced class prior, not the data's, and copies made by
+  ``"random"`` oversampling fall on both sides of the inner split, which
+  makes the temperature over-confident. Use ``balancing=None`` when the
+  probabilities themselves matter ("% malignant").
 * ``stacked_autoencoder`` (logistic regression) and the Keras recipes
   (softmax head trained with cross-entropy) already output probabilities
   fitted by log-loss on the training part; they are not wrapped, since a

@@ -244,7 +244,7 @@ def test_recipe_map_peaks_in_the_bright_square_with_three_classes(tiny_backbone)
     images, y, boxes = _dataset(12, seed=12, kinds=(0, 1, 2))
     predicted = pipe.predict(images)
     # The bright square is what this brightness-sensitive backbone sees (a dark one is faint in it).
-    np.testing.assert_array_equal(predicted == 1, y == 1)
+    np.testing.assert_array_equal(predicted == 1, y == 1)  # exact: booleans
     for image, label, (top, left) in zip(images, y, boxes):
         if label != 1:
             continue

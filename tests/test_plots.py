@@ -93,14 +93,15 @@ def test_plotted_numbers_are_the_table_values_and_curves_are_fold_means(result, 
         assert len(recs) == 6  # 3 folds x 2 repeats: every fold of every repeat
         # The panel's number is the summary table's cell: the mean of the per-fold values.
         per_fold = [r["metrics"][metric] for r in recs]
-        assert info["summary"]["mean"] == result.summary[name][metric]["mean"]  # the same stored float
+        assert info["summary"]["mean"] == result.summary[name][metric]["mean"]  # exact: the same stored float
         assert info["summary"]["mean"] == pytest.approx(np.mean(per_fold), rel=1e-12)
         assert info["summary"]["n"] == 6
         for label, curve in info["classes"].items():
             values = [r["per_class"][label][metric] for r in recs]
+            # exact: the plot reads the table's stored float, it does not recompute it
             assert curve["auc"]["mean"] == result.per_class[name][label][metric]["mean"]
             assert curve["auc"]["mean"] == pytest.approx(np.mean(values), rel=1e-12)
-            assert curve["auc"]["std"] == result.per_class[name][label][metric]["std"]
+            assert curve["auc"]["std"] == result.per_class[name][label][metric]["std"]  # exact: as above
             # ... and that is the text in the figure.
             text = f"{label}: AUC {curve['auc']['mean']:.3f} ± {curve['auc']['std']:.3f} (6 folds)"
             assert text in svg, text
@@ -127,7 +128,8 @@ def test_binary_problem_plots_the_positive_class_only(tmp_path):
     summary = curve_summary(res, "roc")
     assert list(summary["glcm_svm"]["classes"]) == ["malignant"]
     cell = summary["glcm_svm"]["classes"]["malignant"]["auc"]
-    # Binary: the summary ROC-AUC is the positive class's, so the two printed numbers agree.
+    # Binary: the summary ROC-AUC is the positive class's, so the two printed numbers agree
+    # (exact: both are the table's stored floats, computed once from the same fold values).
     assert cell["mean"] == summary["glcm_svm"]["summary"]["mean"] == res.summary["glcm_svm"]["roc_auc"]["mean"]
     recs = [r for r in res.folds if r["status"] == "ok"]
     assert cell["n"] == len(recs) == 2

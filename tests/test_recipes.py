@@ -263,13 +263,14 @@ def test_every_recipe_predicts_probabilities_that_agree_with_predict(name, tiny_
     classes = list(pipe.classes_)
     assert classes == sorted(["smooth", "rough", "dark"])
     # predict is the argmax of predict_proba, for every recipe.
-    np.testing.assert_array_equal(pipe.predict(X_test), np.asarray(classes)[proba.argmax(axis=1)])
+    np.testing.assert_array_equal(pipe.predict(X_test), np.asarray(classes)[proba.argmax(axis=1)])  # exact: labels
     classifier = pipe.named_steps["classifier"]
     if isinstance(classifier, CalibratedClassifierCV) and not isinstance(classifier.estimator, SVC):
         # Calibration changes no decision of the published classifier (fitted on all the training part).
         # (The inner classifier is fitted on class indices into classes_.)
         inner = classifier.calibrated_classifiers_[0].estimator
         features = pipe[:-1].transform(X_test)
+        # exact: class labels
         np.testing.assert_array_equal(pipe.predict(X_test), classifier.classes_[inner.predict(features)])
 
 
