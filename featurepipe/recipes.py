@@ -52,7 +52,12 @@ is always its row-wise argmax.
   per-class intercepts move the decision threshold, so the calibrated model
   would no longer make the published classifier's decisions, and because
   normalising one-vs-rest sigmoids is not a probability model for three or
-  more classes. The inner split is stratified, not grouped by patient:
+  more classes. Measured on the synthetic demo set (5 folds; hog_svm,
+  firstorder_glcm_svm, convnet_svm_linear, convnet_elm), temperature scaling
+  had the lower top-label calibration error (ECE 0.188, 0.045, 0.028, 0.047
+  against 0.215, 0.079, 0.074, 0.053 for the sigmoid) and the sigmoid the
+  lower log-loss (0.995, 0.946, 0.305, 0.232 against 1.171, 1.018, 0.349,
+  0.260). The inner split is stratified, not grouped by patient:
   calibration never sees test images, but near-duplicate training images
   can make it slightly over-confident. With ``balancing=`` the calibration
   is fitted on the oversampled training set: the probabilities then answer
