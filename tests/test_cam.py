@@ -8,12 +8,16 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from PIL import Image
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from featurepipe import recipes
+from featurepipe.classifiers import ELMClassifier
 from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone
 from featurepipe.cnn.cam import (
     cam_overlay,
@@ -131,7 +135,7 @@ def test_unsupported_models_are_refused(fitted, tiny_backbone):
                              extractor=CNNFeatures(tiny_backbone, pooling="max"))
     features = fitted.steps[0][1].transform(images)
     rbf = SVC().fit(features, y)
-    with pytest.raises(ValueError, match="needs a fitted linear classifier .* got SVC"):
+    with pytest.raises(ValueError, match=r"cannot explain SVC\(kernel='rbf'\): its decision is not linear"):
         class_activation_map(rbf, images[0], extractor=fitted.steps[0][1])
     pca = make_pipeline(CNNFeatures(tiny_backbone, cache=False), PCA(3), LogisticRegression()).fit(images, y)
     with pytest.raises(ValueError, match="the step PCA .* is not supported"):
@@ -175,3 +179,115 @@ def test_image_steps_before_the_extractor_are_applied(tiny_backbone):
     r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
     top, left = boxes[i]
     assert top <= r < top + SIDE and left <= c < left + SIDE
+
+
+def _three_class_pipeline(tiny_backbone, classifier, balancing=None):
+    """CNN features + scaler (+ sampler) + ``classifier`` (a recipe name or an estimator), fitted on 3 classes."""
+    images, y, _ = _dataset(45, seed=8, kinds=(0, 1, 2))
+    if isinstance(classifier, str):
+        pipe = recipes.make(classifier, backbone=tiny_backbone, balancing=balancing)
+        pipe.set_params(features__cache=False)
+    else:
+        pipe = make_pipeline(CNNFeatures(tiny_backbone, cache=False), StandardScaler(), classifier)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LinearSVC convergence chatter
+        return pipe.fit(images, y)
+
+
+LINEAR_HEADS = {
+    "recipe convnet_svm_linear (calibrated LinearSVC)": "convnet_svm_linear",
+    "LogisticRegression": LogisticRegression(max_iter=5000),
+    "LinearSVC": LinearSVC(C=0.1, max_iter=20000),
+    "sigmoid-calibrated LinearSVC": CalibratedClassifierCV(LinearSVC(C=0.1, max_iter=20000), method="sigmoid",
+                                                           ensemble=False),
+}
+
+
+@pytest.mark.parametrize("head", list(LINEAR_HEADS))
+def test_the_explained_class_is_the_predicted_class_for_every_linear_head(tiny_backbone, head):
+    pipe = _three_class_pipeline(tiny_backbone, LINEAR_HEADS[head])
+    # Test images that are hard to call: faint squares, so that predictions are not all right.
+    images, y, _ = _dataset(12, seed=9, kinds=(0, 1, 2))
+    images = [np.clip(0.45 + 0.35 * (im - 0.45), 0, 1) for im in images]
+    predicted = pipe.predict(images)
+    for image, label in zip(images, predicted):
+        cam = class_activation_map(pipe, image)
+        assert cam.target == cam.predicted == label
+        # The predicted class has the largest linear score of all classes.
+        scores = {k: class_activation_map(pipe, image, target=k).score for k in (0, 1, 2)}
+        assert max(scores, key=scores.get) == label
+    if hasattr(pipe, "predict_proba") and isinstance(pipe[-1], CalibratedClassifierCV):
+        # The calibrated rows are exactly the calibrated logits: their softmax (temperature) or
+        # normalised sigmoids (Platt) give predict_proba back.
+        from scipy.special import expit, softmax
+
+        scores = np.array([[class_activation_map(pipe, im, target=k).score for k in (0, 1, 2)] for im in images[:4]])
+        proba = softmax(scores, axis=1) if pipe[-1].method == "temperature" else (
+            expit(scores) / expit(scores).sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(proba, pipe.predict_proba(images[:4]), rtol=1e-3, atol=1e-4)
+
+
+def test_calibrated_binary_recipe_and_a_sampler_in_the_pipeline(tiny_backbone):
+    images, y, _ = _dataset(40, seed=10)
+    pipe = recipes.make("convnet_svm_linear", backbone=tiny_backbone, balancing="random")
+    pipe.set_params(features__cache=False).fit(images, y)
+    test, _, _ = _dataset(6, seed=11)
+    decision = pipe.predict_proba(test)
+    for image, label, p in zip(test, pipe.predict(test), decision):
+        cam = class_activation_map(pipe, image)
+        assert cam.target == cam.predicted == label
+        # Binary temperature scaling: P(classes_[1]) = expit(2 * score of classes_[1]).
+        positive = class_activation_map(pipe, image, target=1)
+        assert positive.score == pytest.approx(np.log(p[1] / p[0]) / 2, rel=1e-3, abs=1e-4)
+
+
+def test_recipe_map_peaks_in_the_bright_square_with_three_classes(tiny_backbone):
+    pipe = _three_class_pipeline(tiny_backbone, "convnet_svm_linear")
+    images, y, boxes = _dataset(12, seed=12, kinds=(0, 1, 2))
+    predicted = pipe.predict(images)
+    # The bright square is what this brightness-sensitive backbone sees (a dark one is faint in it).
+    np.testing.assert_array_equal(predicted == 1, y == 1)  # exact: booleans
+    for image, label, (top, left) in zip(images, y, boxes):
+        if label != 1:
+            continue
+        cam = class_activation_map(pipe, image)
+        assert cam.target == cam.predicted == 1
+        r, c = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+        assert top <= r < top + SIDE and left <= c < left + SIDE
+
+
+def test_heads_that_cannot_be_explained_are_refused(tiny_backbone):
+    images, y, _ = _dataset(45, seed=13, kinds=(0, 1, 2))
+    extractor = CNNFeatures(tiny_backbone, cache=False)
+    features = extractor.fit_transform(images)
+    refused = [
+        # The bug of the old convnet_svm_linear: one-vs-one rows read as one row per class.
+        (SVC(kernel="linear"), r"SVC\(kernel='linear'\) with 3 classes: its weights are one-vs-one"),
+        (SVC(kernel="rbf"), r"SVC\(kernel='rbf'\): its decision is not linear"),
+        (RandomForestClassifier(n_estimators=5, random_state=0), "needs a fitted linear classifier .* got "
+                                                                 "RandomForestClassifier"),
+        (ELMClassifier(n_hidden=20, random_state=0), "needs a fitted linear classifier .* got ELMClassifier"),
+        (CalibratedClassifierCV(LinearSVC(), ensemble=True), "ensemble=True: its probabilities average 5 models"),
+        (CalibratedClassifierCV(LinearSVC(), method="isotonic", ensemble=False), "method='isotonic'"),
+        (CalibratedClassifierCV(SVC(), ensemble=False), r"cannot explain SVC\(kernel='rbf'\)"),
+    ]
+    for classifier, message in refused:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            classifier.fit(features, y)
+        with pytest.raises(ValueError, match=message):
+            class_activation_map(classifier, images[0], extractor=extractor)
+    # The recipes with kernel, forest or ELM heads are refused too.
+    for name in ("convnet_svm_rbf", "convnet_elm", "convnet_rf"):
+        pipe = recipes.make(name, backbone=tiny_backbone).set_params(features__cache=False)
+        if name == "convnet_rf":
+            pipe.set_params(classifier__estimator__n_estimators=5)
+        pipe.fit(images, y)
+        with pytest.raises(ValueError, match="cannot explain|needs a fitted linear classifier"):
+            class_activation_map(pipe, images[0])
+    # A binary linear SVC has one row: it is explained (and its default target is its prediction).
+    binary = y != 2
+    svc = SVC(kernel="linear").fit(features[binary], y[binary])
+    image = images[int(np.flatnonzero(binary)[1])]
+    cam = class_activation_map(svc, image, extractor=extractor)
+    assert cam.target == cam.predicted == svc.predict(extractor.transform([image]))[0]

@@ -75,21 +75,15 @@ def test_predict_folder_with_corrupt_and_16_bit_files(fitted_model, tmp_path, ca
     assert bad["prediction"] == "" and bad["error"]
     assert "c_corrupt.png" in captured.err and "could not classify" in captured.err
     assert "2 of 3 images classified" in captured.err
+    # Recipes are calibrated: proba_<class> columns are the model's own predict_proba.
     model = load_model(fitted_model)
     images = np.empty(2, dtype=object)
     images[:] = [read_image(folder / "a_smooth8.png", mode="gray"), read_image(folder / "b_rough16.png", mode="gray")]
     assert list(model.classes_) == ["rough", "smooth"]
-    if hasattr(model, "predict_proba"):  # calibrated recipe: the model's own probabilities
-        proba = model.predict_proba(images)
-        np.testing.assert_allclose([[float(r["proba_rough"]), float(r["proba_smooth"])] for r in (good, sixteen)],
-                                   proba, rtol=1e-6)
-    else:  # SVC without probabilities: decision values, said to be so, never labelled as probabilities
-        decision = model.decision_function(images)
-        assert "proba_smooth" not in good
-        assert "score_<class> columns are decision values, not probabilities" in captured.err
-        np.testing.assert_allclose([float(good["score_smooth"]), float(sixteen["score_smooth"])], decision,
-                                   rtol=1e-6)
-        np.testing.assert_allclose([float(good["score_rough"]), float(sixteen["score_rough"])], -decision, rtol=1e-6)
+    proba = model.predict_proba(images)
+    np.testing.assert_allclose([[float(r["proba_rough"]), float(r["proba_smooth"])] for r in (good, sixteen)],
+                               proba, rtol=1e-6)
+    assert "score_smooth" not in good
 
 
 def test_saved_model_reloads_in_a_fresh_process_and_predicts_identically(fitted_model, folder_dataset, tmp_path):
@@ -330,3 +324,24 @@ def test_predict_writes_probabilities_of_a_calibrated_model(folder_dataset, tmp_
     X[:] = [read_image(f, mode="gray") for f in files]
     np.testing.assert_allclose(proba, load_model(path).predict_proba(X), rtol=1e-6)
     assert "decision values" not in captured.err
+
+
+def test_a_model_without_probabilities_writes_scores_and_says_so(folder_dataset, tmp_path):
+    """A user's pipeline without predict_proba: decision values, never labelled as probabilities."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    from featurepipe.features import FirstOrderFeatures
+    from featurepipe.models import ImageModel
+
+    files = sorted(str(p) for p in folder_dataset.rglob("*.png"))
+    images = np.empty(len(files), dtype=object)
+    images[:] = [read_image(f, mode="gray") for f in files]
+    labels = [os.path.basename(os.path.dirname(f)) for f in files]
+    model = ImageModel(make_pipeline(FirstOrderFeatures(), SVC()), mode="gray").fit(images, labels)
+    path = save_model(model, tmp_path / "plain.skops")
+    with pytest.warns(UserWarning, match="score_<class> columns are decision values, not probabilities"):
+        rows = predict_files(load_model(path), files)
+    assert not any(key.startswith("proba_") for key in rows[0])
+    decision = model.decision_function(images)  # binary: one column, positive = classes_[1]
+    np.testing.assert_allclose([float(r[f"score_{model.classes_[1]}"]) for r in rows], decision, rtol=1e-6)

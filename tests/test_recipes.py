@@ -7,8 +7,9 @@ import pytest
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.pipeline import Pipeline
 from sklearn.base import clone
-from sklearn.model_selection import ParameterGrid
-from sklearn.svm import SVC
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_predict
+from sklearn.svm import SVC, LinearSVC
 
 from featurepipe import recipes
 from featurepipe.preprocessing import CLAHE, MedianFilter, OtsuROI
@@ -61,9 +62,25 @@ def test_every_recipe_builds_clones_and_accepts_its_first_grid_point(name):
     for key, value in first.items():
         assert params[key] == value
     pickle.loads(pickle.dumps(copy))
+    classifier = pipe.steps[-1][1]
+    if isinstance(classifier, CalibratedClassifierCV):
+        # Calibrated on inner folds of the training part; the published classifier itself is kept.
+        assert (classifier.method, classifier.cv, classifier.ensemble) == ("temperature", 3, False)
+        assert all(key.startswith("classifier__estimator__") for key in grid if key.startswith("classifier__"))
+        classifier = classifier.estimator
     # SVC must not be asked for probability= (deprecated in scikit-learn 1.9).
-    if isinstance(pipe.steps[-1][1], SVC):
-        assert pipe.steps[-1][1].get_params()["probability"] in ("deprecated", False)
+    if isinstance(classifier, SVC):
+        assert classifier.get_params()["probability"] in ("deprecated", False)
+    assert hasattr(pipe, "predict_proba")
+
+
+def test_which_recipes_are_calibrated_and_convnet_svm_linear_is_a_one_vs_rest_linear_svm():
+    end_to_end_or_logistic = {"keras_head", "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder"}
+    for name in EXPECTED:
+        calibrated = isinstance(recipes.make(name).named_steps["classifier"], CalibratedClassifierCV)
+        assert calibrated == (name not in end_to_end_or_logistic), name
+    # One weight vector per class (class activation maps need it), still a linear SVM.
+    assert isinstance(recipes.make("convnet_svm_linear").named_steps["classifier"].estimator, LinearSVC)
 
 
 def test_handcrafted_recipes_do_not_read_masks_by_default():
@@ -167,7 +184,7 @@ def test_convnet_recipes_with_a_tiny_backbone_learn_the_task(name, tiny_backbone
     prefix = "features__cnn__" if name == "hybrid_svm" else "features__"
     pipe.set_params(**{prefix + "cache": False})
     if name == "convnet_elm":
-        pipe.set_params(classifier__n_hidden=50, classifier__alpha=0.1)  # 20 images: light ridge
+        pipe.set_params(classifier__estimator__n_hidden=50, classifier__estimator__alpha=0.1)  # light ridge
     pipe.fit(X_train, y_train)
     accuracy = float(np.mean(pipe.predict(X_test) == y_test))
     assert accuracy >= 0.9, (name, accuracy)
@@ -189,3 +206,116 @@ def test_run_benchmark_accepts_recipe_names_and_matches_the_built_pipeline():
     assert by_name.summary["glcm_svm"]["accuracy"]["mean"] >= 0.9
     with pytest.raises(TypeError, match=r"pipelines\['x'\] is the string 'hog\+svm', which is not a recipe name"):
         run_benchmark((X, y, groups), {"x": "hog+svm"})
+
+
+def _three_classes(n_per_class, size=32, seed=0):
+    """Three classes: the two of :func:`_images` plus a dark, flat disc ("dark")."""
+    images, labels = _images(n_per_class, size=size, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(n_per_class):
+        cy, cx = rng.uniform(size * 0.4, size * 0.6, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(size * 0.25, size * 0.35) ** 2
+        img = np.full((size, size), 0.6, np.float32)
+        img[disc] = 0.15
+        images.append(img)
+    return images, np.concatenate([labels, ["dark"] * n_per_class])
+
+
+def _fast_settings(name, pipe, backbone):
+    """Tiny-data settings of recipe ``name`` (small vocabularies, few epochs, no feature cache)."""
+    params = {}
+    if name == "bovw_svm":
+        params["features__n_words"] = 8
+    if name == "shape_texture_rf":
+        params["region__opening_radius"] = 2
+    if name in ("convnet_rf", "shape_texture_rf"):
+        params["classifier__estimator__n_estimators"] = 20
+    if name == "convnet_elm":
+        params.update(classifier__estimator__n_hidden=50, classifier__estimator__alpha=0.1)
+    if name in ("convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf"):
+        params["features__cache"] = False
+    if name == "hybrid_svm":
+        params["features__cnn__cache"] = False
+    if name.startswith("keras_"):
+        params.update(classifier__weights=None, classifier__input_size=32, classifier__dense_units=(8,),
+                      classifier__epochs=2, classifier__batch_size=8, classifier__unfreeze=0)
+        if name != "keras_head":
+            params["classifier__fine_tune_epochs"] = 1
+    if name == "stacked_autoencoder":
+        params.update(features__input_size=16, features__hidden_units=(16, 8), features__epochs=2,
+                      features__fine_tune_epochs=1)
+    pipe.set_params(**params)
+    return pipe
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_recipe_predicts_probabilities_that_agree_with_predict(name, tiny_backbone):
+    size = 64 if name == "bovw_svm" else 32
+    X, y = _three_classes(8, size=size, seed=11)
+    X_test, _ = _three_classes(3, size=size, seed=12)
+    pipe = _fast_settings(name, recipes.make(name, backbone=tiny_backbone), tiny_backbone)
+    pipe.fit(X, y)
+    proba = pipe.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 3)
+    assert np.all((proba >= 0) & (proba <= 1))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    classes = list(pipe.classes_)
+    assert classes == sorted(["smooth", "rough", "dark"])
+    # predict is the argmax of predict_proba, for every recipe.
+    np.testing.assert_array_equal(pipe.predict(X_test), np.asarray(classes)[proba.argmax(axis=1)])  # exact: labels
+    classifier = pipe.named_steps["classifier"]
+    if isinstance(classifier, CalibratedClassifierCV) and not isinstance(classifier.estimator, SVC):
+        # Calibration changes no decision of the published classifier (fitted on all the training part).
+        # (The inner classifier is fitted on class indices into classes_.)
+        inner = classifier.calibrated_classifiers_[0].estimator
+        features = pipe[:-1].transform(X_test)
+        # exact: class labels
+        np.testing.assert_array_equal(pipe.predict(X_test), classifier.classes_[inner.predict(features)])
+
+
+def _temperature_by_hand(decision, y, classes):
+    """Inverse temperature minimising the multinomial log-loss of ``softmax(beta * decision)`` (SciPy)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = np.column_stack([-decision, decision]) if decision.ndim == 1 else decision
+    target = np.searchsorted(classes, y)
+
+    def loss(log_beta):
+        return -log_softmax(np.exp(log_beta) * logits, axis=1)[np.arange(len(y)), target].sum()
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-10, 10), method="bounded",
+                                        options={"xatol": 1e-10}).x))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_calibration_is_fitted_on_inner_folds_of_the_training_part_only(n_classes):
+    X, y = _three_classes(12, seed=21)
+    keep = np.isin(y, ["smooth", "rough", "dark"][:n_classes])
+    X, y = [x for x, k in zip(X, keep) if k], y[keep]
+    # Swap a few labels: on separable data the log-loss optimum is at an infinite temperature.
+    y = y.copy()
+    y[[1, 5, 14, 18]] = y[[14, 18, 1, 5]]
+    train, test = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
+    X_train, y_train = [x for x, t in zip(X, train) if t], y[train]
+    pipe = recipes.make("glcm_svm").fit(X_train, y_train)
+    calibrated = pipe.named_steps["classifier"]
+    beta = calibrated.calibrated_classifiers_[0].calibrators[0].beta_
+    # By construction: the temperature is fitted on out-of-fold decision values of the training
+    # part (3 stratified inner folds, the split CalibratedClassifierCV uses), so it can be
+    # recomputed by hand from the training images alone.
+    features = pipe[:-1].transform(X_train)
+    oof = cross_val_predict(clone(calibrated.estimator), features, y_train, cv=StratifiedKFold(3),
+                            method="decision_function")
+    np.testing.assert_allclose(beta, _temperature_by_hand(oof, y_train, calibrated.classes_), rtol=1e-4)
+    # The predicting classifier is the one fitted on the whole training part.
+    inner = calibrated.calibrated_classifiers_[0].estimator
+    full = clone(calibrated.estimator).fit(features, np.searchsorted(calibrated.classes_, y_train))
+    np.testing.assert_allclose(inner.decision_function(features), full.decision_function(features), rtol=1e-7,
+                               atol=1e-9)
+    # And the test images change nothing: predicting them does not refit anything.
+    X_test = [x for x, t in zip(X, test) if t]
+    before = pipe.predict_proba(X_test)
+    refit = recipes.make("glcm_svm").fit(X_train, y_train)
+    np.testing.assert_allclose(refit.predict_proba(X_test), before, rtol=1e-10)

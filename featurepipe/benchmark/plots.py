@@ -1,8 +1,15 @@
 """PNG plots of a benchmark run (matplotlib, Agg renderer, no global pyplot state).
 
-* ``roc_curves.png`` — per pipeline, one-vs-rest ROC curves of the pooled
-  out-of-fold scores of the first repeat (every image scored once, by the
-  model that did not see it); binary problems show the positive class;
+* ``roc_curves.png`` and ``pr_curves.png`` (each with an ``.svg`` twin whose
+  text stays text) — per pipeline, the one-vs-rest ROC and precision-recall
+  curves of every class (binary problems: the positive class), as the mean
+  over the folds (all repeats) of each fold's curve interpolated on a common
+  grid, with a ±1 standard deviation band. The AUC printed for a class is the
+  per-class table's value (``result.per_class``: the mean of the per-fold
+  values), and the panel title gives the summary table's ROC-AUC / PR-AUC
+  (``result.summary``), with the number of folds behind each: the plots print
+  exactly the table's numbers. Curves of one fold use that fold's model only,
+  so scores of different models are never pooled into one curve;
 * ``confusion_matrices.png`` — per pipeline, counts summed over the folds of
   the first repeat, coloured by row (recall) fraction;
 * ``fold_scores.png`` — per metric, the distribution of the per-fold scores
@@ -24,14 +31,20 @@ import numpy as np
 from matplotlib.figure import (
     Figure,  # used without pyplot: PNGs render with Agg, no global state
 )
-from sklearn.metrics import auc as _auc
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ..metrics import METRIC_LABELS
 
-__all__ = ["write_plots", "slug"]
+__all__ = ["CURVE_GRID", "OKABE_ITO", "curve_summary", "fold_curve", "mean_curve", "plot_curves", "slug",
+           "write_plots"]
 
 _MAX_PANELS_PER_ROW = 4
+#: Okabe & Ito (2008) colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange,
+#: sky blue, yellow, black), used for every plot's colour cycle.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+#: Common abscissa of the mean curves: false-positive rate (ROC) or recall (PR), 0 to 1 in steps of 0.01.
+CURVE_GRID = np.linspace(0.0, 1.0, 101)
+_CURVE_METRIC = {"roc": "roc_auc", "pr": "pr_auc"}
 
 
 def slug(name):
@@ -44,6 +57,8 @@ def _grid(n, size=(4.0, 3.6), max_cols=_MAX_PANELS_PER_ROW):
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_prop_cycle(color=OKABE_ITO)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -75,34 +90,171 @@ def _suptitle(fig, result, text):
     fig.suptitle(f"{text} — {result.dataset['name']}", fontsize=11)
 
 
-def plot_roc(result, path):
-    names = list(result.ranking())
+def fold_curve(kind, positive, scores, grid=CURVE_GRID):
+    """One fold's ROC or precision-recall curve, evaluated on ``grid``.
+
+    Parameters
+    ----------
+    kind : {"roc", "pr"}
+    positive : array-like of bool, shape (n_samples,)
+        Whether each test sample belongs to the class (both values must occur).
+    scores : array-like of float, shape (n_samples,)
+        The class's score (probability or decision value) of each sample.
+    grid : ndarray, shape (n_points,)
+        Increasing abscissae in [0, 1]: false-positive rates (ROC) or recalls (PR).
+
+    Returns
+    -------
+    ndarray, shape (n_points,)
+        ROC: the true-positive rate at each false-positive rate, linear
+        between the curve's points (the trapezoids of ROC-AUC) and, on a
+        vertical step, its top. PR: the precision at each recall, as the step
+        function whose area is the average precision (the precision of the
+        first threshold that reaches that recall).
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if kind == "roc":
+        fpr, tpr, _ = roc_curve(positive, scores)
+        last = np.clip(np.searchsorted(fpr, grid, side="right") - 1, 0, len(fpr) - 1)  # last point x <= g
+        following = np.minimum(last + 1, len(fpr) - 1)
+        x0, x1 = fpr[last], fpr[following]
+        step = np.divide(grid - x0, x1 - x0, out=np.zeros_like(grid, dtype=np.float64), where=x1 > x0)
+        return tpr[last] + step * (tpr[following] - tpr[last])
+    if kind == "pr":
+        precision, recall, _ = precision_recall_curve(positive, scores)
+        recall, precision = recall[::-1], precision[::-1]  # recall increasing, thresholds decreasing
+        first = np.clip(np.searchsorted(recall, grid, side="left"), 0, len(recall) - 1)  # first point x >= g
+        return precision[first]
+    raise ValueError(f"kind must be 'roc' or 'pr'; got {kind!r}")
+
+
+def mean_curve(curves):
+    """Point-wise mean and standard deviation (ddof=0) of curves on one grid; ``(mean, std)``."""
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim != 2 or len(curves) == 0:
+        raise ValueError(f"curves must be a non-empty (n_folds, n_points) array; got shape {curves.shape}")
+    return curves.mean(axis=0), curves.std(axis=0)
+
+
+def _table_cell(stats):
+    """The mean, std and fold count of one table cell (:func:`featurepipe.stats.summarize` output)."""
+    stats = stats or {}
+    mean, std = stats.get("mean"), stats.get("std")
+    return {"mean": float("nan") if mean is None else float(mean),
+            "std": float("nan") if std is None else float(std), "n": int(stats.get("n") or 0)}
+
+
+def curve_summary(result, kind, grid=CURVE_GRID):
+    """What :func:`plot_curves` draws and prints, per pipeline.
+
+    Returns
+    -------
+    dict
+        ``{pipeline: {"summary": cell, "classes": {label: {"auc": cell,
+        "mean": ndarray, "std": ndarray, "n_curves": int}}}}`` where a
+        ``cell`` is ``{"mean", "std", "n"}`` of the table
+        (``result.summary[pipeline][metric]`` and
+        ``result.per_class[pipeline][label][metric]``, metric ``roc_auc`` or
+        ``pr_auc``), and ``mean``/``std`` the curve over the ``n_curves``
+        folds (all repeats) whose test part has the class and another one
+        and whose model gave scores. Binary problems list the positive
+        class only.
+    """
+    metric = _CURVE_METRIC.get(kind)
+    if metric is None:
+        raise ValueError(f"kind must be 'roc' or 'pr'; got {kind!r}")
     labels = result.dataset["labels"]
+    shown = [result.dataset["pos_label"]] if len(labels) == 2 else labels
+    out = {}
+    for name in result.ranking():
+        recs = sorted((r for r in result.folds if r["pipeline"] == name and r.get("status") == "ok"
+                       and r.get("y_score") is not None), key=lambda r: (r["repeat"], r["fold"]))
+        classes = {}
+        for label in shown:
+            j = labels.index(label)
+            curves = []
+            for r in recs:
+                positive = np.array([v == label for v in r["y_true"]], dtype=bool)
+                if positive.all() or not positive.any():
+                    continue  # undefined on this fold, as in the table
+                curves.append(fold_curve(kind, positive, np.asarray(r["y_score"], dtype=np.float64)[:, j], grid))
+            mean, std = mean_curve(curves) if curves else (None, None)
+            classes[label] = {"auc": _table_cell(result.per_class.get(name, {}).get(str(label), {}).get(metric)),
+                              "mean": mean, "std": std, "n_curves": len(curves)}
+        out[name] = {"summary": _table_cell(result.summary.get(name, {}).get(metric)), "classes": classes}
+    return out
+
+
+def _auc_text(cell):
+    if cell["n"] == 0 or not np.isfinite(cell["mean"]):
+        return "n/a"
+    spread = f" ± {cell['std']:.3f}" if np.isfinite(cell["std"]) else ""
+    return f"{cell['mean']:.3f}{spread}"
+
+
+def plot_curves(result, kind, path, grid=CURVE_GRID):
+    """Draw the mean ROC (``kind="roc"``) or PR (``"pr"``) curves; write ``path`` (PNG) and its SVG twin.
+
+    Returns
+    -------
+    files : list of str
+        The PNG and SVG written.
+    printed : dict
+        :func:`curve_summary` output: the numbers the plot prints are its
+        table cells, formatted with three decimals.
+    """
+    import matplotlib
+
+    summary = curve_summary(result, kind, grid)
+    metric = _CURVE_METRIC[kind]
+    names = list(summary)
     fig, axes = _grid(len(names))
     for ax, name in zip(axes, names):
-        y_true, _, scores, _ = _pooled(_first_repeat(result, name))
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set_title(_title(result, name), fontsize=9)
-        ax.set_xlabel("1 − specificity")
-        ax.set_ylabel("sensitivity")
-        if scores is None or len(y_true) == 0:
+        info = summary[name]
+        ax.set_title(f"{_title(result, name)}\n{METRIC_LABELS[metric]} {_auc_text(info['summary'])} "
+                     f"({info['summary']['n']} folds)", fontsize=8)
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+            ax.set_xlabel("1 − specificity")
+            ax.set_ylabel("sensitivity")
+        else:
+            ax.set_xlabel("recall (sensitivity)")
+            ax.set_ylabel("precision")
+        drawn = False
+        for label, curve in info["classes"].items():
+            if curve["mean"] is None:
+                continue
+            drawn = True
+            line, = ax.plot(grid, curve["mean"], lw=1.5,
+                            label=f"{label}: AUC {_auc_text(curve['auc'])} ({curve['auc']['n']} folds)")
+            ax.fill_between(grid, np.clip(curve["mean"] - curve["std"], 0, 1),
+                            np.clip(curve["mean"] + curve["std"], 0, 1), color=line.get_color(), alpha=0.15,
+                            lw=0)
+        if not drawn:
             ax.text(0.5, 0.5, "no scores\n(no predict_proba /\ndecision_function)", ha="center", va="center")
             continue
-        classes = [result.dataset["pos_label"]] if len(labels) == 2 else labels
-        for label in classes:
-            j = labels.index(label)
-            positive = np.array([v == label for v in y_true])
-            if positive.all() or not positive.any():
-                continue
-            fpr, tpr, _ = roc_curve(positive, scores[:, j])
-            auc = float(_auc(fpr, tpr))
-            ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUC {auc:.3f})")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left", title_fontsize=7,
+                  title="AUC: mean ± std of the fold values")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
-    _suptitle(fig, result, "ROC curves (pooled out-of-fold scores, repeat 1)")
+    what = "ROC" if kind == "roc" else "Precision-recall"
+    _suptitle(fig, result, f"{what} curves (mean ± 1 std over folds)")
+    path = Path(path)
     fig.savefig(path, dpi=100)
-    return path
+    svg = path.with_suffix(".svg")
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "featurepipe"}):  # text stays text
+        fig.savefig(svg)
+    return [str(path), str(svg)], summary
+
+
+def plot_roc(result, path):
+    """:func:`plot_curves` with ``kind="roc"``; returns the files written."""
+    return plot_curves(result, "roc", path)[0]
+
+
+def plot_pr(result, path):
+    """:func:`plot_curves` with ``kind="pr"``; returns the files written."""
+    return plot_curves(result, "pr", path)[0]
 
 
 def plot_confusion(result, path):
@@ -198,6 +350,7 @@ def plot_intensities(result, samples, path, per_class=40, bins=64):
     centers = 0.5 * (edges[1:] + edges[:-1])
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
+    ax.set_prop_cycle(color=OKABE_ITO)
     for label in labels:
         members = [s for s in samples if s.label == label][:per_class]
         hists = []
@@ -245,7 +398,7 @@ def plot_learning_curves(result, path):
 def write_plots(result, out_dir, samples):
     """Write every plot into ``out_dir``; return the paths written."""
     out_dir = Path(out_dir)
-    files = [plot_roc(result, out_dir / "roc_curves.png"),
+    files = [*plot_roc(result, out_dir / "roc_curves.png"), *plot_pr(result, out_dir / "pr_curves.png"),
              plot_confusion(result, out_dir / "confusion_matrices.png"),
              plot_fold_scores(result, out_dir / "fold_scores.png"),
              plot_intensities(result, samples, out_dir / "intensity_distributions.png")]

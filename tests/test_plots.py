@@ -1,0 +1,136 @@
+"""Benchmark curves: mean over folds of per-fold curves, printing exactly the table's AUC values."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from featurepipe import recipes
+from featurepipe.benchmark import run_benchmark
+from featurepipe.benchmark.plots import CURVE_GRID, OKABE_ITO, curve_summary, fold_curve, mean_curve, plot_curves
+from featurepipe.features import FirstOrderFeatures
+
+# Two hand-made folds. Fold A: ROC points (0,0) (0,.5) (.5,.5) (.5,1) (1,1), AUC 3/4.
+# Fold B (a tie between a positive and a negative): (0,0) (.5,.5) (.5,1) (1,1), AUC 5/8.
+FOLD_A = (np.array([1, 1, 0, 0], bool), np.array([0.9, 0.4, 0.6, 0.1]))
+FOLD_B = (np.array([1, 0, 1, 0], bool), np.array([0.5, 0.5, 0.2, 0.1]))
+GRID = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_mean_roc_of_two_hand_made_folds():
+    a = fold_curve("roc", *FOLD_A, grid=GRID)
+    b = fold_curve("roc", *FOLD_B, grid=GRID)
+    # On a vertical step the curve takes its top; between points it is linear (B's tie diagonal).
+    np.testing.assert_allclose(a, [0.5, 0.5, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(b, [0.0, 0.25, 1.0, 1.0, 1.0])
+    mean, std = mean_curve([a, b])
+    np.testing.assert_allclose(mean, [0.25, 0.375, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(std, [0.25, 0.125, 0.0, 0.0, 0.0])
+    # The interpolated curve has the fold's ROC-AUC as its area (trapezoids on a fine grid).
+    fine = np.linspace(0, 1, 20001)
+    for positive, scores in (FOLD_A, FOLD_B):
+        area = np.trapezoid(fold_curve("roc", positive, scores, grid=fine), fine)
+        assert area == pytest.approx(roc_auc_score(positive, scores), abs=1e-4)
+
+
+def test_mean_precision_recall_of_two_hand_made_folds():
+    # Fold A ranks P N P N: (recall, precision) = (.5, 1) (.5, .5) (1, 2/3) (1, .5); AP = 5/6.
+    a = fold_curve("pr", *FOLD_A, grid=GRID)
+    np.testing.assert_allclose(a, [1.0, 1.0, 1.0, 2 / 3, 2 / 3])
+    # Fold B: the tie gives (.5, .5) at once, then (1, 2/3); AP = 7/12.
+    b = fold_curve("pr", *FOLD_B, grid=GRID)
+    np.testing.assert_allclose(b, [1.0, 0.5, 0.5, 2 / 3, 2 / 3])
+    mean, std = mean_curve([a, b])
+    np.testing.assert_allclose(mean, [1.0, 0.75, 0.75, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(std, [0.0, 0.25, 0.25, 0.0, 0.0])
+    # The step function's area is the average precision.
+    fine = np.linspace(0, 1, 20001)
+    for positive, scores in (FOLD_A, FOLD_B):
+        area = np.sum(fold_curve("pr", positive, scores, grid=fine)[1:]) * (fine[1] - fine[0])
+        assert area == pytest.approx(average_precision_score(positive, scores), abs=1e-4)
+    with pytest.raises(ValueError, match="kind must be 'roc' or 'pr'; got 'det'"):
+        fold_curve("det", *FOLD_A)
+
+
+def _images(n_per_class, seed):
+    """Three classes of 24x24 images told apart by their brightness, with overlap (AUC below 1)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, level in (("benign", 0.45), ("malignant", 0.5), ("normal", 0.55)):
+        for _ in range(n_per_class):
+            images.append(np.clip(rng.normal(level + rng.normal(0, 0.03), 0.1, (24, 24)), 0, 1).astype(np.float32))
+            labels.append(label)
+    return images, np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def result():
+    X, y = _images(12, seed=0)
+    groups = [f"p{i}" for i in range(len(y))]
+    pipelines = {
+        "first-order + LR": Pipeline([("features", FirstOrderFeatures()), ("scale", StandardScaler()),
+                                      ("classifier", LogisticRegression())]),
+        "glcm_svm": recipes.make("glcm_svm"),
+    }
+    with pytest.warns(UserWarning, match="duplicate images were not checked"):
+        return run_benchmark((X, y, groups), pipelines, cv={"n_splits": 3, "n_repeats": 2, "random_state": 0},
+                             duplicates=None, progress=False, plots=False)
+
+
+@pytest.mark.parametrize("kind, metric", [("roc", "roc_auc"), ("pr", "pr_auc")])
+def test_plotted_numbers_are_the_table_values_and_curves_are_fold_means(result, kind, metric, tmp_path):
+    files, printed = plot_curves(result, kind, tmp_path / f"{kind}.png")
+    assert files == [str(tmp_path / f"{kind}.png"), str(tmp_path / f"{kind}.svg")]
+    with Image.open(files[0]) as im:
+        assert im.format == "PNG"
+    svg = (tmp_path / f"{kind}.svg").read_text(encoding="utf-8")
+    assert printed.keys() == result.summary.keys()
+    for name, info in printed.items():
+        recs = [r for r in result.folds if r["pipeline"] == name and r["status"] == "ok"]
+        assert len(recs) == 6  # 3 folds x 2 repeats: every fold of every repeat
+        # The panel's number is the summary table's cell: the mean of the per-fold values.
+        per_fold = [r["metrics"][metric] for r in recs]
+        assert info["summary"]["mean"] == result.summary[name][metric]["mean"]  # exact: the same stored float
+        assert info["summary"]["mean"] == pytest.approx(np.mean(per_fold), rel=1e-12)
+        assert info["summary"]["n"] == 6
+        for label, curve in info["classes"].items():
+            values = [r["per_class"][label][metric] for r in recs]
+            # exact: the plot reads the table's stored float, it does not recompute it
+            assert curve["auc"]["mean"] == result.per_class[name][label][metric]["mean"]
+            assert curve["auc"]["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+            assert curve["auc"]["std"] == result.per_class[name][label][metric]["std"]  # exact: as above
+            # ... and that is the text in the figure.
+            text = f"{label}: AUC {curve['auc']['mean']:.3f} ± {curve['auc']['std']:.3f} (6 folds)"
+            assert text in svg, text
+            # The drawn curve is the mean of the per-fold curves on the common grid.
+            j = result.dataset["labels"].index(label)
+            folds = [fold_curve(kind, np.array(r["y_true"]) == label, np.asarray(r["y_score"])[:, j])
+                     for r in recs]
+            np.testing.assert_allclose(curve["mean"], np.mean(folds, axis=0), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(curve["std"], np.std(folds, axis=0), rtol=1e-12, atol=1e-12)
+            assert curve["n_curves"] == 6 and curve["mean"].shape == CURVE_GRID.shape
+        summary_text = f"{'ROC-AUC' if kind == 'roc' else 'PR-AUC'} {info['summary']['mean']:.3f}"
+        assert summary_text in svg
+    # Okabe-Ito colours draw the class curves.
+    assert OKABE_ITO[0].lower() in svg.lower() and OKABE_ITO[1].lower() in svg.lower()
+
+
+def test_binary_problem_plots_the_positive_class_only(tmp_path):
+    X, y = _images(10, seed=1)
+    keep = y != "normal"
+    X, y = [x for x, k in zip(X, keep) if k], y[keep]
+    with pytest.warns(UserWarning, match="duplicate images were not checked"):
+        res = run_benchmark((X, y, [f"p{i}" for i in range(len(y))]), ["glcm_svm"], cv=2, duplicates=None,
+                            progress=False, plots=False)
+    summary = curve_summary(res, "roc")
+    assert list(summary["glcm_svm"]["classes"]) == ["malignant"]
+    cell = summary["glcm_svm"]["classes"]["malignant"]["auc"]
+    # Binary: the summary ROC-AUC is the positive class's, so the two printed numbers agree
+    # (exact: both are the table's stored floats, computed once from the same fold values).
+    assert cell["mean"] == summary["glcm_svm"]["summary"]["mean"] == res.summary["glcm_svm"]["roc_auc"]["mean"]
+    recs = [r for r in res.folds if r["status"] == "ok"]
+    assert cell["n"] == len(recs) == 2
+    assert cell["mean"] == pytest.approx(np.mean([r["per_class"]["malignant"]["roc_auc"] for r in recs]), rel=1e-12)
