@@ -27,6 +27,7 @@ from featurepipe.benchmark import (
 from featurepipe.cache import clear_memory_cache
 from featurepipe.dataset import Dataset
 from featurepipe.metrics import METRIC_NAMES, compute_metrics
+from featurepipe.model_selection import group_labels
 from featurepipe.stats import corrected_resampled_ttest, summarize
 
 
@@ -114,8 +115,10 @@ CV = {"n_splits": 3, "n_repeats": 2, "random_state": 0}
 
 
 def _runner_groups(ds):
+    # The runner names each merged group after its smallest patient id (so that without duplicates its
+    # folds are RepeatedStratifiedGroupKFold's on the patient ids).
     patient = [s.group for s in ds.samples]
-    return merge_groups(patient, exact_duplicate_clusters(ds.samples))
+    return group_labels(patient, merge_groups(patient, exact_duplicate_clusters(ds.samples)))
 
 
 def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
@@ -403,3 +406,63 @@ def test_demo_dataset_is_deterministic_synthetic_and_self_healing(tmp_path):
     assert victim.read_bytes() == original and len(healed) == len(ds)
     with pytest.raises(ValueError, match="views_per_patient"):
         load_demo(tmp_path / "c", n_per_class=7)
+
+
+# ----------------------------------------------------------------------------- one splitter (issue 10 #2)
+class Pixel0(FeatureExtractor):
+    """The first pixel: with images made of the sample index, the feature row says which sample it is."""
+
+    def __init__(self, cache=True, n_jobs=None):
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _extract(self, image, mask):
+        return [float(image[0, 0])]
+
+    def _feature_names(self):
+        return ["pixel0"]
+
+
+TRAINED_ON = []
+
+
+class RecordingLR(LogisticRegression):
+    """Records which rows (first column: sample index) each fit saw."""
+
+    def fit(self, X, y, sample_weight=None):
+        TRAINED_ON.append(sorted(np.rint(np.asarray(X)[:, 0] * 1000).astype(int).tolist()))
+        return super().fit(X, y, sample_weight)
+
+
+def test_gridsearch_with_the_splitter_and_run_benchmark_use_the_same_folds():
+    from featurepipe.model_selection import RepeatedStratifiedGroupKFold
+
+    rng = np.random.default_rng(11)
+    samples = []
+    for i in range(40):
+        image = np.full((4, 4), i / 1000, dtype=np.float32)
+        image[1:] = rng.random((3, 4))
+        samples.append(Sample.from_array(image, label=("benign", "malignant")[i % 2], group=f"patient{i // 2}"))
+    ds = Dataset(samples, name="indexed")
+    X, y, groups = ds.samples, ds.y, [s.group for s in ds.samples]
+    res = run_benchmark(ds, {"lr": Pipeline([("f", Pixel0()), ("lr", LogisticRegression())])},
+                        cv={"n_splits": 4, "n_repeats": 2, "random_state": 5}, duplicates=None, progress=False)
+    cv = RepeatedStratifiedGroupKFold(n_splits=4, n_repeats=2, random_state=5)
+    expected = [sorted(train.tolist()) for train, _ in cv.split(X, y, groups)]
+    assert [s["train"] for s in res.splits] == expected
+    TRAINED_ON.clear()
+    GridSearchCV(Pipeline([("f", Pixel0()), ("lr", RecordingLR())]), {"lr__C": [1.0]}, cv=cv, refit=False,
+                 n_jobs=1).fit(X, y, groups=groups)
+    assert TRAINED_ON == expected
+
+
+def test_too_few_groups_of_a_class_is_a_clear_error_not_an_svc_error():
+    samples = []
+    rng = np.random.default_rng(2)
+    for i in range(24):
+        label = "malignant" if i >= 20 else "benign"
+        group = f"m{(i - 20) // 2}" if label == "malignant" else f"b{i}"
+        samples.append(Sample.from_array(rng.random((6, 6)).astype(np.float32), label=label, group=group))
+    pipe = Pipeline([("stats", Stats()), ("svc", SVC())])
+    with pytest.raises(ValueError, match=r"class 'malignant' in 2 group\(s\) only.*n_splits=3"):
+        run_benchmark(Dataset(samples, name="few"), {"svc": pipe}, cv=3, progress=False)

@@ -35,7 +35,7 @@ from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
 from ..duplicates import find_duplicates
-from ..model_selection import merge_groups
+from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
 from .store import FoldStore, to_jsonable
 
@@ -648,6 +648,9 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         dup_method = "user-supplied cluster ids"
     patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
     merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
+    # Merged groups named after their smallest patient id: without merging these are the patient ids
+    # themselves, so the folds equal RepeatedStratifiedGroupKFold's on the user's groups.
+    merged = group_labels(patient_or_self, merged)
     splits = make_splits(y, merged, spec)
     fingerprint = splits_fingerprint(splits, y, merged)
     data_id = joblib.hash([s.key for s in samples])
