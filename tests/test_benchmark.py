@@ -466,3 +466,57 @@ def test_too_few_groups_of_a_class_is_a_clear_error_not_an_svc_error():
     pipe = Pipeline([("stats", Stats()), ("svc", SVC())])
     with pytest.raises(ValueError, match=r"class 'malignant' in 2 group\(s\) only.*n_splits=3"):
         run_benchmark(Dataset(samples, name="few"), {"svc": pipe}, cv=3, progress=False)
+
+
+# ----------------------------------------------------------------------------- split guard (issue 10 #1)
+def _chained_dataset(seed=12):
+    """20 one-image patients, and 20 images of 10 two-image patients chained by "near duplicate" clusters."""
+    rng = np.random.default_rng(seed)
+    samples, clusters = [], []
+    for i in range(40):
+        group = f"p{i:02d}" if i < 20 else f"q{(i - 20) // 2}"  # q0 = images 20, 21; q1 = 22, 23 ...
+        samples.append(Sample.from_array(rng.random((6, 6)).astype(np.float32),
+                                         label=("benign", "malignant")[i % 2], group=group))
+        # clusters join 21-22, 23-24, ...: through the patients every chain image is linked to every other
+        clusters.append(f"c{(i - 21) // 2}" if i >= 21 else f"single{i}")
+    return Dataset(samples, name="chained"), clusters
+
+
+def test_degenerate_folds_are_refused_with_the_largest_clusters_and_options():
+    ds, clusters = _chained_dataset()
+    merged = merge_groups([s.group for s in ds.samples], clusters)
+    assert np.bincount(merged).max() == 20  # the chain is one group of 20 images
+    pipe = {"lr": Pipeline([("stats", Stats()), ("lr", LogisticRegression())])}
+    with pytest.raises(ValueError) as info:
+        run_benchmark(ds, pipe, cv=5, duplicates=clusters, progress=False)
+    message = str(info.value)
+    assert "degenerate folds" in message and "21 independent groups" in message
+    assert "largest: 20 images" in message and "more than twice the mean test fold (8.0)" in message
+    assert "duplicates='exact' or 'none'" in message and "--duplicate-threshold" in message and "--splits" in message
+    # without the chaining the same data run, and the report states the groups and every fold's sizes
+    res = run_benchmark(ds, pipe, cv=5, duplicates="none", progress=False)
+    assert res.dataset["n_independent_groups"] == 30  # 20 singles + 10 two-image patients
+    assert res.dataset["largest_group"]["n_samples"] == 2
+    sizes = res.config["fold_sizes"]
+    assert [(f["n_train"], f["n_test"]) for f in sizes] == [(len(s["train"]), len(s["test"])) for s in res.splits]
+    assert res.leakage["splits"]["fold_sizes"] == sizes and res.leakage["splits"]["status"] == "ok"
+
+
+def test_confidence_intervals_use_the_real_fold_sizes(tmp_path):
+    ds = make_dataset(n=38, seed=13)  # 19 patients of two images: folds of 14, 12, 12 images
+    res = run_benchmark(ds, {"lr": pipes()["lr"]}, cv={"n_splits": 3, "n_repeats": 1, "random_state": 0},
+                        output_dir=tmp_path, plots=False, progress=False)
+    n_test = np.array([len(s["test"]) for s in res.splits])
+    ratios = n_test / (38 - n_test)
+    assert sorted(n_test.tolist()) == [12, 12, 14]
+    assert res.config["test_train_ratio"] == pytest.approx(ratios.mean())
+    assert abs(ratios.mean() - n_test.mean() / (38 - n_test).mean()) > 1e-4  # not the nominal ratio
+    mcc = [r["metrics"]["mcc"] for r in res.folds]
+    assert res.summary["lr"]["mcc"] == pytest.approx(summarize(mcc, test_train_ratio=ratios, bounds=(-1, 1)))
+    md = (tmp_path / "summary.md").read_text()
+    assert "19 independent groups (largest: 2 images)" in md
+    expected = ", ".join(f"{38 - t}/{t}" for t in n_test)
+    assert f"train/test images per fold: {expected}" in md
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["config"]["fold_sizes"][0] == {"repeat": 0, "fold": 0, "n_train": int(38 - n_test[0]),
+                                               "n_test": int(n_test[0])}

@@ -48,6 +48,18 @@ def _md_escape(text):
     return str(text).replace("|", "\\|")
 
 
+def _largest(ds):
+    largest = ds.get("largest_group")
+    return "" if not largest else f" (largest: {largest['n_samples']} images)"
+
+
+def _fold_sizes(config):
+    sizes = config.get("fold_sizes")
+    if not sizes:
+        return ""
+    return "; train/test images per fold: " + ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sizes)
+
+
 def markdown_summary(result, metric=None):
     """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
     metric = metric or result.config["rank_by"]
@@ -70,8 +82,8 @@ def markdown_summary(result, metric=None):
     lines += [
         f"- **Data**: {ds['n_samples']} images ({counts}); task: {task}.",
         (f"- **Splits**: {result.config['cv_description']}, seed {cv['random_state']}; "
-         f"{ds['n_independent_groups']} independent groups; duplicates: {result.config['duplicates']}. "
-         "Every pipeline is evaluated on the same splits."),
+         f"{ds['n_independent_groups']} independent groups{_largest(ds)}; duplicates: {result.config['duplicates']}. "
+         f"Every pipeline is evaluated on the same splits{_fold_sizes(result.config)}."),
         (f"- **Cells**: mean ± standard deviation over {n_folds_total} folds. 95% confidence intervals below "
          f"use the {result.config['ci_method']} (test/train ratio {result.config['test_train_ratio']:.3f})."),
         f"- **Sorted by**: {METRIC_LABELS[metric]}.",
@@ -175,6 +187,13 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **Patient groups**: {grp['n_groups']} group id(s), {grp['n_groups_with_several_samples']} "
                      f"with several images; groups split between train and test: **{grp['straddling']}** "
                      f"({grp['status']}).")
+    if leak.get("splits"):
+        sp = leak["splits"]
+        groups = "; ".join(f"{g['n_samples']} images ({', '.join(g['members'])})" for g in sp["largest_groups"])
+        lines.append(f"- **Folds**: {sp['n_independent_groups']} independent groups after merging patients and "
+                     f"duplicate clusters; largest: {groups}; train/test images per fold: "
+                     + ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sp["fold_sizes"])
+                     + f"; largest test fold / mean: {sp['max_test_over_mean']:.2f} ({sp['status']}).")
     for name, info in leak["pipelines"].items():
         samplers = ", ".join(f"{s['step']} ({s['class']})" for s in info["resampling"])
         resampling = f"{samplers} — {info['resampling_summary']}" if samplers else "none"

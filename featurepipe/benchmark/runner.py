@@ -44,7 +44,9 @@ __all__ = ["run_benchmark", "BenchmarkResult"]
 _SCHEMA = 1
 #: One-vs-rest metrics summarised per class.
 PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc")
-_DUPLICATE_METHODS = ("near", "exact")
+_DUPLICATE_METHODS = ("near", "exact", "none")
+#: A test fold larger than this multiple of the mean test fold makes the splits degenerate (refused).
+MAX_FOLD_RATIO = 2.0
 _VERSION_PACKAGES = (
     "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
     "pillow", "tensorflow-cpu", "tensorflow", "keras", "matplotlib", "dask", "distributed",
@@ -474,9 +476,72 @@ def _uses_masks(prefix, probe):
         return f"not checked ({type(exc).__name__}: {exc})"
 
 
+# ----------------------------------------------------------------------------- split guard
+def _largest_groups(samples, y, merged, n_largest=3, n_names=5):
+    """The ``n_largest`` merged groups by size: size, class counts and a few member names."""
+    values, inverse, counts = np.unique(np.asarray(merged, dtype=str), return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:n_largest]
+    out = []
+    for g in order:
+        members = np.flatnonzero(inverse == g)
+        classes = {}
+        for label in y[members].tolist():
+            classes[str(label)] = classes.get(str(label), 0) + 1
+        out.append({"n_samples": int(counts[g]), "classes": classes,
+                    "members": [samples[i].name for i in members[:n_names]]})
+    return out
+
+
+def _describe_groups(groups):
+    return "; ".join(f"{g['n_samples']} images ({', '.join(f'{k}: {v}' for k, v in g['classes'].items())}; "
+                     f"e.g. {', '.join(g['members'])})" for g in groups)
+
+
+_SPLIT_OPTIONS = ("Options: duplicates='exact' or 'none' (CLI --duplicates exact|none) if the duplicate "
+                  "clusters join distinct images; a lower duplicate_threshold (--duplicate-threshold) for "
+                  "stricter near-duplicate matching; fewer folds (cv / --splits); or check the patient ids.")
+
+
+def _guarded_splits(samples, y, merged, spec):
+    """The outer splits, with what the grouping left; refuses degenerate folds.
+
+    Refused (``ValueError`` listing the largest groups and the options):
+    fewer independent groups than folds, a class in fewer groups than folds,
+    or a test fold larger than :data:`MAX_FOLD_RATIO` times the mean test fold.
+
+    Returns
+    -------
+    splits, structure
+        ``structure``: ``n_independent_groups``, ``largest_groups``,
+        ``fold_sizes`` (repeat, fold, n_train, n_test per split), ``max_test_over_mean``.
+    """
+    largest = _largest_groups(samples, y, merged)
+    n_groups = len(np.unique(np.asarray(merged, dtype=str)))
+    head = (f"{n_groups} independent groups for {len(samples)} images after merging patients and duplicate "
+            f"clusters; largest: {_describe_groups(largest)}")
+    try:
+        splits = make_splits(y, merged, spec)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the data into {spec.n_splits} grouped folds: {exc} {head}. "
+                         f"{_SPLIT_OPTIONS}") from None
+    sizes = [{"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train), "n_test": len(s.test)} for s in splits]
+    mean_test = len(samples) / spec.n_splits
+    worst = max(sizes, key=lambda f: f["n_test"])
+    if worst["n_test"] > MAX_FOLD_RATIO * mean_test:
+        listing = ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sizes)
+        raise ValueError(
+            f"degenerate folds: repeat {worst['repeat']} fold {worst['fold']} tests {worst['n_test']} images, more "
+            f"than twice the mean test fold ({mean_test:.1f}); train/test images per fold: {listing}. {head}. "
+            f"{_SPLIT_OPTIONS}")
+    structure = {"n_independent_groups": n_groups, "largest_groups": largest, "fold_sizes": sizes,
+                 "max_test_over_mean": worst["n_test"] / mean_test}
+    return splits, structure
+
+
 # ----------------------------------------------------------------------------- main entry
 def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
-                  metrics=None, rank_by="mcc", pos_label=None, duplicates="near", output_dir=None,
+                  metrics=None, rank_by="mcc", pos_label=None, duplicates="near", duplicate_threshold=None,
+                  output_dir=None,
                   resume=True, n_jobs=None, backend=None, scheduler=None, rope=0.01, confidence=0.95,
                   plots=True, progress=True, on_error="raise", feature_chunk_size=64):
     """Evaluate several pipelines on one dataset with the same leakage-proof splits.
@@ -513,14 +578,23 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Metric that sorts the summary table and is used for the paired comparisons.
     pos_label : label, optional
         Positive class of a binary problem (default: the second label in sorted order).
-    duplicates : {"near", "exact"}, DuplicateReport, array-like or None, default="near"
+    duplicates : {"near", "exact", "none"}, DuplicateReport, array-like or None, default="near"
         How to find copies of an image: ``"near"`` runs
         :func:`featurepipe.duplicates.find_duplicates` (bit-identical pixels
         plus perceptual-hash near duplicates: re-saved, rescaled or annotated
         copies); ``"exact"`` clusters bit-identical decoded images only; a :class:`featurepipe.duplicates.DuplicateReport`
         (from ``find_duplicates(dataset)``, which adds near duplicates) or an
-        array gives a cluster id per sample; ``None`` disables the check
+        array gives a cluster id per sample; ``"none"`` (or ``None``) disables the check
         (reported as a warning in the leakage report).
+    duplicate_threshold : int, optional
+        Threshold of the near-duplicate detection (``duplicates="near"`` only),
+        passed to :func:`featurepipe.duplicates.find_duplicates`; default: its own.
+
+        After grouping, the run reports the number of independent groups, the
+        largest ones and every fold's train/test size, and **refuses**
+        (``ValueError`` listing the largest groups and these options) when the
+        folds are degenerate: fewer independent groups than folds, a class in
+        fewer groups than folds, or a test fold larger than twice the mean.
     output_dir : str or path, optional
         Where ``folds.jsonl`` (per-fold results, written as folds finish),
         ``results.json``, ``folds.csv``, ``summary.csv``, ``summary.md`` and
@@ -620,17 +694,21 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
 
     # groups: patients + duplicate clusters, merged into connected components
     patient = [s.group for s in samples]
+    if duplicate_threshold is not None and duplicates != "near":
+        raise ValueError(f"duplicate_threshold={duplicate_threshold!r} only applies to duplicates='near'; got "
+                         f"duplicates={duplicates!r}")
     if isinstance(duplicates, str):
         _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
-        if duplicates == "near":
-            report = find_duplicates(samples)
-            clusters = np.asarray(report.cluster_ids, dtype=object)
-            dup_method = ("near: exact pixels + perceptual-hash near duplicates "
-                          f"(Hamming distance <= {report.threshold})")
-        else:
-            clusters = exact_duplicate_clusters(samples)
-            dup_method = "exact: bit-identical decoded pixels"
-    elif duplicates is None:
+    if duplicates == "near":
+        kwargs = {} if duplicate_threshold is None else {"threshold": duplicate_threshold}
+        report = find_duplicates(samples, **kwargs)
+        clusters = np.asarray(report.cluster_ids, dtype=object)
+        dup_method = ("near: exact pixels + perceptual-hash near duplicates "
+                      f"(Hamming distance <= {report.threshold})")
+    elif duplicates == "exact":
+        clusters = exact_duplicate_clusters(samples)
+        dup_method = "exact: bit-identical decoded pixels"
+    elif duplicates is None or (isinstance(duplicates, str) and duplicates == "none"):
         clusters, dup_method = None, "none"
     elif hasattr(duplicates, "cluster_ids"):  # a featurepipe.duplicates.DuplicateReport
         clusters = np.asarray(duplicates.cluster_ids, dtype=object)
@@ -651,7 +729,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     # Merged groups named after their smallest patient id: without merging these are the patient ids
     # themselves, so the folds equal RepeatedStratifiedGroupKFold's on the user's groups.
     merged = group_labels(patient_or_self, merged)
-    splits = make_splits(y, merged, spec)
+    splits, structure = _guarded_splits(samples, y, merged, spec)
     fingerprint = splits_fingerprint(splits, y, merged)
     data_id = joblib.hash([s.key for s in samples])
 
@@ -754,19 +832,21 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
 
     folds = sorted(list(records.values()) + list(failures.values()),
                    key=lambda r: (list(pipelines).index(r["pipeline"]), r["repeat"], r["fold"]))
-    n_train = np.mean([len(s.train) for s in splits])
-    n_test = np.mean([len(s.test) for s in splits])
-    ratio = float(n_test / n_train)
+    # Nadeau-Bengio correction with the real size of every fold (grouped folds are unequal).
+    ratio_of_split = {s.id: len(s.test) / len(s.train) for s in splits}
+    split_ratios = np.array([ratio_of_split[s.id] for s in splits])
+    ratio = float(split_ratios.mean())
 
     summary, timings, per_class = {}, {}, {}
     for name in pipelines:
         recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
                       key=lambda r: (r["repeat"], r["fold"]))
-        summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=ratio,
+        rec_ratios = np.array([ratio_of_split[(r["repeat"], r["fold"])] for r in recs])
+        summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=rec_ratios,
                                       confidence=confidence, bounds=METRIC_RANGES[m]) for m in METRIC_NAMES}
         per_class[name] = {
             str(label): {m: summarize([_num(r["per_class"][str(label)].get(m)) for r in recs],
-                                      test_train_ratio=ratio, confidence=confidence, bounds=(0.0, 1.0))
+                                      test_train_ratio=rec_ratios, confidence=confidence, bounds=(0.0, 1.0))
                          for m in PER_CLASS_METRICS}
             for label in labels
         }
@@ -778,19 +858,19 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             by_split = {(r["repeat"], r["fold"]): _num(r["metrics"].get(metric))
                         for r in folds if r["pipeline"] == name and r["status"] == "ok"}
             scores[name] = np.array([by_split.get(s.id, np.nan) for s in splits])
-        comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=ratio, rope=rope)
+        comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=split_ratios, rope=rope)
 
     probe = _mask_probe(samples)
     mask_use = {name: _uses_masks(prefixes[name], probe) for name in pipelines}
     leak = leakage_report(
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
-        tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe),
+        tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe), structure=structure,
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
 
-    merged_counts = np.unique(merged, return_counts=True)[1]
+    merged_counts = np.unique(np.asarray(merged, dtype=str), return_counts=True)[1]
     dataset_info = {
         "name": ds.name, "n_samples": len(samples), "root": ds.root,
         "class_counts": {str(k): v for k, v in ds.class_counts().items()},
@@ -798,6 +878,8 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         "n_patient_groups": len({g for g in patient if g is not None}),
         "n_samples_without_group": sum(g is None for g in patient),
         "n_independent_groups": len(merged_counts),
+        "largest_group": structure["largest_groups"][0],
+        "largest_groups": structure["largest_groups"],
         "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
         "synthetic": bool(ds.info.get("synthetic", False)),
     }
@@ -807,7 +889,9 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         "inner_cv": inner_spec.n_splits, "inner_scoring": repr(inner_scoring), "metrics": list(shown_metrics),
         "rank_by": rank_by, "pos_label": pos_label, "duplicates": dup_method, "confidence": confidence,
         "ci_method": CI_LABEL, "test": NB_TEST_LABEL, "multiple_comparisons": "Holm over all pairs of pipelines",
-        "rope": rope, "test_train_ratio": ratio, "n_jobs": n_jobs, "backend": backend or "joblib default",
+        "rope": rope, "test_train_ratio": ratio, "test_train_ratio_note": (
+            "mean over the folds of n_test / n_train (real fold sizes)"),
+        "fold_sizes": structure["fold_sizes"], "n_jobs": n_jobs, "backend": backend or "joblib default",
         "split_fingerprint": fingerprint,
     }
     result = BenchmarkResult(
