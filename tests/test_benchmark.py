@@ -520,3 +520,55 @@ def test_confidence_intervals_use_the_real_fold_sizes(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["config"]["fold_sizes"][0] == {"repeat": 0, "fold": 0, "n_train": int(38 - n_test[0]),
                                                "n_test": int(n_test[0])}
+
+
+# ----------------------------------------------------------------------------- missing classes, pooled (issue 10 #3)
+def test_pooled_out_of_fold_metrics_and_fold_counts_in_the_tables(tmp_path):
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    ds = make_dataset(n=45, classes=("benign", "malignant", "normal"), seed=14, shift=0.05)
+    res = run_benchmark(ds, {"lr": pipes()["lr"]}, cv={"n_splits": 3, "n_repeats": 1, "random_state": 0},
+                        output_dir=tmp_path, plots=False, progress=False)
+    labels = ["benign", "malignant", "normal"]
+    y_true = sum((r["y_true"] for r in res.folds), [])
+    y_pred = sum((r["y_pred"] for r in res.folds), [])
+    scores = np.array(sum((r["y_score"] for r in res.folds), []))
+    pooled = res.pooled["lr"]
+    assert pooled["n_predictions"] == 45 and pooled["n_folds"] == 3
+    assert pooled["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert pooled["confusion_matrix"] == np.sum([r["confusion_matrix"] for r in res.folds], axis=0).tolist()
+    assert pooled["metrics"]["accuracy"] == pytest.approx(np.mean(np.array(y_true) == np.array(y_pred)))
+    assert pooled["metrics"]["roc_auc"] == pytest.approx(
+        roc_auc_score(y_true, scores, multi_class="ovr", average="macro", labels=labels))
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Pooled out-of-fold predictions" in md
+    assert f"| lr | 45 | {pooled['metrics']['accuracy']:.3f} |" in md
+    assert BenchmarkResult.load(tmp_path).pooled == json.loads(json.dumps(res.pooled))
+    # a metric defined in fewer folds than were run says so in its cell
+    res.summary["lr"]["roc_auc"] = summarize([0.8, np.nan, 0.9], test_train_ratio=0.5, bounds=(0, 1))
+    md = res.to_markdown()
+    assert "0.850 ± 0.071 (2/3 folds)" in md
+    assert "| 3/3 |" in md  # the folds column of the row
+
+
+def test_demo_gives_every_class_enough_groups_for_its_default_benchmark(tmp_path):
+    """The default demo (5 folds, near-duplicate grouping) has every class in every test fold."""
+    import warnings
+
+    from featurepipe.demo import load_demo
+    from featurepipe.duplicates import find_duplicates
+
+    ds = load_demo(tmp_path)
+    report = find_duplicates(ds.samples)
+    patients = [s.group for s in ds.samples]
+    merged = group_labels(patients, merge_groups(patients, np.asarray(report.cluster_ids, dtype=object)))
+    y = ds.y
+    per_class = {c: len(set(merged[y == c].tolist())) for c in ("benign", "malignant", "normal")}
+    assert min(per_class.values()) >= 25, per_class  # 30 synthetic patients per class; few near-duplicate merges
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = make_splits(y, merged, CVSpec(5, 1, 0))
+    for split in splits:
+        assert set(y[split.test].tolist()) == {"benign", "malignant", "normal"}
+    sizes = [len(s.test) for s in splits]
+    assert max(sizes) <= 1.2 * np.mean(sizes)

@@ -77,6 +77,11 @@ class BenchmarkResult:
     per_class : dict
         ``per_class[pipeline][label][metric]`` for the one-vs-rest metrics
         (sensitivity, specificity, precision, F1, ROC-AUC, PR-AUC), same form.
+    pooled : dict
+        ``pooled[pipeline]``: metrics of all out-of-fold test predictions
+        pooled together (one confusion matrix, one ROC-AUC …; every sample
+        counted once per repeat), from :func:`featurepipe.metrics.compute_metrics`,
+        plus ``n_predictions`` and ``n_folds``.
     timings : dict
         Per pipeline: features (stateless prefix) seconds, fit/predict
         seconds per fold and per image.
@@ -102,6 +107,7 @@ class BenchmarkResult:
     leakage: dict
     versions: dict
     per_class: dict = field(default_factory=dict)
+    pooled: dict = field(default_factory=dict)
     output_dir: Path | None = None
     files: list = field(default_factory=list)
 
@@ -141,14 +147,14 @@ class BenchmarkResult:
         if data.get("schema") != _SCHEMA:
             raise ValueError(f"{path}: results schema {data.get('schema')!r} is not the supported {_SCHEMA}")
         fields = ("dataset", "config", "pipelines", "splits", "folds", "summary", "timings", "comparisons",
-                  "leakage", "versions", "per_class")
+                  "leakage", "versions", "per_class", "pooled")
         return cls(**{k: data.get(k, {}) for k in fields}, output_dir=path.parent)
 
     def to_dict(self):
         return to_jsonable({
             "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
             "splits": self.splits, "summary": self.summary, "timings": self.timings,
-            "per_class": self.per_class, "comparisons": self.comparisons, "leakage": self.leakage,
+            "per_class": self.per_class, "pooled": self.pooled, "comparisons": self.comparisons, "leakage": self.leakage,
             "versions": self.versions,
             "folds": self.folds,
         })
@@ -837,7 +843,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     split_ratios = np.array([ratio_of_split[s.id] for s in splits])
     ratio = float(split_ratios.mean())
 
-    summary, timings, per_class = {}, {}, {}
+    summary, timings, per_class, pooled = {}, {}, {}, {}
     for name in pipelines:
         recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
                       key=lambda r: (r["repeat"], r["fold"]))
@@ -851,6 +857,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             for label in labels
         }
         timings[name] = _timings(recs, prefix_records.get(name), len(samples))
+        pooled[name] = _pooled_metrics(recs, labels, pos_label)
     comparisons = {}
     for metric in dict.fromkeys([rank_by] + [m for m in shown_metrics if m in ("mcc", "roc_auc", "accuracy")]):
         scores = {}
@@ -899,7 +906,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
                 for s in splits],
         folds=folds, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
-        versions=_versions(), per_class=per_class, output_dir=out_dir,
+        versions=_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
     )
     if out_dir is not None:
         from .report import write_reports
@@ -914,6 +921,31 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     if failures and on_error == "record":
         warnings.warn(f"{len(failures)} fold(s) failed and were recorded; see the report", UserWarning, stacklevel=2)
     return result
+
+
+def _pooled_metrics(recs, labels, pos_label):
+    """Metrics of all test predictions of ``recs`` (the finished folds of one pipeline) pooled together.
+
+    Scores enter only when every fold has them (and then ROC-AUC/PR-AUC rank
+    scores of different fold models together: comparable for calibrated
+    probabilities, indicative for raw decision values; ``score_kinds`` says which).
+    """
+    if not recs:
+        return {"n_predictions": 0, "n_folds": 0}
+    y_true = np.array([v for r in recs for v in r["y_true"]], dtype=object)
+    y_pred = np.array([v for r in recs for v in r["y_pred"]], dtype=object)
+    have_scores = all(r.get("y_score") is not None for r in recs)
+    scores = None
+    if have_scores:
+        scores = np.array([[np.nan if v is None else v for v in row] for r in recs for row in r["y_score"]],
+                          dtype=np.float64)
+        if not np.all(np.isfinite(scores)):
+            scores = None
+    result = compute_metrics(y_true.tolist(), y_pred.tolist(), scores, labels=labels, pos_label=pos_label)
+    return to_jsonable({"metrics": {m: result[m] for m in METRIC_NAMES}, "per_class": result["per_class"],
+                        "confusion_matrix": result["confusion_matrix"], "labels": result["labels"],
+                        "n_predictions": len(y_true), "n_folds": len(recs),
+                        "score_kinds": sorted({str(r.get("score_kind")) for r in recs})})
 
 
 def _timings(recs, prefix_rec, n_samples):
