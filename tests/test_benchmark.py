@@ -572,3 +572,29 @@ def test_demo_gives_every_class_enough_groups_for_its_default_benchmark(tmp_path
         assert set(y[split.test].tolist()) == {"benign", "malignant", "normal"}
     sizes = [len(s.test) for s in splits]
     assert max(sizes) <= 1.2 * np.mean(sizes)
+
+
+# ----------------------------------------------------------------------------- verified resume (issue 11 #5)
+def test_resume_verifies_the_stored_records(tmp_path):
+    ds = make_dataset(seed=15)
+    pipe = {"flaky": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", FlakyLR())])}
+    first = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    path = tmp_path / "folds.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    folds = [r for r in lines if r["kind"] == "fold"]
+    folds[0]["metrics"]["mcc"] = folds[0]["metrics"]["mcc"] + 0.2  # an edited number
+    del folds[1]["metrics"]  # an incomplete record (crashed the rerun with KeyError)
+    flip = {"benign": "malignant", "malignant": "benign"}
+    folds[2]["y_pred"] = [flip[v] for v in folds[2]["y_pred"]]  # edited predictions: the metrics no longer follow
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    FITS.clear()
+    with pytest.warns(UserWarning, match=r"3 record\(s\) of folds.jsonl are inconsistent or incomplete") as caught:
+        again = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert sum("inconsistent or incomplete" in str(w.message) for w in caught) == 1  # warned once
+    assert len(FITS) == 3  # exactly those three folds ran again
+    assert [r["metrics"] for r in again.folds] == pytest.approx([r["metrics"] for r in first.folds])
+    assert again.summary["flaky"]["mcc"]["mean"] == pytest.approx(first.summary["flaky"]["mcc"]["mean"])
+    # the recomputed records are now the valid ones: a further rerun reuses everything
+    FITS.clear()
+    run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 0

@@ -37,7 +37,7 @@ from .leakage import leakage_report
 from ..duplicates import find_duplicates
 from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
-from .store import FoldStore, to_jsonable
+from .store import FoldStore, check_fold_record, to_jsonable
 
 __all__ = ["run_benchmark", "BenchmarkResult"]
 
@@ -772,6 +772,8 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         out_dir.mkdir(parents=True, exist_ok=True)
         store = FoldStore(out_dir / "folds.jsonl")
         if resume:
+            split_of = {s.id: s for s in splits}
+            rejected = {}
             for rec in store.load():
                 name = rec.get("pipeline")
                 if name not in configs or rec.get("config") != configs[name]:
@@ -779,7 +781,20 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
                 if rec.get("kind") == "prefix":
                     prefix_records[name] = rec
                 elif rec.get("kind") == "fold" and rec.get("status") == "ok":
-                    done[(name, rec["repeat"], rec["fold"])] = rec
+                    split = split_of.get((rec.get("repeat"), rec.get("fold")))
+                    if split is None:
+                        continue
+                    why = check_fold_record(rec, test_index=split.test, y_true=y[split.test], labels=labels,
+                                            pos_label=pos_label)
+                    if why is None:
+                        done[(name, split.repeat, split.fold)] = rec
+                    else:
+                        rejected[(name, split.repeat, split.fold)] = why
+            rejected = {k: v for k, v in rejected.items() if k not in done}
+            if rejected:
+                detail = "; ".join(f"{n} repeat {r} fold {f}: {why}" for (n, r, f), why in sorted(rejected.items()))
+                warnings.warn(f"{len(rejected)} record(s) of folds.jsonl are inconsistent or incomplete and their "
+                              f"folds run again: {detail}", UserWarning, stacklevel=2)
 
     records = dict(done)
     failures = {}

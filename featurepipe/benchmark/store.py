@@ -6,6 +6,12 @@ most the folds that were still running. A rerun reads the file and skips
 every fold whose record carries the same pipeline name and configuration
 hash; records written under another configuration are ignored (kept in
 the file, never mixed into results).
+
+A record is data, verified before it is reused (:func:`check_fold_record`):
+its test indices and true labels must be those of the current split, and
+its metrics are recomputed from its stored predictions and must match. An
+edited, truncated or incomplete record is treated as not done: the fold
+runs again.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FoldStore", "to_jsonable"]
+__all__ = ["FoldStore", "to_jsonable", "check_fold_record"]
+
+#: Keys a finished fold record must carry to be reused.
+FOLD_RECORD_KEYS = ("repeat", "fold", "status", "metrics", "per_class", "confusion_matrix", "test_index", "y_true",
+                    "y_pred", "y_score", "time", "n_train", "n_test")
 
 
 def to_jsonable(value):
@@ -40,6 +50,70 @@ def to_jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _same(a, b, rtol=1e-9, atol=1e-12):
+    """Equality of JSON values with a float tolerance (the recomputation may run on another CPU)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], rtol, atol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, rtol, atol) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
+    return a == b
+
+
+def check_fold_record(record, *, test_index, y_true, labels, pos_label):
+    """Why a stored fold record cannot be reused, or ``None`` when it is sound.
+
+    Parameters
+    ----------
+    record : dict
+        A ``kind == "fold"``, ``status == "ok"`` record read from ``folds.jsonl``.
+    test_index : array-like of int
+        The test indices of that split in the current run.
+    y_true : array-like
+        The current labels of those test samples.
+    labels, pos_label
+        As passed to :func:`featurepipe.metrics.compute_metrics`.
+
+    Returns
+    -------
+    str or None
+        A short reason (missing keys, other test samples or labels, metrics
+        that do not follow from the stored predictions), or ``None``.
+    """
+    from ..metrics import METRIC_NAMES, compute_metrics
+
+    missing = [k for k in FOLD_RECORD_KEYS if k not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(record["metrics"], dict) or not isinstance(record["y_pred"], list):
+        return "malformed metrics or predictions"
+    if record["test_index"] != [int(i) for i in test_index]:
+        return "test samples differ from the split"
+    if record["y_true"] != to_jsonable(list(y_true)):
+        return "true labels differ from the data"
+    scores = record["y_score"]
+    if scores is not None:
+        if not isinstance(scores, list) or any(v is None for row in scores for v in (row or [None])):
+            return "malformed scores"
+    try:
+        result = compute_metrics(record["y_true"], record["y_pred"], scores, labels=labels, pos_label=pos_label)
+    except (ValueError, TypeError) as exc:
+        return f"predictions cannot be scored ({exc})"
+    expected = to_jsonable({m: result[m] for m in METRIC_NAMES})
+    if not _same(to_jsonable(record["metrics"]), expected):
+        changed = [m for m in METRIC_NAMES if not _same(record["metrics"].get(m), expected[m])]
+        return f"stored metrics do not follow from the stored predictions ({', '.join(changed)})"
+    if not _same(record["confusion_matrix"], result["confusion_matrix"]) or \
+            not _same(record["per_class"], to_jsonable(result["per_class"])):
+        return "stored confusion matrix or per-class values do not follow from the stored predictions"
+    if not (isinstance(record["time"], dict) and {"fit_s", "predict_s"} <= record["time"].keys()):
+        return "missing timings"
+    return None
 
 
 class FoldStore:
