@@ -24,6 +24,7 @@ from featurepipe.benchmark import (
     merge_groups,
     run_benchmark,
 )
+from featurepipe.benchmark.store import FoldStore
 from featurepipe.cache import clear_memory_cache
 from featurepipe.dataset import Dataset
 from featurepipe.metrics import METRIC_NAMES, compute_metrics
@@ -222,18 +223,26 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     with pytest.warns(UserWarning, match="unreadable record"):
         again = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
     assert len(FITS) == 0 and len(again.folds) == 6
-    # another configuration of the same name does not reuse those folds
+    # Another configuration of the same name does not reuse those folds. Issue 10 #7 changed how: it used to be
+    # appended beside the old records in the same folder; now the folder's experiment is refused, or replaced.
     FITS.clear()
     changed = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR(C=0.5))])}
-    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
-    assert len(FITS) == 6
+    with pytest.raises(ValueError, match="holds another experiment"):
+        run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 0
+    # a record appended after the torn line starts on a fresh line
+    FoldStore(tmp_path / "folds.jsonl").append({"kind": "note"})
     lines = (tmp_path / "folds.jsonl").read_text().splitlines()
     torn = [line for line in lines if not line.endswith("}")]
-    assert torn == ['{"kind": "fold", "pipeline": "fla']  # later records started on a fresh line
-    assert sum(json.loads(line)["kind"] == "fold" for line in lines if line not in torn) == 6 + 6
+    assert torn == ['{"kind": "fold", "pipeline": "fla'] and lines[-1] == '{"kind":"note"}'
+    assert sum(json.loads(line)["kind"] == "fold" for line in lines if line not in torn) == 6
+    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False, overwrite=True)
+    assert len(FITS) == 6
+    lines = (tmp_path / "folds.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["kind"] == "fold" for line in lines) == 6  # the old experiment's records are gone
     # resume=False recomputes everything
     FITS.clear()
-    run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
+    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
     assert len(FITS) == 6
 
 
@@ -598,3 +607,58 @@ def test_resume_verifies_the_stored_records(tmp_path):
     FITS.clear()
     run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
     assert len(FITS) == 0
+
+
+# ----------------------------------------------------------------------------- one folder, one experiment (issue 10 #7)
+def test_one_output_folder_holds_one_experiment(tmp_path, capsys):
+    ds = make_dataset(seed=16)
+    pipe = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR())])}
+    FAIL["at"] = 4
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    FAIL["at"] = None
+    capsys.readouterr()
+    first = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, progress=False)  # with plots
+    assert "resuming: 3 of 6 folds done" in capsys.readouterr().err
+    recorded = json.loads((tmp_path / "experiment.json").read_text())
+    assert recorded["pipelines"] == {"flaky": first.pipelines["flaky"]["config_hash"]}
+    plots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert plots and set(plots) <= set(recorded["files"])
+    (tmp_path / "notes.txt").write_text("mine")
+    other = {"other": Pipeline([("stats", Stats()), ("lr", LogisticRegression(C=3.0))])}
+    with pytest.raises(ValueError, match=r"holds another experiment \(pipelines added: \['other'\]; pipelines "
+                                         r"missing: \['flaky'\]\).*overwrite=True \(CLI --overwrite\)"):
+        run_benchmark(ds, other, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    with pytest.raises(ValueError, match=r"cv \{'n_splits': 3, 'n_repeats': 2, 'random_state': 0\} before, "
+                                         r"\{'n_splits': 2, 'n_repeats': 2, 'random_state': 0\} now"):
+        run_benchmark(ds, pipe, cv={**CV, "n_splits": 2}, output_dir=tmp_path, plots=False, progress=False)
+    res = run_benchmark(ds, other, cv=CV, output_dir=tmp_path, plots=False, progress=False, overwrite=True)
+    assert not list(tmp_path.glob("*.png"))  # the old experiment's plots are gone
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # files the benchmark did not write stay
+    assert list(json.loads((tmp_path / "results.json").read_text())["summary"]) == ["other"]
+    assert res.config["resumed_folds"] == 0
+
+
+def test_two_processes_cannot_write_one_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from featurepipe.benchmark.store import OutputLockedError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom featurepipe.benchmark.store import output_lock\n"
+                               "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        ds = make_dataset(seed=17)
+        with pytest.raises(OutputLockedError, match=rf"being written by process {holder.pid} on "):
+            run_benchmark(ds, {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+        assert not (tmp_path / "folds.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (killed, not cleanly released): the folder is free again
+    res = run_benchmark(make_dataset(seed=17), {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False,
+                        progress=False)
+    assert len(res.folds) == 6

@@ -37,7 +37,15 @@ from .leakage import leakage_report
 from ..duplicates import find_duplicates
 from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
-from .store import FoldStore, check_fold_record, to_jsonable
+from .store import (
+    FoldStore,
+    check_fold_record,
+    clear_outputs,
+    output_lock,
+    read_experiment,
+    to_jsonable,
+    write_experiment,
+)
 
 __all__ = ["run_benchmark", "BenchmarkResult"]
 
@@ -482,6 +490,49 @@ def _uses_masks(prefix, probe):
         return f"not checked ({type(exc).__name__}: {exc})"
 
 
+# ----------------------------------------------------------------------------- output folder
+def _claim_output_dir(out_dir, experiment, *, resume, overwrite):
+    """Make ``out_dir`` hold ``experiment``: refuse another one, clear it on ``overwrite``, record it."""
+    previous = read_experiment(out_dir)
+    has_results = any((out_dir / name).exists() for name in ("folds.jsonl", "results.json"))
+    if overwrite or (not resume and previous is not None and previous["id"] == experiment["id"]):
+        clear_outputs(out_dir)
+    elif previous is None and has_results:
+        raise ValueError(
+            f"output folder {str(out_dir)!r} holds benchmark results without a recorded configuration "
+            "(experiment.json): choose another output folder, or pass overwrite=True (CLI --overwrite) to replace "
+            "them")
+    elif previous is not None and previous["id"] != experiment["id"]:
+        raise ValueError(
+            f"output folder {str(out_dir)!r} holds another experiment ({_experiment_difference(previous, experiment)}); "
+            "choose another output folder, or pass overwrite=True (CLI --overwrite) to delete its results and "
+            "start this one")
+    write_experiment(out_dir, experiment)
+
+
+def _experiment_difference(old, new):
+    parts = []
+    old_p, new_p = old.get("pipelines", {}), new["pipelines"]
+    added = sorted(set(new_p) - set(old_p))
+    removed = sorted(set(old_p) - set(new_p))
+    changed = sorted(n for n in set(old_p) & set(new_p) if old_p[n] != new_p[n])
+    if added:
+        parts.append(f"pipelines added: {added}")
+    if removed:
+        parts.append(f"pipelines missing: {removed}")
+    if changed:
+        parts.append(f"pipelines configured differently: {changed}")
+    if old.get("data") != new["data"]:
+        parts.append(f"other images ({old.get('n_samples')} before, {new['n_samples']} now)")
+    if old.get("cv") != new["cv"]:
+        parts.append(f"cv {old.get('cv')} before, {new['cv']} now")
+    if old.get("duplicates") != new["duplicates"]:
+        parts.append(f"duplicates {old.get('duplicates')!r} before, {new['duplicates']!r} now")
+    if old.get("splits") != new["splits"] and not parts:
+        parts.append("other splits (labels or groups changed)")
+    return "; ".join(parts) or "another configuration"
+
+
 # ----------------------------------------------------------------------------- split guard
 def _largest_groups(samples, y, merged, n_largest=3, n_names=5):
     """The ``n_largest`` merged groups by size: size, class counts and a few member names."""
@@ -548,8 +599,8 @@ def _guarded_splits(samples, y, merged, spec):
 def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
                   metrics=None, rank_by="mcc", pos_label=None, duplicates="near", duplicate_threshold=None,
                   output_dir=None,
-                  resume=True, n_jobs=None, backend=None, scheduler=None, rope=0.01, confidence=0.95,
-                  plots=True, progress=True, on_error="raise", feature_chunk_size=64):
+                  resume=True, overwrite=False, n_jobs=None, backend=None, scheduler=None, rope=0.01,
+                  confidence=0.95, plots=True, progress=True, on_error="raise", feature_chunk_size=64):
     """Evaluate several pipelines on one dataset with the same leakage-proof splits.
 
     Every pipeline sees the same outer splits: stratified by class, grouped
@@ -607,7 +658,19 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         the PNG plots go. Without it nothing is written and nothing resumes.
     resume : bool, default=True
         Skip folds already in ``output_dir/folds.jsonl`` under the same
-        configuration (pipeline parameters, grid, splits, dataset, version).
+        configuration (pipeline parameters, grid, splits, dataset, version),
+        after verifying each stored record (see
+        :func:`featurepipe.benchmark.store.check_fold_record`); says
+        "resuming: 18 of 20 folds done" on stderr. ``False`` starts the
+        same experiment over (its old result files are deleted).
+    overwrite : bool, default=False
+        One output folder holds one experiment: ``output_dir/experiment.json``
+        records its data, splits and pipelines. A run with another
+        configuration is refused (``ValueError`` saying what differs) unless
+        ``overwrite=True``, which deletes the old result files and plots
+        first. While a run writes the folder it holds a lock
+        (``.featurepipe.lock``); a second run on the same folder is refused
+        with :class:`~featurepipe.benchmark.store.OutputLockedError`.
     n_jobs : int, optional
         Folds evaluated in parallel through joblib (default 1; with the Dask
         backend, all workers).
@@ -664,6 +727,17 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     cannot be detected (see :mod:`featurepipe.benchmark.leakage`): put
     samplers inside an imblearn Pipeline instead.
     """
+    args = dict(locals())
+    if output_dir is None:
+        return _run_benchmark(**args)
+    with output_lock(output_dir):
+        return _run_benchmark(**args)
+
+
+def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scoring, metrics, rank_by, pos_label,
+                   duplicates, duplicate_threshold, output_dir, resume, overwrite, n_jobs, backend, scheduler, rope,
+                   confidence, plots, progress, on_error, feature_chunk_size):
+    """The body of :func:`run_benchmark` (with the output folder locked)."""
     ds = _as_dataset(dataset)
     pipelines = _check_pipelines(pipelines)
     grids = _check_grids(param_grids, pipelines)
@@ -673,6 +747,9 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     shown_metrics = check_metric_names(metrics)
     _check_choice(rank_by, "rank_by", METRIC_NAMES)
     _check_choice(on_error, "on_error", ("raise", "record"))
+    for flag, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be True or False; got {value!r}")
     if rope is not None and not (isinstance(rope, (int, float)) and rope >= 0):
         raise ValueError(f"rope must be a number >= 0 or None; got {rope!r}")
     if not (isinstance(feature_chunk_size, (int, np.integer)) and feature_chunk_size >= 1):
@@ -770,6 +847,12 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     prefix_records = {}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        experiment = {
+            "data": data_id, "n_samples": len(samples), "splits": fingerprint, "cv": spec.as_dict(),
+            "duplicates": dup_method, "pipelines": {name: configs[name] for name in pipelines},
+        }
+        experiment["id"] = joblib.hash(experiment)[:16]
+        _claim_output_dir(out_dir, experiment, resume=resume, overwrite=overwrite)
         store = FoldStore(out_dir / "folds.jsonl")
         if resume:
             split_of = {s.id: s for s in splits}
@@ -798,6 +881,9 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
 
     records = dict(done)
     failures = {}
+    if done:
+        print(f"resuming: {len(done)} of {len(splits) * len(pipelines)} folds done (from {out_dir / 'folds.jsonl'})",
+              file=sys.stderr)
     with _parallel_context(backend, scheduler, n_jobs):
         for name in pipelines:
             pending = [s for s in splits if (name, s.repeat, s.fold) not in done]
@@ -914,7 +1000,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         "rope": rope, "test_train_ratio": ratio, "test_train_ratio_note": (
             "mean over the folds of n_test / n_train (real fold sizes)"),
         "fold_sizes": structure["fold_sizes"], "n_jobs": n_jobs, "backend": backend or "joblib default",
-        "split_fingerprint": fingerprint,
+        "split_fingerprint": fingerprint, "resumed_folds": len(done),
     }
     result = BenchmarkResult(
         dataset=dataset_info, config=config, pipelines=descriptions,
@@ -933,6 +1019,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             result.files += write_plots(result, out_dir, samples)
         (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
+        write_experiment(out_dir, {**experiment, "files": [Path(f).name for f in result.files]})
     if failures and on_error == "record":
         warnings.warn(f"{len(failures)} fold(s) failed and were recorded; see the report", UserWarning, stacklevel=2)
     return result

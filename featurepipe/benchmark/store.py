@@ -16,15 +16,26 @@ runs again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FoldStore", "to_jsonable", "check_fold_record"]
+__all__ = ["FoldStore", "to_jsonable", "check_fold_record", "output_lock", "OutputLockedError", "read_experiment",
+           "write_experiment", "clear_outputs", "EXPERIMENT_FILE", "LOCK_FILE"]
+
+#: The file recording which experiment an output folder holds.
+EXPERIMENT_FILE = "experiment.json"
+#: The lock file of a folder being written.
+LOCK_FILE = ".featurepipe.lock"
+#: Files a benchmark writes into its output folder (plots are the ``*.png`` files listed in experiment.json).
+RESULT_FILES = ("folds.jsonl", "results.json", "folds.csv", "summary.csv", "per_class.csv", "comparisons.csv",
+                "summary.md", EXPERIMENT_FILE)
 
 #: Keys a finished fold record must carry to be reused.
 FOLD_RECORD_KEYS = ("repeat", "fold", "status", "metrics", "per_class", "confusion_matrix", "test_index", "y_true",
@@ -166,3 +177,85 @@ class FoldStore:
             fh.write(("\n" if torn else "") + line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+class OutputLockedError(OSError):
+    """Another process is writing the same benchmark output folder (an ``OSError``: the folder is busy)."""
+
+
+@contextlib.contextmanager
+def output_lock(directory):
+    """Hold the lock of a benchmark output folder (created if needed) while the block runs.
+
+    The lock is an advisory ``flock`` on ``directory/.featurepipe.lock``: the
+    operating system releases it when the holder exits, even when killed, so
+    a crash never leaves a stale lock. The file records the holder's host and
+    process id for the error message.
+
+    Raises
+    ------
+    OutputLockedError
+        When another process (or another open lock in this one) holds it.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks; one process per folder is on the user
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise OutputLockedError(
+                    f"output folder {str(directory)!r} is being written by {holder} (lock {str(path)!r}); wait for "
+                    "that run to finish or choose another output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        yield path
+    finally:
+        fh.close()  # closing releases the flock
+
+
+def read_experiment(directory):
+    """The experiment recorded in ``directory/experiment.json``, or ``None`` when there is none (or unreadable)."""
+    path = Path(directory) / EXPERIMENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "id" in data else None
+
+
+def write_experiment(directory, experiment):
+    """Record ``experiment`` (a dict with an ``id``) as the folder's experiment (atomic replace)."""
+    path = Path(directory) / EXPERIMENT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(experiment), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clear_outputs(directory):
+    """Delete what a benchmark wrote into ``directory``: result files and the plots it recorded.
+
+    Other files in the folder are left alone. Returns the paths deleted.
+    """
+    directory = Path(directory)
+    previous = read_experiment(directory) or {}
+    names = set(RESULT_FILES) | {Path(f).name for f in previous.get("files", []) if isinstance(f, str)}
+    removed = []
+    for name in sorted(names):
+        path = directory / name
+        if path.is_file() and path.parent == directory:
+            path.unlink()
+            removed.append(str(path))
+    return removed
