@@ -662,3 +662,41 @@ def test_two_processes_cannot_write_one_folder(tmp_path):
     res = run_benchmark(make_dataset(seed=17), {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False,
                         progress=False)
     assert len(res.folds) == 6
+
+
+# ----------------------------------------------------------------------------- bad images (issue 11 #9)
+def test_an_image_that_cannot_be_processed_is_excluded_for_every_pipeline(tmp_path):
+    from featurepipe.features.glcm import GLCMFeatures
+
+    rng = np.random.default_rng(18)
+    good = [Sample.from_array(rng.random((8, 8)).astype(np.float32), label=("benign", "malignant")[i % 2],
+                              group=f"patient{i}") for i in range(24)]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    bad = [Sample.from_path(corrupt, label="malignant", group="patient-x"),
+           Sample.from_array(np.full((1, 1), 0.5, dtype=np.float32), label="benign", group="patient-y")]
+    ds = Dataset(good[:10] + bad[:1] + good[10:20] + bad[1:] + good[20:], name="with bad images")
+    pipelines = {
+        "glcm": Pipeline([("glcm", GLCMFeatures(levels=8)), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
+        "stats": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
+    }
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"2 image\(s\) excluded for every pipeline"):
+        res = run_benchmark(ds, pipelines, cv=CV, output_dir=out, plots=False, progress=False)
+    excluded = {e["name"]: e["reason"] for e in res.dataset["excluded"]}
+    assert set(excluded) == {"corrupt.png", bad[1].name}
+    assert "ImageReadError" in excluded["corrupt.png"] and "glcm: ValueError" in excluded[bad[1].name]
+    assert "stats:" not in excluded[bad[1].name]  # Stats copes with a 1x1 image, GLCM does not: out of both
+    assert res.dataset["n_samples"] == 24
+    assert [e["name"] for e in res.leakage["excluded_images"]] == [e["name"] for e in res.dataset["excluded"]]
+    md = (out / "summary.md").read_text()
+    assert "**Excluded images**: 2" in md and "**Excluded image** corrupt.png: " in md
+    # exactly the benchmark of the good images alone, for both pipelines
+    clean = run_benchmark(Dataset(good, name="clean"), pipelines, cv=CV, plots=False, progress=False)
+    assert [s["test"] for s in res.splits] == [s["test"] for s in clean.splits]
+    for a, b in zip(res.folds, clean.folds):
+        assert (a["pipeline"], a["repeat"], a["fold"]) == (b["pipeline"], b["repeat"], b["fold"])
+        assert a["metrics"] == pytest.approx(b["metrics"], nan_ok=True) and a["y_pred"] == b["y_pred"]
+    # on_error="raise" keeps the old behaviour: the first bad image stops the run
+    with pytest.raises(Exception, match="cannot read image"):
+        run_benchmark(ds, pipelines, cv=CV, progress=False, on_error="raise")

@@ -112,7 +112,7 @@ def find_samplers(estimator, path="", inside_imblearn=False):
 
 
 def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_method, pipelines, prefixes,
-                   tuned, mask_use=None, has_masks=False, structure=None):
+                   tuned, mask_use=None, has_masks=False, structure=None, excluded=None):
     """Build the leakage report (a JSON-ready dict).
 
     Parameters
@@ -135,6 +135,9 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
         What the grouping left (from the runner): ``n_independent_groups``,
         ``largest_groups``, ``fold_sizes``, ``max_test_over_mean``; reported
         as ``report["splits"]``.
+    excluded : list of dict, optional
+        Images excluded for every pipeline (``name``, ``path``, ``reason``);
+        reported as ``report["excluded_images"]``.
     """
     warnings_out = []
     report = {}
@@ -178,6 +181,10 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
 
     if structure is not None:
         report["splits"] = {**structure, "status": "ok"}
+    report["excluded_images"] = list(excluded or [])
+    if excluded:
+        warnings_out.append(f"{len(excluded)} image(s) could not be processed and were excluded for every pipeline "
+                            "(listed under 'Excluded images')")
 
     mask_use = mask_use or {}
     per_pipeline = {}

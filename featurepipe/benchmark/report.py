@@ -107,6 +107,10 @@ def markdown_summary(result, metric=None):
     ]
     if ds.get("skipped"):
         lines.append(f"- **Skipped files**: {len(ds['skipped'])} (listed in results.json).")
+    if ds.get("excluded"):
+        lines.append(f"- **Excluded images**: {len(ds['excluded'])} could not be processed and were left out of "
+                     "every pipeline alike (all pipelines are compared on the same images): "
+                     + "; ".join(f"{_md_escape(e['name'])} ({_md_escape(e['reason'])})" for e in ds["excluded"]) + ".")
     lines.append("")
 
     order = result.ranking(metric)
@@ -239,6 +243,9 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **{_md_escape(name)}**: resampling/augmentation: {resampling}; computed once on all "
                      f"images (stateless, learns nothing): {prefix}; {info['tuning']}; uses annotation masks: "
                      f"{masks}.")
+    for e in leak.get("excluded_images", []):
+        lines.append(f"- **Excluded image** {_md_escape(e['name'])}: {_md_escape(e['reason'])} (left out of every "
+                     "pipeline).")
     lines.append(f"- {leak['undetectable']}")
     if leak["warnings"]:
         lines += ["", "**Warnings:**"] + [f"- {w}" for w in leak["warnings"]]

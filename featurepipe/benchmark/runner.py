@@ -355,7 +355,7 @@ def _evaluate_fold(name, config, estimator, grid, Z, y, split, labels, pos_label
             history=_history(model),
         )
     except Exception as exc:
-        if on_error == "raise":
+        if on_error != "record":
             raise
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=5))
@@ -396,7 +396,7 @@ def _cached_keys(step, keys):
     return set(cache.get_many(step_token(step), keys))
 
 
-def _compute_prefix(prefix, samples, chunk_size, progress, desc):
+def _compute_prefix(prefix, samples, chunk_size, progress, desc, per_sample_errors=False):
     """Output of a stateless prefix on all samples, in chunks (progress bar), with stage times.
 
     Leading image steps are lazy; to time them apart from feature extraction their output
@@ -404,9 +404,14 @@ def _compute_prefix(prefix, samples, chunk_size, progress, desc):
     and caches are exactly those of the lazy path). Images whose features the next step
     already has cached are not preprocessed at all.
 
+    With ``per_sample_errors``, a chunk that fails is redone one sample at a time and the
+    samples that still fail are returned in ``errors`` instead of stopping the run.
+
     Returns
     -------
-    Z, preprocess_s, features_s
+    Z, ok_index, errors, preprocess_s, features_s
+        ``Z`` has one row per sample of ``ok_index`` (all samples unless some failed);
+        ``errors`` maps a failed sample's index to its exception.
     """
     prefix = clone(prefix)
     prefix.fit(samples[: min(len(samples), 1)])  # stateless: fit only validates parameters
@@ -416,36 +421,57 @@ def _compute_prefix(prefix, samples, chunk_size, progress, desc):
         n_image += 1
     image_part = Pipeline(prefix.steps[:n_image]) if n_image else None
     rest = Pipeline(prefix.steps[n_image:]) if n_image < len(steps) else None
-    parts, preprocess_s, features_s = [], 0.0, 0.0
+    times = {"preprocess": 0.0, "features": 0.0}
+
+    def run(chunk):
+        t0 = time.perf_counter()
+        if image_part is not None:
+            derived = image_part.transform(chunk)
+            if rest is not None:
+                skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
+                out = np.empty(len(derived), dtype=object)
+                for i, d in enumerate(derived):
+                    if d.key in skip:
+                        out[i] = d
+                    else:
+                        image, mask = d.load()
+                        out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
+                                        label=d.label, group=d.group, meta=d.meta)
+                derived = out
+        else:
+            derived = chunk
+        t1 = time.perf_counter()
+        result = rest.transform(derived) if rest is not None else derived
+        t2 = time.perf_counter()
+        if image_part is not None:
+            times["preprocess"] += t1 - t0
+        times["features"] += t2 - t1
+        return result
+
+    parts, ok_index, errors = [], [], {}
     with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(samples), chunk_size):
             chunk = samples[start:start + chunk_size]
-            t0 = time.perf_counter()
-            if image_part is not None:
-                derived = image_part.transform(chunk)
-                if rest is not None:
-                    skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
-                    out = np.empty(len(derived), dtype=object)
-                    for i, d in enumerate(derived):
-                        if d.key in skip:
-                            out[i] = d
-                        else:
-                            image, mask = d.load()
-                            out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
-                                            label=d.label, group=d.group, meta=d.meta)
-                    derived = out
-            else:
-                derived = chunk
-            t1 = time.perf_counter()
-            parts.append(rest.transform(derived) if rest is not None else derived)
-            t2 = time.perf_counter()
-            if image_part is not None:
-                preprocess_s += t1 - t0
-            features_s += t2 - t1
+            try:
+                parts.append(run(chunk))
+                ok_index.extend(range(start, start + len(chunk)))
+            except Exception:
+                if not per_sample_errors:
+                    raise
+                for k in range(len(chunk)):
+                    try:
+                        parts.append(run(chunk[k:k + 1]))
+                        ok_index.append(start + k)
+                    except Exception as exc:  # this image only: reported, excluded by the caller
+                        errors[start + k] = exc
             bar.update(len(chunk))
+    ok_index = np.asarray(ok_index, dtype=np.int64)
+    if not parts:
+        return None, ok_index, errors, times["preprocess"], times["features"]
     if any(sp.issparse(p) for p in parts):
-        return sp.vstack(parts).tocsr(), preprocess_s, features_s
-    return np.concatenate([np.asarray(p) for p in parts], axis=0), preprocess_s, features_s
+        return sp.vstack(parts).tocsr(), ok_index, errors, times["preprocess"], times["features"]
+    return np.concatenate([np.asarray(p) for p in parts], axis=0), ok_index, errors, times["preprocess"], \
+        times["features"]
 
 
 def _mask_probe(samples, n_probe=2, max_scan=200):
@@ -457,7 +483,10 @@ def _mask_probe(samples, n_probe=2, max_scan=200):
         if not meta.get("mask_paths") and getattr(source, "mask", None) is None and \
                 not hasattr(source, "parent"):
             continue  # a file sample without mask files, or an array sample without a mask
-        image, mask = sample.load()
+        try:
+            image, mask = sample.load()
+        except Exception:  # an unreadable image is reported elsewhere; the probe only needs two good ones
+            continue
         if mask is not None and mask.any() and not mask.all():
             found.append((image, mask))
             if len(found) == n_probe:
@@ -600,7 +629,7 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
                   metrics=None, rank_by="mcc", pos_label=None, duplicates="near", duplicate_threshold=None,
                   output_dir=None,
                   resume=True, overwrite=False, n_jobs=None, backend=None, scheduler=None, rope=0.01,
-                  confidence=0.95, plots=True, progress=True, on_error="raise", feature_chunk_size=64):
+                  confidence=0.95, plots=True, progress=True, on_error="skip", feature_chunk_size=64):
     """Evaluate several pipelines on one dataset with the same leakage-proof splits.
 
     Every pipeline sees the same outer splits: stratified by class, grouped
@@ -692,9 +721,16 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Write PNG plots (needs ``output_dir``).
     progress : bool, default=True
         Show tqdm progress bars.
-    on_error : {"raise", "record"}, default="raise"
-        What a failing fold does: stop the run (finished folds stay saved),
-        or be recorded as failed (reported; retried on the next run).
+    on_error : {"skip", "record", "raise"}, default="skip"
+        ``"skip"``: an image that cannot be processed (unreadable, or
+        degenerate for a feature such as a 1×1 image in GLCM or an image
+        without Otsu foreground) is excluded for **every** pipeline alike, so
+        all are compared on the same images, and listed with the reason in
+        the report and the leakage section; a failing fold still stops the
+        run. ``"record"``: the same, and a failing fold (or a stateless
+        prefix that fails on every image) is recorded as failed instead
+        (reported; retried on the next run). ``"raise"``: the first error
+        stops the run (finished folds stay saved).
     feature_chunk_size : int, default=64
         Samples per chunk when computing a stateless prefix (progress granularity).
 
@@ -746,7 +782,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     inner_spec = CVSpec(inner_spec.n_splits, 1, spec.random_state)
     shown_metrics = check_metric_names(metrics)
     _check_choice(rank_by, "rank_by", METRIC_NAMES)
-    _check_choice(on_error, "on_error", ("raise", "record"))
+    _check_choice(on_error, "on_error", ("skip", "record", "raise"))
     for flag, value in (("resume", resume), ("overwrite", overwrite)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{flag} must be True or False; got {value!r}")
@@ -775,6 +811,36 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     elif len(labels) == 2:
         pos_label = labels[1]
 
+    # Stateless prefixes, computed once on all samples. An image that fails (unreadable, or degenerate for
+    # a feature: a 1x1 image in GLCM, no Otsu foreground) is excluded for EVERY pipeline alike, so all are
+    # still compared on the same images; on_error="raise" stops at the first such error instead.
+    prefixes, suffixes = {}, {}
+    for name, est in pipelines.items():
+        if isinstance(est, Pipeline):
+            prefixes[name], suffixes[name] = split_stateless_prefix(est, grids.get(name))
+        else:
+            prefixes[name], suffixes[name] = None, est
+    computed, prefix_failures, exclusions = {}, {}, {}
+    for name in pipelines:
+        if prefixes[name] is None:
+            continue
+        try:
+            Z_ok, ok_index, errors, pre_s, feat_s = _compute_prefix(
+                prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
+                per_sample_errors=on_error != "raise")
+            if errors and len(errors) == len(samples):
+                raise next(iter(errors.values()))  # fails on every image: the pipeline's fault, not the images'
+        except Exception as exc:
+            if on_error != "record":
+                raise
+            # Every fold of this pipeline fails for the same reason; the others go on.
+            prefix_failures[name] = (f"stateless prefix failed: {type(exc).__name__}: {exc}",
+                                     "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5)))
+            continue
+        for i, exc in errors.items():
+            exclusions.setdefault(i, []).append(f"{name}: {type(exc).__name__}: {exc}")
+        computed[name] = (Z_ok, ok_index, pre_s, feat_s)
+
     # groups: patients + duplicate clusters, merged into connected components
     patient = [s.group for s in samples]
     if duplicate_threshold is not None and duplicates != "near":
@@ -784,12 +850,17 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
     if duplicates == "near":
         kwargs = {} if duplicate_threshold is None else {"threshold": duplicate_threshold}
-        report = find_duplicates(samples, **kwargs)
+        report = find_duplicates(samples, on_error="raise" if on_error == "raise" else "report", **kwargs)
+        for i, _, reason in report.unreadable:
+            exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
         clusters = np.asarray(report.cluster_ids, dtype=object)
         dup_method = ("near: exact pixels + perceptual-hash near duplicates "
                       f"(Hamming distance <= {report.threshold})")
     elif duplicates == "exact":
-        clusters = exact_duplicate_clusters(samples)
+        unreadable = None if on_error == "raise" else []
+        clusters = exact_duplicate_clusters(samples, errors=unreadable)
+        for i, reason in unreadable or []:
+            exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
         dup_method = "exact: bit-identical decoded pixels"
     elif duplicates is None or (isinstance(duplicates, str) and duplicates == "none"):
         clusters, dup_method = None, "none"
@@ -807,6 +878,26 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             raise ValueError(f"duplicates must give one cluster id per sample ({len(samples)}); "
                              f"got shape {clusters.shape}")
         dup_method = "user-supplied cluster ids"
+    excluded = [{"index": i, "name": samples[i].name, "path": None if samples[i].path is None else str(samples[i].path),
+                 "reason": "; ".join(exclusions[i])} for i in sorted(exclusions)]
+    if exclusions:
+        keep = np.array([i for i in range(len(samples)) if i not in exclusions], dtype=np.int64)
+        warnings.warn(f"{len(excluded)} image(s) excluded for every pipeline (listed in the report): "
+                      + "; ".join(f"{e['name']} ({e['reason']})" for e in excluded[:5])
+                      + (" ..." if len(excluded) > 5 else ""), UserWarning, stacklevel=3)
+        samples = as_samples([samples[i] for i in keep])
+        y = y[keep]
+        patient = [patient[i] for i in keep]
+        clusters = None if clusters is None else clusters[keep]
+        left = sorted(set(y.tolist()), key=lambda v: (str(type(v)), v))
+        if left != labels:
+            raise ValueError(f"after excluding {len(excluded)} image(s) that could not be processed, the classes "
+                             f"{sorted(set(labels) - set(left), key=str)} have no image left: "
+                             + "; ".join(f"{e['name']}: {e['reason']}" for e in excluded[:10]))
+        for name, (Z_ok, ok_index, pre_s, feat_s) in computed.items():
+            position = np.full(len(exclusions) + len(keep), -1, dtype=np.int64)
+            position[ok_index] = np.arange(len(ok_index))
+            computed[name] = (_take(Z_ok, position[keep]), keep, pre_s, feat_s)
     patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
     merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
     # Merged groups named after their smallest patient id: without merging these are the patient ids
@@ -817,13 +908,9 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     data_id = joblib.hash([s.key for s in samples])
 
     # configuration per pipeline (what must match for a finished fold to be reused)
-    prefixes, suffixes, descriptions, configs = {}, {}, {}, {}
+    descriptions, configs = {}, {}
     for name, est in pipelines.items():
-        if isinstance(est, Pipeline):
-            prefix, suffix = split_stateless_prefix(est, grids.get(name))
-        else:
-            prefix, suffix = None, est
-        prefixes[name], suffixes[name] = prefix, suffix
+        prefix, suffix = prefixes[name], suffixes[name]
         configs[name] = joblib.hash({
             "featurepipe": __version__, "schema": _SCHEMA, "estimator": _estimator_hash(est),
             "grid": repr(grids.get(name)), "inner_cv": inner_spec.as_dict() if name in grids else None,
@@ -889,30 +976,22 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             pending = [s for s in splits if (name, s.repeat, s.fold) not in done]
             if not pending:
                 continue
-            prefix = prefixes[name]
-            preprocess_s = features_s = 0.0
-            if prefix is not None:
-                try:
-                    Z, preprocess_s, features_s = _compute_prefix(prefix, samples, int(feature_chunk_size),
-                                                                  progress, f"{name}: features")
-                except Exception as exc:
-                    if on_error == "raise":
-                        raise
-                    # Every pending fold of this pipeline fails for the same reason; the others go on.
-                    message = f"stateless prefix failed: {type(exc).__name__}: {exc}"
-                    warnings.warn(f"pipeline {name!r}: {message}", UserWarning, stacklevel=2)
-                    for split in pending:
-                        rec = to_jsonable({"kind": "fold", "schema": _SCHEMA, "pipeline": name,
-                                           "config": configs[name], "repeat": split.repeat, "fold": split.fold,
-                                           "n_train": len(split.train), "n_test": len(split.test),
-                                           "status": "failed", "error": message,
-                                           "traceback": traceback.format_exc(limit=5)})
-                        failures[(name, split.repeat, split.fold)] = rec
-                        if store is not None:
-                            store.append(rec)
-                    continue
+            if name in prefix_failures:
+                message, trace = prefix_failures[name]
+                warnings.warn(f"pipeline {name!r}: {message}", UserWarning, stacklevel=2)
+                for split in pending:
+                    rec = to_jsonable({"kind": "fold", "schema": _SCHEMA, "pipeline": name,
+                                       "config": configs[name], "repeat": split.repeat, "fold": split.fold,
+                                       "n_train": len(split.train), "n_test": len(split.test),
+                                       "status": "failed", "error": message, "traceback": trace})
+                    failures[(name, split.repeat, split.fold)] = rec
+                    if store is not None:
+                        store.append(rec)
+                continue
+            if name in computed:
+                Z, _, preprocess_s, features_s = computed[name]
             else:
-                Z = samples
+                Z, preprocess_s, features_s = samples, 0.0, 0.0
             prefix_rec = to_jsonable({"kind": "prefix", "schema": _SCHEMA, "pipeline": name, "config": configs[name],
                                       "preprocess_s": preprocess_s, "features_s": features_s,
                                       "n_samples": len(samples), "steps": descriptions[name]["stateless_prefix"],
@@ -974,6 +1053,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
         tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe), structure=structure,
+        excluded=excluded,
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
@@ -981,7 +1061,8 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     merged_counts = np.unique(np.asarray(merged, dtype=str), return_counts=True)[1]
     dataset_info = {
         "name": ds.name, "n_samples": len(samples), "root": ds.root,
-        "class_counts": {str(k): v for k, v in ds.class_counts().items()},
+        "class_counts": {str(label): int(np.sum(y == label)) for label in labels},
+        "excluded": excluded,
         "labels": labels, "pos_label": pos_label, "task": "binary" if len(labels) == 2 else "multi-class",
         "n_patient_groups": len({g for g in patient if g is not None}),
         "n_samples_without_group": sum(g is None for g in patient),

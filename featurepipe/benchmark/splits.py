@@ -88,12 +88,19 @@ class Split:
         return (self.repeat, self.fold)
 
 
-def exact_duplicate_clusters(samples):
+def exact_duplicate_clusters(samples, errors=None):
     """Cluster id per sample: samples with bit-identical decoded images share one.
 
     Two files with the same pixels (whatever their names, masks or
     encodings) are one cluster. Returns an int array of shape
     ``(n_samples,)``; a sample without copies is a cluster of its own.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+    errors : list, optional
+        Without it an unreadable image raises. With a list, each unreadable
+        sample gets a cluster of its own and ``(index, reason)`` is appended.
     """
     ids = {}
     out = np.empty(len(samples), dtype=np.int64)
@@ -101,9 +108,16 @@ def exact_duplicate_clusters(samples):
     for i, sample in enumerate(samples):
         digest = digest_of_key.get(sample.key)
         if digest is None:
-            image = sample.image
-            digest = _array_digest(np.asarray(image))
-            digest_of_key[sample.key] = digest
+            try:
+                image = sample.image
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors.append((i, f"{type(exc).__name__}: {exc}"))
+                digest = f"unreadable:{i}"
+            else:
+                digest = _array_digest(np.asarray(image))
+                digest_of_key[sample.key] = digest
         out[i] = ids.setdefault(digest, len(ids))
     return out
 
