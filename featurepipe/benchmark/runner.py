@@ -162,8 +162,8 @@ class BenchmarkResult:
         return to_jsonable({
             "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
             "splits": self.splits, "summary": self.summary, "timings": self.timings,
-            "per_class": self.per_class, "pooled": self.pooled, "comparisons": self.comparisons, "leakage": self.leakage,
-            "versions": self.versions,
+            "per_class": self.per_class, "pooled": self.pooled, "comparisons": self.comparisons,
+            "leakage": self.leakage, "versions": self.versions,
             "folds": self.folds,
         })
 
@@ -533,7 +533,8 @@ def _claim_output_dir(out_dir, experiment, *, resume, overwrite):
             "them")
     elif previous is not None and previous["id"] != experiment["id"]:
         raise ValueError(
-            f"output folder {str(out_dir)!r} holds another experiment ({_experiment_difference(previous, experiment)}); "
+            f"output folder {str(out_dir)!r} holds another experiment "
+            f"({_experiment_difference(previous, experiment)}); "
             "choose another output folder, or pass overwrite=True (CLI --overwrite) to delete its results and "
             "start this one")
     write_experiment(out_dir, experiment)
@@ -811,38 +812,9 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     elif len(labels) == 2:
         pos_label = labels[1]
 
-    # Stateless prefixes, computed once on all samples. An image that fails (unreadable, or degenerate for
-    # a feature: a 1x1 image in GLCM, no Otsu foreground) is excluded for EVERY pipeline alike, so all are
-    # still compared on the same images; on_error="raise" stops at the first such error instead.
-    prefixes, suffixes = {}, {}
-    for name, est in pipelines.items():
-        if isinstance(est, Pipeline):
-            prefixes[name], suffixes[name] = split_stateless_prefix(est, grids.get(name))
-        else:
-            prefixes[name], suffixes[name] = None, est
-    computed, prefix_failures, exclusions = {}, {}, {}
-    for name in pipelines:
-        if prefixes[name] is None:
-            continue
-        try:
-            Z_ok, ok_index, errors, pre_s, feat_s = _compute_prefix(
-                prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
-                per_sample_errors=on_error != "raise")
-            if errors and len(errors) == len(samples):
-                raise next(iter(errors.values()))  # fails on every image: the pipeline's fault, not the images'
-        except Exception as exc:
-            if on_error != "record":
-                raise
-            # Every fold of this pipeline fails for the same reason; the others go on.
-            prefix_failures[name] = (f"stateless prefix failed: {type(exc).__name__}: {exc}",
-                                     "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5)))
-            continue
-        for i, exc in errors.items():
-            exclusions.setdefault(i, []).append(f"{name}: {type(exc).__name__}: {exc}")
-        computed[name] = (Z_ok, ok_index, pre_s, feat_s)
-
     # groups: patients + duplicate clusters, merged into connected components
     patient = [s.group for s in samples]
+    exclusions = {}  # sample index -> reasons it could not be processed
     if duplicate_threshold is not None and duplicates != "near":
         raise ValueError(f"duplicate_threshold={duplicate_threshold!r} only applies to duplicates='near'; got "
                          f"duplicates={duplicates!r}")
@@ -878,6 +850,49 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             raise ValueError(f"duplicates must give one cluster id per sample ({len(samples)}); "
                              f"got shape {clusters.shape}")
         dup_method = "user-supplied cluster ids"
+    def grouped_splits():
+        patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
+        merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
+        # Merged groups named after their smallest patient id: without merging these are the patient ids
+        # themselves, so the folds equal RepeatedStratifiedGroupKFold's on the user's groups.
+        merged = group_labels(patient_or_self, merged)
+        return (merged, *_guarded_splits(samples, y, merged, spec))
+
+    # Refuse degenerate folds before any feature is computed; recomputed below if images are excluded.
+    merged, splits, structure = grouped_splits()
+
+    # Stateless prefixes, computed once on all samples. An image that fails (unreadable, or degenerate for
+    # a feature: a 1x1 image in GLCM, no Otsu foreground) is excluded for EVERY pipeline alike, so all are
+    # still compared on the same images; on_error="raise" stops at the first such error instead.
+    prefixes, suffixes = {}, {}
+    for name, est in pipelines.items():
+        if isinstance(est, Pipeline):
+            prefixes[name], suffixes[name] = split_stateless_prefix(est, grids.get(name))
+        else:
+            prefixes[name], suffixes[name] = None, est
+    computed, prefix_failures = {}, {}
+    # Feature extractors with their own n_jobs run inside the chosen joblib backend (Dask workers too).
+    with _parallel_context(backend, scheduler, n_jobs):
+        for name in pipelines:
+            if prefixes[name] is None:
+                continue
+            try:
+                Z_ok, ok_index, errors, pre_s, feat_s = _compute_prefix(
+                    prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
+                    per_sample_errors=on_error != "raise")
+                if errors and len(errors) == len(samples):
+                    raise next(iter(errors.values()))  # fails on every image: the pipeline's fault, not the images'
+            except Exception as exc:
+                if on_error != "record":
+                    raise
+                # Every fold of this pipeline fails for the same reason; the others go on.
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))
+                prefix_failures[name] = (f"stateless prefix failed: {type(exc).__name__}: {exc}", trace)
+                continue
+            for i, exc in errors.items():
+                exclusions.setdefault(i, []).append(f"{name}: {type(exc).__name__}: {exc}")
+            computed[name] = (Z_ok, ok_index, pre_s, feat_s)
+
     excluded = [{"index": i, "name": samples[i].name, "path": None if samples[i].path is None else str(samples[i].path),
                  "reason": "; ".join(exclusions[i])} for i in sorted(exclusions)]
     if exclusions:
@@ -898,12 +913,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             position = np.full(len(exclusions) + len(keep), -1, dtype=np.int64)
             position[ok_index] = np.arange(len(ok_index))
             computed[name] = (_take(Z_ok, position[keep]), keep, pre_s, feat_s)
-    patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
-    merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
-    # Merged groups named after their smallest patient id: without merging these are the patient ids
-    # themselves, so the folds equal RepeatedStratifiedGroupKFold's on the user's groups.
-    merged = group_labels(patient_or_self, merged)
-    splits, structure = _guarded_splits(samples, y, merged, spec)
+        merged, splits, structure = grouped_splits()
     fingerprint = splits_fingerprint(splits, y, merged)
     data_id = joblib.hash([s.key for s in samples])
 
