@@ -181,6 +181,7 @@ def test_make_splits_are_the_splitters_folds():
         reference = list(cv.split(y, y, groups))
         assert [(s.repeat, s.fold) for s in ours] == [(r, f) for r in range(2) for f in range(4)]
         for split, (train, test) in zip(ours, reference):
+            # exact: integer sample indices
             np.testing.assert_array_equal(split.test, np.sort(test))
             np.testing.assert_array_equal(split.train, np.sort(train))
         # identical folds for an identical random_state, other folds for another one

@@ -143,8 +143,8 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     report = {}
     if duplicate_clusters is None:
         report["duplicates"] = {"method": duplicates_method, "status": "not checked",
-                                "note": "duplicates=None: copies of an image may sit in both train and test"}
-        warnings_out.append("duplicate images were not checked (duplicates=None)")
+                                "note": "duplicates='none': copies of an image may sit in both train and test"}
+        warnings_out.append("duplicate images were not checked (duplicates='none')")
     else:
         clusters = np.asarray(duplicate_clusters)
         values, counts = np.unique(clusters, return_counts=True)

@@ -213,7 +213,7 @@ def markdown_summary(result, metric=None):
     lines += ["## Leakage report", ""]
     dup = leak["duplicates"]
     if dup["status"] == "not checked":
-        lines.append("- **Duplicate images**: NOT CHECKED (duplicates=None).")
+        lines.append("- **Duplicate images**: NOT CHECKED (duplicates='none').")
     else:
         lines.append(f"- **Duplicate images** ({dup['method']}): {dup['n_clusters_with_copies']} cluster(s) "
                      f"with copies, {dup['n_samples_in_such_clusters']} images; clusters split between train "
