@@ -134,4 +134,3 @@ def test_pairwise_comparisons_holm_over_all_pairs():
     assert all(r["n_pairs"] == 3 and "Nadeau" in r["test"] for r in rows)
     assert [r["significant"] for r in rows] == [p < 0.05 for p in holm(raw)]
     assert rows[0]["bayes"]["rope"] == 0.01
-
