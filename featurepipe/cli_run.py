@@ -71,6 +71,15 @@ def register(subparsers):
     bench.add_argument("--output", default=None,
                        help="report folder (default: featurepipe-benchmark-<dataset name> in the current folder)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bench.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
+                       help="duplicate grouping: near (default), exact (bit-identical pixels) or none")
+    bench.add_argument("--duplicate-threshold", type=int, default=None,
+                       help="near-duplicate threshold (with --duplicates near; default: featurepipe.duplicates')")
+    bench.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                       help="an image that cannot be processed: skip it for every recipe and list it (default), "
+                            "or stop")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace the results of another experiment in --output (default: refuse)")
     bench.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (joblib)")
     bench.add_argument("--backend", default=None, help="joblib backend for the folds, e.g. dask")
     bench.add_argument("--scheduler", default=None, help="Dask scheduler address (implies --backend dask)")
@@ -205,7 +214,8 @@ def run_benchmark_command(args):
     result = run_benchmark(
         dataset, pipelines, cv={"n_splits": args.splits, "n_repeats": args.repeats, "random_state": args.seed},
         param_grids=grids, rank_by=args.rank_by, output_dir=output, plots=not args.no_plots,
-        n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler)
+        n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler, duplicates=args.duplicates,
+        duplicate_threshold=args.duplicate_threshold, overwrite=args.overwrite, on_error=args.on_error)
     elapsed = time.perf_counter() - start
     print(result.to_markdown(args.rank_by))
     print(f"\nreport: {Path(output).resolve()} ({len(result.files)} files; wall time {elapsed:.1f} s)")

@@ -27,13 +27,24 @@ need no averaging.
 
 Per-class values are always returned as well (``result["per_class"]``).
 
-Undefined values
-----------------
-Precision (and F1) of a class that is never predicted is 0
-(``zero_division=0``). ROC-AUC and PR-AUC of a class absent from
-``y_true`` are undefined: the per-class value is ``nan`` and so is the
-macro average (an average over fewer classes would silently change the
-metric's meaning).
+Classes missing from a test fold
+--------------------------------
+A fold of a grouped split can lack a class. Its per-class sensitivity
+(recall), F1, ROC-AUC and PR-AUC are then undefined: those per-class values
+are ``nan`` (not 0), and so is its specificity when ``y_true`` has no other
+class. The multi-class macro averages are taken over **the classes present
+in that fold's** ``y_true`` (listed in ``result["classes_in_macro"]``), so a
+perfect fold without "benign" scores 1 on every metric, as its accuracy
+does (counting the absent class as recall 0 would report 0.667 beside an
+accuracy of 1). Macro sensitivity then equals balanced accuracy, which
+scikit-learn also computes over the classes present. For a binary problem
+a fold without the positive class has ``nan`` sensitivity, F1, ROC-AUC
+and PR-AUC (and without the negative class, ``nan`` specificity).
+The benchmark reports how many folds lie behind every mean, and pooled
+out-of-fold metrics beside the fold means.
+
+Precision of a class present in ``y_true`` but never predicted is 0
+(``zero_division=0``).
 """
 
 from __future__ import annotations
@@ -245,8 +256,9 @@ def compute_metrics(y_true, y_pred, y_score=None, *, labels=None, pos_label=None
         (``{label: {"sensitivity", "specificity", "precision", "f1",
         "roc_auc", "pr_auc", "support"}}``), ``"confusion_matrix"`` (list of
         lists; rows are true labels, columns predicted, in ``labels`` order),
-        ``"labels"``, ``"average"`` (``"binary"`` or ``"macro"``) and
-        ``"pos_label"``.
+        ``"labels"``, ``"average"`` (``"binary"`` or ``"macro"``),
+        ``"pos_label"`` and ``"classes_in_macro"`` (multi-class: the classes
+        present in ``y_true``, over which the macro means are taken).
     """
     metrics = check_metric_names(metrics)
     y_true = np.asarray(y_true)
@@ -286,10 +298,18 @@ def compute_metrics(y_true, y_pred, y_score=None, *, labels=None, pos_label=None
     else:
         roc = ap = np.full(len(labels), np.nan)
     support = np.array([(y_true == label).sum() for label in labels])
+    present = support > 0
+    predicted = np.array([(y_pred == label).any() for label in labels])
+    # Undefined per-class values are nan, not 0: recall and F1 of a class absent from y_true, precision of a
+    # class neither present nor predicted, specificity when y_true holds no other class.
+    recall = np.where(present, recall, np.nan)
+    f1 = np.where(present, f1, np.nan)
+    precision = np.where(present | predicted, precision, np.nan)
+    specificity = np.where(support < len(y_true), specificity, np.nan)
 
     def pick(per_class):
-        # Binary: the positive class; multi-class: macro mean (nan if any class is undefined).
-        return float(per_class[pos_index]) if binary else float(np.mean(per_class))
+        # Binary: the positive class; multi-class: macro mean over the classes present in y_true.
+        return float(per_class[pos_index]) if binary else float(np.mean(per_class[present]))
 
     values = {
         "accuracy": lambda: float(accuracy_score(y_true, y_pred)),
@@ -318,6 +338,7 @@ def compute_metrics(y_true, y_pred, y_score=None, *, labels=None, pos_label=None
     }
     out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     out["labels"] = [_plain(label) for label in labels]
+    out["classes_in_macro"] = None if binary else [_plain(label) for label in labels[present]]
     out["average"] = "binary" if binary else "macro"
     out["pos_label"] = _plain(pos_label) if binary else None
     return out

@@ -11,6 +11,7 @@ patients and duplicate clusters: :func:`merge_groups` does that.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -21,7 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _num_samples
 
-__all__ = ["RepeatedStratifiedGroupKFold", "merge_groups", "check_groups_per_class"]
+__all__ = ["RepeatedStratifiedGroupKFold", "merge_groups", "check_groups_per_class", "group_labels"]
 
 
 def _codes(values, name, sort=False):
@@ -97,7 +98,9 @@ def check_groups_per_class(y, groups, n_splits):
 
     With fewer groups than folds, some test folds cannot contain that class
     at all (a grouped split never divides a group), so per-fold metrics
-    such as recall or ROC-AUC would be undefined.
+    such as recall or ROC-AUC would be undefined, and a training part may
+    hold a single class. The message names each such class, its group
+    count and ``n_splits``.
     """
     y = np.asarray(y, dtype=object)
     codes, _ = _codes(groups, "groups")
@@ -106,12 +109,51 @@ def check_groups_per_class(y, groups, n_splits):
         per_class.setdefault(label, set()).add(group)
     short = {label: len(g) for label, g in per_class.items() if len(g) < n_splits}
     if short:
-        detail = ", ".join(f"{label!r} in {count}" for label, count in sorted(short.items(), key=lambda t: str(t[0])))
+        detail = "; ".join(f"class {label!r} in {count} group(s) only"
+                           for label, count in sorted(short.items(), key=lambda t: str(t[0])))
         raise ValueError(
-            f"n_splits={n_splits} is more than the number of distinct groups holding class(es) {detail} "
-            f"group(s): some test folds would contain no sample of that class. Use n_splits <= "
+            f"{detail}, fewer than n_splits={n_splits} (a group — patient or duplicate cluster — is never split "
+            f"between folds, so some test folds would contain no sample of that class). Use n_splits <= "
             f"{min(short.values())}, or more data."
         )
+
+
+def group_labels(primary, merged):
+    """Label each merged group by the smallest ``primary`` value inside it.
+
+    When merging (e.g. patients joined through duplicate clusters) joins
+    nothing, the result equals ``primary`` itself, so splitting on it gives
+    exactly the folds that :class:`RepeatedStratifiedGroupKFold` gives on
+    ``primary`` (scikit-learn's grouped splitters depend on the order of the
+    group labels, not only on the partition).
+
+    Parameters
+    ----------
+    primary : array-like of shape (n_samples,)
+        The user's grouping (patient ids), comparable values preferred.
+    merged : array-like of shape (n_samples,)
+        A coarser grouping (:func:`merge_groups` of ``primary`` and others).
+
+    Returns
+    -------
+    ndarray of object, shape (n_samples,)
+
+    Examples
+    --------
+    >>> group_labels(["p2", "p1", "p3"], [0, 0, 1]).tolist()
+    ['p1', 'p1', 'p3']
+    """
+    values = np.asarray(list(primary), dtype=object)
+    codes, _ = _codes(values, "primary", sort=True)
+    merged_codes, n_merged = _codes(merged, "merged")
+    if len(merged_codes) != len(codes):
+        raise ValueError(f"merged has {len(merged_codes)} entries; primary has {len(codes)}")
+    smallest = np.full(n_merged, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, merged_codes, codes)
+    first_of_code = np.full(codes.max() + 1 if len(codes) else 0, -1)
+    for i in range(len(codes) - 1, -1, -1):
+        first_of_code[codes[i]] = i
+    return values[first_of_code[smallest[merged_codes]]]
 
 
 class RepeatedStratifiedGroupKFold(GroupsConsumerMixin, BaseCrossValidator):
@@ -196,13 +238,22 @@ class RepeatedStratifiedGroupKFold(GroupsConsumerMixin, BaseCrossValidator):
         if len(group_codes) != n_samples:
             raise ValueError(f"groups has {len(group_codes)} entries; X has {n_samples} samples")
         if n_groups < self.n_splits:
-            raise ValueError(f"n_splits={self.n_splits} is more than the number of groups ({n_groups})")
+            raise ValueError(f"n_splits={self.n_splits} is more than the number of groups: there are only "
+                             f"{n_groups} independent groups (patients and duplicate clusters merged); use fewer "
+                             "folds")
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"at least two classes are needed; every sample has label {np.unique(y).tolist()}")
         check_groups_per_class(y, group_codes, self.n_splits)
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repeats)
         for seed in seeds:
             cv = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=int(seed))
-            yield from cv.split(np.zeros(n_samples), y, group_codes)
+            with warnings.catch_warnings():
+                # Every class has >= n_splits groups (checked above), so scikit-learn's "least populated
+                # class" warning can only count samples, not groups: it says nothing the check did not.
+                warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+                folds = list(cv.split(np.zeros(n_samples), y, group_codes))
+            yield from folds
 
     def _iter_test_indices(self, X=None, y=None, groups=None):
         # split() is overridden; this satisfies BaseCrossValidator's interface.

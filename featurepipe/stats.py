@@ -15,7 +15,10 @@ Nadeau & Bengio (2003) proposed the *corrected resampled* variance
 
 with ``s²`` the sample variance (``ddof=1``) of the ``J`` fold scores (or
 of the paired differences) and ``n_test / n_train`` the ratio of test to
-training set sizes (``1 / (k - 1)`` for k-fold CV). Everything here uses it:
+training set sizes (``1 / (k - 1)`` for k-fold CV with equal folds). Grouped
+folds are rarely equal: every function here also takes one ratio per fold
+and then uses the mean of the per-fold ratios over the folds it summarises
+(the benchmark runner passes the real sizes of its folds). Everything here uses it:
 
 * :func:`summarize`: mean, standard deviation and a 95 % confidence
   interval ``mean ± t_{0.975, J-1} · σ̂_corr`` (Student-t with ``J - 1``
@@ -73,10 +76,28 @@ NB_TEST_LABEL = "Nadeau–Bengio corrected resampled t-test (two-sided, paired o
 CI_LABEL = "Student-t interval with the Nadeau–Bengio corrected variance (1/J + n_test/n_train)·s²"
 
 
-def _check_ratio(test_train_ratio):
+def _check_ratio(test_train_ratio, keep=None):
+    """The ratio ``n_test / n_train`` to use: a number, or the mean of per-fold ratios over the kept folds.
+
+    ``keep`` is the boolean mask of the folds whose values are used (the
+    others were ``nan``); it must have one entry per fold.
+    """
     if test_train_ratio is None:
         return 0.0
-    ratio = float(test_train_ratio)
+    ratios = np.asarray(test_train_ratio, dtype=np.float64)
+    if ratios.ndim == 1:
+        if keep is None or len(ratios) != len(keep):
+            n = "?" if keep is None else len(keep)
+            raise ValueError(f"test_train_ratio has {len(ratios)} values for {n} folds; give one n_test / n_train "
+                             "per fold, or a single number")
+        if not np.all(np.isfinite(ratios)) or np.any(ratios < 0):
+            raise ValueError(f"test_train_ratio must hold finite numbers >= 0 (n_test / n_train); got "
+                             f"{ratios.tolist()}")
+        kept = ratios[keep]
+        return float(kept.mean()) if len(kept) else 0.0
+    if ratios.ndim != 0:
+        raise ValueError(f"test_train_ratio must be a number or one number per fold; got shape {ratios.shape}")
+    ratio = float(ratios)
     if not np.isfinite(ratio) or ratio < 0:
         raise ValueError(f"test_train_ratio must be a finite number >= 0 (n_test / n_train); got {test_train_ratio!r}")
     return ratio
@@ -103,9 +124,11 @@ def summarize(values, *, test_train_ratio=None, confidence=0.95, bounds=None):
     values : array-like of shape (n_folds,)
         One score per fold (all repeats together). ``nan`` entries (metric
         undefined on that fold) are left out and counted in ``n_missing``.
-    test_train_ratio : float, optional
-        ``n_test / n_train`` of the folds (mean test size over mean training
-        size). ``None`` or 0 gives the uncorrected t-interval.
+    test_train_ratio : float or array-like of shape (n_folds,), optional
+        ``n_test / n_train`` of the folds: one number, or one per fold (the
+        real sizes of grouped folds differ); with per-fold values the mean
+        over the folds whose value is finite is used. ``None`` or 0 gives
+        the uncorrected t-interval.
     confidence : float, default=0.95
     bounds : (float, float), optional
         Range of the metric (e.g. ``(0, 1)``); the interval is clipped to it
@@ -119,9 +142,9 @@ def summarize(values, *, test_train_ratio=None, confidence=0.95, bounds=None):
         ``method``. With fewer than two finite values ``std`` and the
         interval are ``nan``.
     """
-    ratio = _check_ratio(test_train_ratio)
     confidence = _check_confidence(confidence)
     arr = _as_vector(values, "values")
+    ratio = _check_ratio(test_train_ratio, np.isfinite(arr))
     finite = arr[np.isfinite(arr)]
     n = len(finite)
     method = CI_LABEL if ratio > 0 else "Student-t interval (folds treated as independent)"
@@ -164,14 +187,15 @@ class TTestResult:
         return asdict(self)
 
 
-def _paired(a, b):
+def _paired(a, b, test_train_ratio):
+    """Finite differences ``a - b`` and the ratio ``n_test / n_train`` over the same folds."""
     a = _as_vector(a, "a")
     b = _as_vector(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must hold one score per shared fold; got {len(a)} and {len(b)} values")
     diff = a - b
     keep = np.isfinite(diff)
-    return diff[keep]
+    return diff[keep], _check_ratio(test_train_ratio, keep)
 
 
 def corrected_resampled_ttest(a, b, *, test_train_ratio, confidence=0.95):
@@ -182,8 +206,9 @@ def corrected_resampled_ttest(a, b, *, test_train_ratio, confidence=0.95):
     a, b : array-like of shape (n_folds,)
         Scores of pipelines A and B on the same folds, in the same order.
         Folds where either is ``nan`` are left out.
-    test_train_ratio : float
-        ``n_test / n_train`` (0 gives the ordinary paired t-test).
+    test_train_ratio : float or array-like of shape (n_folds,)
+        ``n_test / n_train`` (0 gives the ordinary paired t-test), or one
+        value per fold (averaged over the folds where both scores are defined).
     confidence : float, default=0.95
         Level of the interval on the mean difference.
 
@@ -195,9 +220,8 @@ def corrected_resampled_ttest(a, b, *, test_train_ratio, confidence=0.95):
         the same the variance is 0: the p-value is 1 if that difference is 0
         and 0 otherwise.
     """
-    ratio = _check_ratio(test_train_ratio)
     confidence = _check_confidence(confidence)
-    diff = _paired(a, b)
+    diff, ratio = _paired(a, b, test_train_ratio)
     n = len(diff)
     if n < 2:
         raise ValueError(f"the paired t-test needs at least 2 folds where both scores are defined; got {n}")
@@ -229,8 +253,9 @@ def bayesian_correlated_ttest(a, b, *, test_train_ratio, rope=0.01):
     ----------
     a, b : array-like of shape (n_folds,)
         Scores of A and B on the same folds.
-    test_train_ratio : float
-        ``n_test / n_train`` (``ρ / (1 - ρ)`` with ``ρ`` the correlation).
+    test_train_ratio : float or array-like of shape (n_folds,)
+        ``n_test / n_train`` (``ρ / (1 - ρ)`` with ``ρ`` the correlation), or
+        one value per fold (averaged over the folds used).
     rope : float, default=0.01
         Half-width of the region of practical equivalence, in metric units.
 
@@ -242,10 +267,9 @@ def bayesian_correlated_ttest(a, b, *, test_train_ratio, rope=0.01):
         ``mean``, ``scale``, ``df``, ``rope``. A zero-variance posterior is
         a point mass at the mean difference.
     """
-    ratio = _check_ratio(test_train_ratio)
     if not (isinstance(rope, (int, float)) and np.isfinite(rope) and rope >= 0):
         raise ValueError(f"rope must be a finite number >= 0; got {rope!r}")
-    diff = _paired(a, b)
+    diff, ratio = _paired(a, b, test_train_ratio)
     n = len(diff)
     if n < 2:
         raise ValueError(f"the Bayesian correlated t-test needs at least 2 folds with both scores; got {n}")
@@ -296,8 +320,8 @@ def pairwise_comparisons(scores, *, test_train_ratio, rope=None, alpha=0.05):
     ----------
     scores : dict
         ``{pipeline name: array of per-fold scores}``, all in the same fold order.
-    test_train_ratio : float
-        ``n_test / n_train`` of the folds.
+    test_train_ratio : float or array-like of shape (n_folds,)
+        ``n_test / n_train`` of the folds (one number, or one per fold).
     rope : float, optional
         When given, the Bayesian correlated t-test is run too with this ROPE.
     alpha : float, default=0.05

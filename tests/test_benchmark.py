@@ -24,9 +24,11 @@ from featurepipe.benchmark import (
     merge_groups,
     run_benchmark,
 )
+from featurepipe.benchmark.store import FoldStore
 from featurepipe.cache import clear_memory_cache
 from featurepipe.dataset import Dataset
 from featurepipe.metrics import METRIC_NAMES, compute_metrics
+from featurepipe.model_selection import group_labels
 from featurepipe.stats import corrected_resampled_ttest, summarize
 
 
@@ -114,8 +116,10 @@ CV = {"n_splits": 3, "n_repeats": 2, "random_state": 0}
 
 
 def _runner_groups(ds):
+    # The runner names each merged group after its smallest patient id (so that without duplicates its
+    # folds are RepeatedStratifiedGroupKFold's on the patient ids).
     patient = [s.group for s in ds.samples]
-    return merge_groups(patient, exact_duplicate_clusters(ds.samples))
+    return group_labels(patient, merge_groups(patient, exact_duplicate_clusters(ds.samples)))
 
 
 def test_per_fold_results_equal_fitting_the_whole_pipeline_per_fold(tmp_path):
@@ -219,18 +223,26 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     with pytest.warns(UserWarning, match="unreadable record"):
         again = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
     assert len(FITS) == 0 and len(again.folds) == 6
-    # another configuration of the same name does not reuse those folds
+    # Another configuration of the same name does not reuse those folds. Issue 10 #7 changed how: it used to be
+    # appended beside the old records in the same folder; now the folder's experiment is refused, or replaced.
     FITS.clear()
     changed = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR(C=0.5))])}
-    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
-    assert len(FITS) == 6
+    with pytest.raises(ValueError, match="holds another experiment"):
+        run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 0
+    # a record appended after the torn line starts on a fresh line
+    FoldStore(tmp_path / "folds.jsonl").append({"kind": "note"})
     lines = (tmp_path / "folds.jsonl").read_text().splitlines()
     torn = [line for line in lines if not line.endswith("}")]
-    assert torn == ['{"kind": "fold", "pipeline": "fla']  # later records started on a fresh line
-    assert sum(json.loads(line)["kind"] == "fold" for line in lines if line not in torn) == 6 + 6
+    assert torn == ['{"kind": "fold", "pipeline": "fla'] and lines[-1] == '{"kind":"note"}'
+    assert sum(json.loads(line)["kind"] == "fold" for line in lines if line not in torn) == 6
+    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False, overwrite=True)
+    assert len(FITS) == 6
+    lines = (tmp_path / "folds.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["kind"] == "fold" for line in lines) == 6  # the old experiment's records are gone
     # resume=False recomputes everything
     FITS.clear()
-    run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
+    run_benchmark(ds, changed, cv=CV, output_dir=tmp_path, plots=False, progress=False, resume=False)
     assert len(FITS) == 6
 
 
@@ -403,3 +415,288 @@ def test_demo_dataset_is_deterministic_synthetic_and_self_healing(tmp_path):
     assert victim.read_bytes() == original and len(healed) == len(ds)
     with pytest.raises(ValueError, match="views_per_patient"):
         load_demo(tmp_path / "c", n_per_class=7)
+
+
+# ----------------------------------------------------------------------------- one splitter (issue 10 #2)
+class Pixel0(FeatureExtractor):
+    """The first pixel: with images made of the sample index, the feature row says which sample it is."""
+
+    def __init__(self, cache=True, n_jobs=None):
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    def _extract(self, image, mask):
+        return [float(image[0, 0])]
+
+    def _feature_names(self):
+        return ["pixel0"]
+
+
+TRAINED_ON = []
+
+
+class RecordingLR(LogisticRegression):
+    """Records which rows (first column: sample index) each fit saw."""
+
+    def fit(self, X, y, sample_weight=None):
+        TRAINED_ON.append(sorted(np.rint(np.asarray(X)[:, 0] * 1000).astype(int).tolist()))
+        return super().fit(X, y, sample_weight)
+
+
+def test_gridsearch_with_the_splitter_and_run_benchmark_use_the_same_folds():
+    from featurepipe.model_selection import RepeatedStratifiedGroupKFold
+
+    rng = np.random.default_rng(11)
+    samples = []
+    for i in range(40):
+        image = np.full((4, 4), i / 1000, dtype=np.float32)
+        image[1:] = rng.random((3, 4))
+        samples.append(Sample.from_array(image, label=("benign", "malignant")[i % 2], group=f"patient{i // 2}"))
+    ds = Dataset(samples, name="indexed")
+    X, y, groups = ds.samples, ds.y, [s.group for s in ds.samples]
+    res = run_benchmark(ds, {"lr": Pipeline([("f", Pixel0()), ("lr", LogisticRegression())])},
+                        cv={"n_splits": 4, "n_repeats": 2, "random_state": 5}, duplicates=None, progress=False)
+    cv = RepeatedStratifiedGroupKFold(n_splits=4, n_repeats=2, random_state=5)
+    expected = [sorted(train.tolist()) for train, _ in cv.split(X, y, groups)]
+    assert [s["train"] for s in res.splits] == expected
+    TRAINED_ON.clear()
+    GridSearchCV(Pipeline([("f", Pixel0()), ("lr", RecordingLR())]), {"lr__C": [1.0]}, cv=cv, refit=False,
+                 n_jobs=1).fit(X, y, groups=groups)
+    assert TRAINED_ON == expected
+
+
+def test_too_few_groups_of_a_class_is_a_clear_error_not_an_svc_error():
+    samples = []
+    rng = np.random.default_rng(2)
+    for i in range(24):
+        label = "malignant" if i >= 20 else "benign"
+        group = f"m{(i - 20) // 2}" if label == "malignant" else f"b{i}"
+        samples.append(Sample.from_array(rng.random((6, 6)).astype(np.float32), label=label, group=group))
+    pipe = Pipeline([("stats", Stats()), ("svc", SVC())])
+    with pytest.raises(ValueError, match=r"class 'malignant' in 2 group\(s\) only.*n_splits=3"):
+        run_benchmark(Dataset(samples, name="few"), {"svc": pipe}, cv=3, progress=False)
+
+
+# ----------------------------------------------------------------------------- split guard (issue 10 #1)
+def _chained_dataset(seed=12):
+    """20 one-image patients, and 20 images of 10 two-image patients chained by "near duplicate" clusters."""
+    rng = np.random.default_rng(seed)
+    samples, clusters = [], []
+    for i in range(40):
+        group = f"p{i:02d}" if i < 20 else f"q{(i - 20) // 2}"  # q0 = images 20, 21; q1 = 22, 23 ...
+        samples.append(Sample.from_array(rng.random((6, 6)).astype(np.float32),
+                                         label=("benign", "malignant")[i % 2], group=group))
+        # clusters join 21-22, 23-24, ...: through the patients every chain image is linked to every other
+        clusters.append(f"c{(i - 21) // 2}" if i >= 21 else f"single{i}")
+    return Dataset(samples, name="chained"), clusters
+
+
+def test_degenerate_folds_are_refused_with_the_largest_clusters_and_options():
+    ds, clusters = _chained_dataset()
+    merged = merge_groups([s.group for s in ds.samples], clusters)
+    assert np.bincount(merged).max() == 20  # the chain is one group of 20 images
+    pipe = {"lr": Pipeline([("stats", Stats()), ("lr", LogisticRegression())])}
+    with pytest.raises(ValueError) as info:
+        run_benchmark(ds, pipe, cv=5, duplicates=clusters, progress=False)
+    message = str(info.value)
+    assert "degenerate folds" in message and "21 independent groups" in message
+    assert "largest: 20 images" in message and "more than twice the mean test fold (8.0)" in message
+    assert "duplicates='exact' or 'none'" in message and "--duplicate-threshold" in message and "--splits" in message
+    # without the chaining the same data run, and the report states the groups and every fold's sizes
+    res = run_benchmark(ds, pipe, cv=5, duplicates="none", progress=False)
+    assert res.dataset["n_independent_groups"] == 30  # 20 singles + 10 two-image patients
+    assert res.dataset["largest_group"]["n_samples"] == 2
+    sizes = res.config["fold_sizes"]
+    assert [(f["n_train"], f["n_test"]) for f in sizes] == [(len(s["train"]), len(s["test"])) for s in res.splits]
+    assert res.leakage["splits"]["fold_sizes"] == sizes and res.leakage["splits"]["status"] == "ok"
+
+
+def test_confidence_intervals_use_the_real_fold_sizes(tmp_path):
+    ds = make_dataset(n=38, seed=13)  # 19 patients of two images: folds of 14, 12, 12 images
+    res = run_benchmark(ds, {"lr": pipes()["lr"]}, cv={"n_splits": 3, "n_repeats": 1, "random_state": 0},
+                        output_dir=tmp_path, plots=False, progress=False)
+    n_test = np.array([len(s["test"]) for s in res.splits])
+    ratios = n_test / (38 - n_test)
+    assert sorted(n_test.tolist()) == [12, 12, 14]
+    assert res.config["test_train_ratio"] == pytest.approx(ratios.mean())
+    assert abs(ratios.mean() - n_test.mean() / (38 - n_test).mean()) > 1e-4  # not the nominal ratio
+    mcc = [r["metrics"]["mcc"] for r in res.folds]
+    assert res.summary["lr"]["mcc"] == pytest.approx(summarize(mcc, test_train_ratio=ratios, bounds=(-1, 1)))
+    md = (tmp_path / "summary.md").read_text()
+    assert "19 independent groups (largest: 2 images)" in md
+    expected = ", ".join(f"{38 - t}/{t}" for t in n_test)
+    assert f"train/test images per fold: {expected}" in md
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["config"]["fold_sizes"][0] == {"repeat": 0, "fold": 0, "n_train": int(38 - n_test[0]),
+                                               "n_test": int(n_test[0])}
+
+
+# ----------------------------------------------------------------------------- missing classes, pooled (issue 10 #3)
+def test_pooled_out_of_fold_metrics_and_fold_counts_in_the_tables(tmp_path):
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    ds = make_dataset(n=45, classes=("benign", "malignant", "normal"), seed=14, shift=0.05)
+    res = run_benchmark(ds, {"lr": pipes()["lr"]}, cv={"n_splits": 3, "n_repeats": 1, "random_state": 0},
+                        output_dir=tmp_path, plots=False, progress=False)
+    labels = ["benign", "malignant", "normal"]
+    y_true = sum((r["y_true"] for r in res.folds), [])
+    y_pred = sum((r["y_pred"] for r in res.folds), [])
+    scores = np.array(sum((r["y_score"] for r in res.folds), []))
+    pooled = res.pooled["lr"]
+    assert pooled["n_predictions"] == 45 and pooled["n_folds"] == 3
+    assert pooled["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert pooled["confusion_matrix"] == np.sum([r["confusion_matrix"] for r in res.folds], axis=0).tolist()
+    assert pooled["metrics"]["accuracy"] == pytest.approx(np.mean(np.array(y_true) == np.array(y_pred)))
+    assert pooled["metrics"]["roc_auc"] == pytest.approx(
+        roc_auc_score(y_true, scores, multi_class="ovr", average="macro", labels=labels))
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Pooled out-of-fold predictions" in md
+    assert f"| lr | 45 | {pooled['metrics']['accuracy']:.3f} |" in md
+    assert BenchmarkResult.load(tmp_path).pooled == json.loads(json.dumps(res.pooled))
+    # a metric defined in fewer folds than were run says so in its cell
+    res.summary["lr"]["roc_auc"] = summarize([0.8, np.nan, 0.9], test_train_ratio=0.5, bounds=(0, 1))
+    md = res.to_markdown()
+    assert "0.850 ± 0.071 (2/3 folds)" in md
+    assert "| 3/3 |" in md  # the folds column of the row
+
+
+def test_demo_gives_every_class_enough_groups_for_its_default_benchmark(tmp_path):
+    """The default demo (5 folds, near-duplicate grouping) has every class in every test fold."""
+    import warnings
+
+    from featurepipe.demo import load_demo
+    from featurepipe.duplicates import find_duplicates
+
+    ds = load_demo(tmp_path)
+    report = find_duplicates(ds.samples)
+    patients = [s.group for s in ds.samples]
+    merged = group_labels(patients, merge_groups(patients, np.asarray(report.cluster_ids, dtype=object)))
+    y = ds.y
+    per_class = {c: len(set(merged[y == c].tolist())) for c in ("benign", "malignant", "normal")}
+    assert min(per_class.values()) >= 25, per_class  # 30 synthetic patients per class; few near-duplicate merges
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = make_splits(y, merged, CVSpec(5, 1, 0))
+    for split in splits:
+        assert set(y[split.test].tolist()) == {"benign", "malignant", "normal"}
+    sizes = [len(s.test) for s in splits]
+    assert max(sizes) <= 1.2 * np.mean(sizes)
+
+
+# ----------------------------------------------------------------------------- verified resume (issue 11 #5)
+def test_resume_verifies_the_stored_records(tmp_path):
+    ds = make_dataset(seed=15)
+    pipe = {"flaky": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", FlakyLR())])}
+    first = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    path = tmp_path / "folds.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    folds = [r for r in lines if r["kind"] == "fold"]
+    folds[0]["metrics"]["mcc"] = folds[0]["metrics"]["mcc"] + 0.2  # an edited number
+    del folds[1]["metrics"]  # an incomplete record (crashed the rerun with KeyError)
+    flip = {"benign": "malignant", "malignant": "benign"}
+    folds[2]["y_pred"] = [flip[v] for v in folds[2]["y_pred"]]  # edited predictions: the metrics no longer follow
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    FITS.clear()
+    with pytest.warns(UserWarning, match=r"3 record\(s\) of folds.jsonl are inconsistent or incomplete") as caught:
+        again = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert sum("inconsistent or incomplete" in str(w.message) for w in caught) == 1  # warned once
+    assert len(FITS) == 3  # exactly those three folds ran again
+    assert [r["metrics"] for r in again.folds] == pytest.approx([r["metrics"] for r in first.folds])
+    assert again.summary["flaky"]["mcc"]["mean"] == pytest.approx(first.summary["flaky"]["mcc"]["mean"])
+    # the recomputed records are now the valid ones: a further rerun reuses everything
+    FITS.clear()
+    run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    assert len(FITS) == 0
+
+
+# ----------------------------------------------------------------------------- one folder, one experiment (issue 10 #7)
+def test_one_output_folder_holds_one_experiment(tmp_path, capsys):
+    ds = make_dataset(seed=16)
+    pipe = {"flaky": Pipeline([("stats", Stats()), ("lr", FlakyLR())])}
+    FAIL["at"] = 4
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    FAIL["at"] = None
+    capsys.readouterr()
+    first = run_benchmark(ds, pipe, cv=CV, output_dir=tmp_path, progress=False)  # with plots
+    assert "resuming: 3 of 6 folds done" in capsys.readouterr().err
+    recorded = json.loads((tmp_path / "experiment.json").read_text())
+    assert recorded["pipelines"] == {"flaky": first.pipelines["flaky"]["config_hash"]}
+    plots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert plots and set(plots) <= set(recorded["files"])
+    (tmp_path / "notes.txt").write_text("mine")
+    other = {"other": Pipeline([("stats", Stats()), ("lr", LogisticRegression(C=3.0))])}
+    with pytest.raises(ValueError, match=r"holds another experiment \(pipelines added: \['other'\]; pipelines "
+                                         r"missing: \['flaky'\]\).*overwrite=True \(CLI --overwrite\)"):
+        run_benchmark(ds, other, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+    with pytest.raises(ValueError, match=r"cv \{'n_splits': 3, 'n_repeats': 2, 'random_state': 0\} before, "
+                                         r"\{'n_splits': 2, 'n_repeats': 2, 'random_state': 0\} now"):
+        run_benchmark(ds, pipe, cv={**CV, "n_splits": 2}, output_dir=tmp_path, plots=False, progress=False)
+    res = run_benchmark(ds, other, cv=CV, output_dir=tmp_path, plots=False, progress=False, overwrite=True)
+    assert not list(tmp_path.glob("*.png"))  # the old experiment's plots are gone
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # files the benchmark did not write stay
+    assert list(json.loads((tmp_path / "results.json").read_text())["summary"]) == ["other"]
+    assert res.config["resumed_folds"] == 0
+
+
+def test_two_processes_cannot_write_one_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from featurepipe.benchmark.store import OutputLockedError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom featurepipe.benchmark.store import output_lock\n"
+                               "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        ds = make_dataset(seed=17)
+        with pytest.raises(OutputLockedError, match=rf"being written by process {holder.pid} on "):
+            run_benchmark(ds, {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False, progress=False)
+        assert not (tmp_path / "folds.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (killed, not cleanly released): the folder is free again
+    res = run_benchmark(make_dataset(seed=17), {"lr": pipes()["lr"]}, cv=CV, output_dir=tmp_path, plots=False,
+                        progress=False)
+    assert len(res.folds) == 6
+
+
+# ----------------------------------------------------------------------------- bad images (issue 11 #9)
+def test_an_image_that_cannot_be_processed_is_excluded_for_every_pipeline(tmp_path):
+    from featurepipe.features.glcm import GLCMFeatures
+
+    rng = np.random.default_rng(18)
+    good = [Sample.from_array(rng.random((8, 8)).astype(np.float32), label=("benign", "malignant")[i % 2],
+                              group=f"patient{i}") for i in range(24)]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    bad = [Sample.from_path(corrupt, label="malignant", group="patient-x"),
+           Sample.from_array(np.full((1, 1), 0.5, dtype=np.float32), label="benign", group="patient-y")]
+    ds = Dataset(good[:10] + bad[:1] + good[10:20] + bad[1:] + good[20:], name="with bad images")
+    pipelines = {
+        "glcm": Pipeline([("glcm", GLCMFeatures(levels=8)), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
+        "stats": Pipeline([("stats", Stats()), ("scale", StandardScaler()), ("lr", LogisticRegression())]),
+    }
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"2 image\(s\) excluded for every pipeline"):
+        res = run_benchmark(ds, pipelines, cv=CV, output_dir=out, plots=False, progress=False)
+    excluded = {e["name"]: e["reason"] for e in res.dataset["excluded"]}
+    assert set(excluded) == {"corrupt.png", bad[1].name}
+    assert "ImageReadError" in excluded["corrupt.png"] and "glcm: ValueError" in excluded[bad[1].name]
+    assert "stats:" not in excluded[bad[1].name]  # Stats copes with a 1x1 image, GLCM does not: out of both
+    assert res.dataset["n_samples"] == 24
+    assert [e["name"] for e in res.leakage["excluded_images"]] == [e["name"] for e in res.dataset["excluded"]]
+    md = (out / "summary.md").read_text()
+    assert "**Excluded images**: 2" in md and "**Excluded image** corrupt.png: " in md
+    # exactly the benchmark of the good images alone, for both pipelines
+    clean = run_benchmark(Dataset(good, name="clean"), pipelines, cv=CV, plots=False, progress=False)
+    assert [s["test"] for s in res.splits] == [s["test"] for s in clean.splits]
+    for a, b in zip(res.folds, clean.folds):
+        assert (a["pipeline"], a["repeat"], a["fold"]) == (b["pipeline"], b["repeat"], b["fold"])
+        assert a["metrics"] == pytest.approx(b["metrics"], nan_ok=True) and a["y_pred"] == b["y_pred"]
+    # on_error="raise" keeps the old behaviour: the first bad image stops the run
+    with pytest.raises(Exception, match="cannot read image"):
+        run_benchmark(ds, pipelines, cv=CV, progress=False, on_error="raise")

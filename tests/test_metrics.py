@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from imblearn.metrics import specificity_score as imb_specificity
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from featurepipe.metrics import (
     METRIC_NAMES,
@@ -112,7 +112,10 @@ def test_class_absent_from_test_part_gives_nan_auc_not_a_shifted_average():
     y_pred = ["a", "b", "b", "b"]
     scores = np.array([[0.8, 0.1, 0.1], [0.4, 0.5, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
     m = compute_metrics(y_true, y_pred, scores, labels=labels)
-    assert np.isnan(m["per_class"]["c"]["roc_auc"]) and np.isnan(m["roc_auc"])
+    # Issue 10 #3 changed the macro value: it averages the classes present in y_true ("a", "b"), so the
+    # undefined AUC of the absent "c" is nan per class and the macro AUC is the mean of the other two.
+    assert np.isnan(m["per_class"]["c"]["roc_auc"])
+    assert m["roc_auc"] == pytest.approx(np.mean([m["per_class"]["a"]["roc_auc"], m["per_class"]["b"]["roc_auc"]]))
     assert m["per_class"]["a"]["roc_auc"] == pytest.approx(1.0)
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)  # mean recall of the classes present
     assert m["per_class"]["c"]["support"] == 0
@@ -147,3 +150,26 @@ def test_bad_inputs_have_clear_errors():
     assert check_metric_names(["mcc", "roc_auc"]) == ("mcc", "roc_auc")
     m = compute_metrics([0, 1, 1], [0, 1, 0], metrics=["mcc"])
     assert "accuracy" not in m and m["mcc"] == pytest.approx(0.5)
+
+
+def test_fold_without_a_class_macro_metrics_agree_with_accuracy():
+    """A perfect fold that lacks "benign": every macro metric is 1 (classes present in y_true), like accuracy."""
+    labels = ["benign", "malignant", "normal"]
+    y_true = np.array(["malignant"] * 3 + ["normal"] * 4)
+    scores = np.array([[0.1, 0.8, 0.1]] * 3 + [[0.2, 0.1, 0.7]] * 4)
+    m = compute_metrics(y_true, y_true, scores, labels=labels)
+    for name in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
+                 "pr_auc", "mcc", "kappa"):
+        assert m[name] == pytest.approx(1.0), name
+    assert np.isnan(m["per_class"]["benign"]["sensitivity"]) and np.isnan(m["per_class"]["benign"]["f1"])
+    assert m["per_class"]["benign"]["specificity"] == pytest.approx(1.0)  # no false "benign": defined, 1
+    assert m["classes_in_macro"] == ["malignant", "normal"]
+    # an imperfect fold: macro recall over the present classes equals balanced accuracy
+    y_pred = np.array(["malignant", "benign", "malignant", "normal", "normal", "malignant", "normal"])
+    m = compute_metrics(y_true, y_pred, scores, labels=labels)
+    assert m["sensitivity"] == pytest.approx(m["balanced_accuracy"]) == pytest.approx((2 / 3 + 3 / 4) / 2)
+    precision = precision_recall_fscore_support(y_true, y_pred, labels=["malignant", "normal"], zero_division=0)[0]
+    assert m["precision"] == pytest.approx(precision.mean())
+    # binary: a fold without the positive class has no defined sensitivity (not 0)
+    b = compute_metrics(["benign"] * 4, ["benign", "benign", "malignant", "benign"], labels=["benign", "malignant"])
+    assert np.isnan(b["sensitivity"]) and b["specificity"] == pytest.approx(0.75)

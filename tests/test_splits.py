@@ -157,3 +157,63 @@ def test_scikit_learn_compatibility():
     a = [t for _, t in cv.split(X, y, groups)]
     b = [t for _, t in restored.split(X, y, groups)]
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+# ----------------------------------------------------------------------------- one splitter everywhere
+def _patients_problem(seed=0, n_patients=40):
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    for p in range(n_patients):
+        label = ("benign", "malignant", "normal")[p % 3]
+        for _ in range(int(rng.integers(1, 4))):
+            y.append(label)
+            groups.append(f"patient{p}")
+    order = rng.permutation(len(y))
+    return np.array(y)[order], np.array(groups, dtype=object)[order]
+
+
+def test_make_splits_are_the_splitters_folds():
+    from featurepipe.benchmark.splits import CVSpec, make_splits
+
+    y, groups = _patients_problem()
+    for seed in (0, 7):
+        cv = RepeatedStratifiedGroupKFold(n_splits=4, n_repeats=2, random_state=seed)
+        ours = make_splits(y, groups, CVSpec(4, 2, seed))
+        reference = list(cv.split(y, y, groups))
+        assert [(s.repeat, s.fold) for s in ours] == [(r, f) for r in range(2) for f in range(4)]
+        for split, (train, test) in zip(ours, reference):
+            # exact: integer sample indices
+            np.testing.assert_array_equal(split.test, np.sort(test))
+            np.testing.assert_array_equal(split.train, np.sort(train))
+        # identical folds for an identical random_state, other folds for another one
+        again = make_splits(y, groups, CVSpec(4, 2, seed))
+        assert all(np.array_equal(a.test, b.test) for a, b in zip(ours, again))
+    other = make_splits(y, groups, CVSpec(4, 2, 1))
+    assert any(not np.array_equal(a.test, b.test) for a, b in zip(ours, other))
+
+
+def test_stratification_quality():
+    """Every test fold's class proportions stay within 0.06 of the whole set's (ungrouped: GroupKFold is worse)."""
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(3)
+    y = np.array(["a"] * 150 + ["b"] * 50)
+    rng.shuffle(y)
+    groups = np.arange(200) // 2  # patients of two images (same class or not)
+    overall = np.mean(y == "b")
+    cv = RepeatedStratifiedGroupKFold(n_splits=5, n_repeats=3, random_state=0)
+    deviations = [abs(np.mean(y[test] == "b") - overall) for _, test in cv.split(y, y, groups)]
+    assert max(deviations) <= 0.06
+    unstratified = [abs(np.mean(y[test] == "b") - overall) for _, test in GroupKFold(5).split(y, y, groups)]
+    assert max(unstratified) > max(deviations)
+
+
+def test_too_few_groups_of_a_class_is_an_error_in_make_splits_too():
+    from featurepipe.benchmark.splits import CVSpec, make_splits
+
+    y = np.array(["benign"] * 10 + ["malignant"] * 4)
+    groups = np.array([f"p{i}" for i in range(10)] + ["q1", "q1", "q2", "q2"])
+    with pytest.raises(ValueError, match=r"class 'malignant' in 2 group\(s\) only.*n_splits=3"):
+        make_splits(y, groups, CVSpec(3, 1, 0))
+    with pytest.raises(ValueError, match=r"class 'malignant' in 2 group\(s\) only.*n_splits=3"):
+        list(RepeatedStratifiedGroupKFold(n_splits=3).split(y, y, groups))

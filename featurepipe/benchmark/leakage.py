@@ -5,7 +5,11 @@ Checked from the splits actually used:
 * **duplicate clusters** — copies of one image must all fall on the same
   side of every split (count of clusters split between train and test:
   must be 0);
-* **groups** — images of one patient likewise.
+* **groups** — images of one patient likewise;
+* **fold sizes** — how many independent groups the merging of patients
+  and duplicate clusters left, the largest of them, and every fold's
+  train/test size (the runner refuses folds that are degenerate, so a
+  report exists only for usable ones).
 
 Checked by inspecting each evaluated pipeline:
 
@@ -108,7 +112,7 @@ def find_samplers(estimator, path="", inside_imblearn=False):
 
 
 def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_method, pipelines, prefixes,
-                   tuned, mask_use=None, has_masks=False):
+                   tuned, mask_use=None, has_masks=False, structure=None, excluded=None):
     """Build the leakage report (a JSON-ready dict).
 
     Parameters
@@ -127,13 +131,20 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
         Whether each pipeline's features depend on the masks (or why unknown).
     has_masks : bool
         Whether the images carry (partial) masks at all.
+    structure : dict, optional
+        What the grouping left (from the runner): ``n_independent_groups``,
+        ``largest_groups``, ``fold_sizes``, ``max_test_over_mean``; reported
+        as ``report["splits"]``.
+    excluded : list of dict, optional
+        Images excluded for every pipeline (``name``, ``path``, ``reason``);
+        reported as ``report["excluded_images"]``.
     """
     warnings_out = []
     report = {}
     if duplicate_clusters is None:
         report["duplicates"] = {"method": duplicates_method, "status": "not checked",
-                                "note": "duplicates=None: copies of an image may sit in both train and test"}
-        warnings_out.append("duplicate images were not checked (duplicates=None)")
+                                "note": "duplicates='none': copies of an image may sit in both train and test"}
+        warnings_out.append("duplicate images were not checked (duplicates='none')")
     else:
         clusters = np.asarray(duplicate_clusters)
         values, counts = np.unique(clusters, return_counts=True)
@@ -167,6 +178,13 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     }
     if n_straddle:
         warnings_out.append(f"{n_straddle} patient group(s) split between train and test")
+
+    if structure is not None:
+        report["splits"] = {**structure, "status": "ok"}
+    report["excluded_images"] = list(excluded or [])
+    if excluded:
+        warnings_out.append(f"{len(excluded)} image(s) could not be processed and were excluded for every pipeline "
+                            "(listed under 'Excluded images')")
 
     mask_use = mask_use or {}
     per_pipeline = {}

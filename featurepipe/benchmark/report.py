@@ -48,6 +48,32 @@ def _md_escape(text):
     return str(text).replace("|", "\\|")
 
 
+def _largest(ds):
+    largest = ds.get("largest_group")
+    return "" if not largest else f" (largest: {largest['n_samples']} images)"
+
+
+def _fold_sizes(config):
+    sizes = config.get("fold_sizes")
+    if not sizes:
+        return ""
+    return "; train/test images per fold: " + ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sizes)
+
+
+def _n_ok(result, name):
+    return sum(1 for r in result.folds if r["pipeline"] == name and r.get("status") == "ok")
+
+
+def _cell(stats, n_ok):
+    """``mean ± std``, with the fold count when the metric was defined in fewer than the ``n_ok`` folds."""
+    if not stats["n"]:
+        return "n/a"
+    text = f"{_fmt(stats['mean'])} ± {_fmt(stats['std'])}"
+    if stats["n"] < n_ok:
+        text += f" ({stats['n']}/{n_ok} folds)"
+    return text
+
+
 def markdown_summary(result, metric=None):
     """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
     metric = metric or result.config["rank_by"]
@@ -70,35 +96,61 @@ def markdown_summary(result, metric=None):
     lines += [
         f"- **Data**: {ds['n_samples']} images ({counts}); task: {task}.",
         (f"- **Splits**: {result.config['cv_description']}, seed {cv['random_state']}; "
-         f"{ds['n_independent_groups']} independent groups; duplicates: {result.config['duplicates']}. "
-         "Every pipeline is evaluated on the same splits."),
-        (f"- **Cells**: mean ± standard deviation over {n_folds_total} folds. 95% confidence intervals below "
-         f"use the {result.config['ci_method']} (test/train ratio {result.config['test_train_ratio']:.3f})."),
+         f"{ds['n_independent_groups']} independent groups{_largest(ds)}; duplicates: {result.config['duplicates']}. "
+         f"Every pipeline is evaluated on the same splits{_fold_sizes(result.config)}."),
+        (f"- **Cells**: mean ± standard deviation over the folds of the last column (*folds*) (of {n_folds_total}); a "
+         "cell over fewer folds says so, e.g. (4/5 folds): the metric was undefined in the others (a class "
+         "missing from a test fold). Multi-class macro metrics of a fold average the classes present in its "
+         f"test part. 95% confidence intervals below use the {result.config['ci_method']} (mean per-fold "
+         f"test/train ratio {result.config['test_train_ratio']:.3f})."),
         f"- **Sorted by**: {METRIC_LABELS[metric]}.",
     ]
     if ds.get("skipped"):
         lines.append(f"- **Skipped files**: {len(ds['skipped'])} (listed in results.json).")
+    if ds.get("excluded"):
+        lines.append(f"- **Excluded images**: {len(ds['excluded'])} could not be processed and were left out of "
+                     "every pipeline alike (all pipelines are compared on the same images): "
+                     + "; ".join(f"{_md_escape(e['name'])} ({_md_escape(e['reason'])})" for e in ds["excluded"]) + ".")
     lines.append("")
 
     order = result.ranking(metric)
     header = ["#", "pipeline"] + [METRIC_LABELS[m] for m in shown] + [
-        "preprocess ms/img", "features ms/img", "fit s/fold", "predict ms/img", "total s"]
+        "preprocess ms/img", "features ms/img", "fit s/fold", "predict ms/img", "total s", "folds"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     for rank, name in enumerate(order, 1):
+        n_ok = _n_ok(result, name)
         cells = [str(rank), _md_escape(name)]
         for m in shown:
-            s = result.summary[name][m]
-            cells.append(f"{_fmt(s['mean'])} ± {_fmt(s['std'])}" if s["n"] else "n/a")
+            cells.append(_cell(result.summary[name][m], n_ok))
         t = result.timings[name]
         cells += [_ms(t["preprocess_ms_per_image"]), _ms(t["features_ms_per_image"]), _s(t["fit_s_per_fold"]),
-                  _ms(t["predict_ms_per_image"]), _s(t["total_s"])]
+                  _ms(t["predict_ms_per_image"]), _s(t["total_s"]), f"{n_ok}/{n_folds_total}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", ("Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
                    "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
                    "features were already computed by an earlier one (same extractor, same images) reads them "
                    "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
                    "tuning for nested CV; *predict* covers prediction and scores of the test part."), ""]
+
+    if result.pooled:
+        lines += ["## Pooled out-of-fold predictions", "",
+                  "All test predictions of the finished folds pooled into one set (each image counted once per "
+                  "repeat): one confusion matrix and one ROC-AUC per pipeline, beside the fold means above. "
+                  "Scores of different fold models are ranked together (comparable for calibrated probabilities).",
+                  ""]
+        header = ["pipeline", "predictions"] + [METRIC_LABELS[m] for m in shown] + ["confusion matrix (rows: true)"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * len(header)) + "|")
+        for name in order:
+            p = result.pooled.get(name) or {}
+            if not p.get("n_predictions"):
+                lines.append("| " + " | ".join([_md_escape(name), "0"] + ["n/a"] * (len(header) - 2)) + " |")
+                continue
+            cm = "; ".join(f"{label}: {row}" for label, row in zip(p["labels"], p["confusion_matrix"]))
+            cells = [_md_escape(name), str(p["n_predictions"])] + [_fmt(p["metrics"].get(m)) for m in shown]
+            lines.append("| " + " | ".join(cells + [_md_escape(cm)]) + " |")
+        lines.append("")
 
     lines += [f"## {int(round(100 * result.config['confidence']))}% confidence intervals", ""]
     header = ["pipeline"] + [METRIC_LABELS[m] for m in shown]
@@ -145,10 +197,10 @@ def markdown_summary(result, metric=None):
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] * len(header)) + "|")
         for name in order:
+            n_ok = _n_ok(result, name)
             for label, stats in result.per_class.get(name, {}).items():
                 cells = [_md_escape(name), _md_escape(label)]
-                cells += [f"{_fmt(stats[m]['mean'])} ± {_fmt(stats[m]['std'])}" if stats[m]["n"] else "n/a"
-                          for m in PER_CLASS_METRICS]
+                cells += [_cell(stats[m], n_ok) for m in PER_CLASS_METRICS]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
@@ -161,7 +213,7 @@ def markdown_summary(result, metric=None):
     lines += ["## Leakage report", ""]
     dup = leak["duplicates"]
     if dup["status"] == "not checked":
-        lines.append("- **Duplicate images**: NOT CHECKED (duplicates=None).")
+        lines.append("- **Duplicate images**: NOT CHECKED (duplicates='none').")
     else:
         lines.append(f"- **Duplicate images** ({dup['method']}): {dup['n_clusters_with_copies']} cluster(s) "
                      f"with copies, {dup['n_samples_in_such_clusters']} images; clusters split between train "
@@ -175,6 +227,13 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **Patient groups**: {grp['n_groups']} group id(s), {grp['n_groups_with_several_samples']} "
                      f"with several images; groups split between train and test: **{grp['straddling']}** "
                      f"({grp['status']}).")
+    if leak.get("splits"):
+        sp = leak["splits"]
+        groups = "; ".join(f"{g['n_samples']} images ({', '.join(g['members'])})" for g in sp["largest_groups"])
+        lines.append(f"- **Folds**: {sp['n_independent_groups']} independent groups after merging patients and "
+                     f"duplicate clusters; largest: {groups}; train/test images per fold: "
+                     + ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sp["fold_sizes"])
+                     + f"; largest test fold / mean: {sp['max_test_over_mean']:.2f} ({sp['status']}).")
     for name, info in leak["pipelines"].items():
         samplers = ", ".join(f"{s['step']} ({s['class']})" for s in info["resampling"])
         resampling = f"{samplers} — {info['resampling_summary']}" if samplers else "none"
@@ -184,6 +243,9 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **{_md_escape(name)}**: resampling/augmentation: {resampling}; computed once on all "
                      f"images (stateless, learns nothing): {prefix}; {info['tuning']}; uses annotation masks: "
                      f"{masks}.")
+    for e in leak.get("excluded_images", []):
+        lines.append(f"- **Excluded image** {_md_escape(e['name'])}: {_md_escape(e['reason'])} (left out of every "
+                     "pipeline).")
     lines.append(f"- {leak['undetectable']}")
     if leak["warnings"]:
         lines += ["", "**Warnings:**"] + [f"- {w}" for w in leak["warnings"]]

@@ -35,16 +35,26 @@ from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
 from ..duplicates import find_duplicates
-from ..model_selection import merge_groups
+from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
-from .store import FoldStore, to_jsonable
+from .store import (
+    FoldStore,
+    check_fold_record,
+    clear_outputs,
+    output_lock,
+    read_experiment,
+    to_jsonable,
+    write_experiment,
+)
 
 __all__ = ["run_benchmark", "BenchmarkResult"]
 
 _SCHEMA = 1
 #: One-vs-rest metrics summarised per class.
 PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc")
-_DUPLICATE_METHODS = ("near", "exact")
+_DUPLICATE_METHODS = ("near", "exact", "none")
+#: A test fold larger than this multiple of the mean test fold makes the splits degenerate (refused).
+MAX_FOLD_RATIO = 2.0
 _VERSION_PACKAGES = (
     "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
     "pillow", "tensorflow-cpu", "tensorflow", "keras", "matplotlib", "dask", "distributed",
@@ -75,6 +85,11 @@ class BenchmarkResult:
     per_class : dict
         ``per_class[pipeline][label][metric]`` for the one-vs-rest metrics
         (sensitivity, specificity, precision, F1, ROC-AUC, PR-AUC), same form.
+    pooled : dict
+        ``pooled[pipeline]``: metrics of all out-of-fold test predictions
+        pooled together (one confusion matrix, one ROC-AUC …; every sample
+        counted once per repeat), from :func:`featurepipe.metrics.compute_metrics`,
+        plus ``n_predictions`` and ``n_folds``.
     timings : dict
         Per pipeline: features (stateless prefix) seconds, fit/predict
         seconds per fold and per image.
@@ -100,6 +115,7 @@ class BenchmarkResult:
     leakage: dict
     versions: dict
     per_class: dict = field(default_factory=dict)
+    pooled: dict = field(default_factory=dict)
     output_dir: Path | None = None
     files: list = field(default_factory=list)
 
@@ -139,15 +155,15 @@ class BenchmarkResult:
         if data.get("schema") != _SCHEMA:
             raise ValueError(f"{path}: results schema {data.get('schema')!r} is not the supported {_SCHEMA}")
         fields = ("dataset", "config", "pipelines", "splits", "folds", "summary", "timings", "comparisons",
-                  "leakage", "versions", "per_class")
+                  "leakage", "versions", "per_class", "pooled")
         return cls(**{k: data.get(k, {}) for k in fields}, output_dir=path.parent)
 
     def to_dict(self):
         return to_jsonable({
             "schema": _SCHEMA, "dataset": self.dataset, "config": self.config, "pipelines": self.pipelines,
             "splits": self.splits, "summary": self.summary, "timings": self.timings,
-            "per_class": self.per_class, "comparisons": self.comparisons, "leakage": self.leakage,
-            "versions": self.versions,
+            "per_class": self.per_class, "pooled": self.pooled, "comparisons": self.comparisons,
+            "leakage": self.leakage, "versions": self.versions,
             "folds": self.folds,
         })
 
@@ -339,7 +355,7 @@ def _evaluate_fold(name, config, estimator, grid, Z, y, split, labels, pos_label
             history=_history(model),
         )
     except Exception as exc:
-        if on_error == "raise":
+        if on_error != "record":
             raise
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=5))
@@ -380,7 +396,7 @@ def _cached_keys(step, keys):
     return set(cache.get_many(step_token(step), keys))
 
 
-def _compute_prefix(prefix, samples, chunk_size, progress, desc):
+def _compute_prefix(prefix, samples, chunk_size, progress, desc, per_sample_errors=False):
     """Output of a stateless prefix on all samples, in chunks (progress bar), with stage times.
 
     Leading image steps are lazy; to time them apart from feature extraction their output
@@ -388,9 +404,14 @@ def _compute_prefix(prefix, samples, chunk_size, progress, desc):
     and caches are exactly those of the lazy path). Images whose features the next step
     already has cached are not preprocessed at all.
 
+    With ``per_sample_errors``, a chunk that fails is redone one sample at a time and the
+    samples that still fail are returned in ``errors`` instead of stopping the run.
+
     Returns
     -------
-    Z, preprocess_s, features_s
+    Z, ok_index, errors, preprocess_s, features_s
+        ``Z`` has one row per sample of ``ok_index`` (all samples unless some failed);
+        ``errors`` maps a failed sample's index to its exception.
     """
     prefix = clone(prefix)
     prefix.fit(samples[: min(len(samples), 1)])  # stateless: fit only validates parameters
@@ -400,36 +421,57 @@ def _compute_prefix(prefix, samples, chunk_size, progress, desc):
         n_image += 1
     image_part = Pipeline(prefix.steps[:n_image]) if n_image else None
     rest = Pipeline(prefix.steps[n_image:]) if n_image < len(steps) else None
-    parts, preprocess_s, features_s = [], 0.0, 0.0
+    times = {"preprocess": 0.0, "features": 0.0}
+
+    def run(chunk):
+        t0 = time.perf_counter()
+        if image_part is not None:
+            derived = image_part.transform(chunk)
+            if rest is not None:
+                skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
+                out = np.empty(len(derived), dtype=object)
+                for i, d in enumerate(derived):
+                    if d.key in skip:
+                        out[i] = d
+                    else:
+                        image, mask = d.load()
+                        out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
+                                        label=d.label, group=d.group, meta=d.meta)
+                derived = out
+        else:
+            derived = chunk
+        t1 = time.perf_counter()
+        result = rest.transform(derived) if rest is not None else derived
+        t2 = time.perf_counter()
+        if image_part is not None:
+            times["preprocess"] += t1 - t0
+        times["features"] += t2 - t1
+        return result
+
+    parts, ok_index, errors = [], [], {}
     with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(samples), chunk_size):
             chunk = samples[start:start + chunk_size]
-            t0 = time.perf_counter()
-            if image_part is not None:
-                derived = image_part.transform(chunk)
-                if rest is not None:
-                    skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
-                    out = np.empty(len(derived), dtype=object)
-                    for i, d in enumerate(derived):
-                        if d.key in skip:
-                            out[i] = d
-                        else:
-                            image, mask = d.load()
-                            out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
-                                            label=d.label, group=d.group, meta=d.meta)
-                    derived = out
-            else:
-                derived = chunk
-            t1 = time.perf_counter()
-            parts.append(rest.transform(derived) if rest is not None else derived)
-            t2 = time.perf_counter()
-            if image_part is not None:
-                preprocess_s += t1 - t0
-            features_s += t2 - t1
+            try:
+                parts.append(run(chunk))
+                ok_index.extend(range(start, start + len(chunk)))
+            except Exception:
+                if not per_sample_errors:
+                    raise
+                for k in range(len(chunk)):
+                    try:
+                        parts.append(run(chunk[k:k + 1]))
+                        ok_index.append(start + k)
+                    except Exception as exc:  # this image only: reported, excluded by the caller
+                        errors[start + k] = exc
             bar.update(len(chunk))
+    ok_index = np.asarray(ok_index, dtype=np.int64)
+    if not parts:
+        return None, ok_index, errors, times["preprocess"], times["features"]
     if any(sp.issparse(p) for p in parts):
-        return sp.vstack(parts).tocsr(), preprocess_s, features_s
-    return np.concatenate([np.asarray(p) for p in parts], axis=0), preprocess_s, features_s
+        return sp.vstack(parts).tocsr(), ok_index, errors, times["preprocess"], times["features"]
+    return np.concatenate([np.asarray(p) for p in parts], axis=0), ok_index, errors, times["preprocess"], \
+        times["features"]
 
 
 def _mask_probe(samples, n_probe=2, max_scan=200):
@@ -441,7 +483,10 @@ def _mask_probe(samples, n_probe=2, max_scan=200):
         if not meta.get("mask_paths") and getattr(source, "mask", None) is None and \
                 not hasattr(source, "parent"):
             continue  # a file sample without mask files, or an array sample without a mask
-        image, mask = sample.load()
+        try:
+            image, mask = sample.load()
+        except Exception:  # an unreadable image is reported elsewhere; the probe only needs two good ones
+            continue
         if mask is not None and mask.any() and not mask.all():
             found.append((image, mask))
             if len(found) == n_probe:
@@ -474,11 +519,118 @@ def _uses_masks(prefix, probe):
         return f"not checked ({type(exc).__name__}: {exc})"
 
 
+# ----------------------------------------------------------------------------- output folder
+def _claim_output_dir(out_dir, experiment, *, resume, overwrite):
+    """Make ``out_dir`` hold ``experiment``: refuse another one, clear it on ``overwrite``, record it."""
+    previous = read_experiment(out_dir)
+    has_results = any((out_dir / name).exists() for name in ("folds.jsonl", "results.json"))
+    if overwrite or (not resume and previous is not None and previous["id"] == experiment["id"]):
+        clear_outputs(out_dir)
+    elif previous is None and has_results:
+        raise ValueError(
+            f"output folder {str(out_dir)!r} holds benchmark results without a recorded configuration "
+            "(experiment.json): choose another output folder, or pass overwrite=True (CLI --overwrite) to replace "
+            "them")
+    elif previous is not None and previous["id"] != experiment["id"]:
+        raise ValueError(
+            f"output folder {str(out_dir)!r} holds another experiment "
+            f"({_experiment_difference(previous, experiment)}); "
+            "choose another output folder, or pass overwrite=True (CLI --overwrite) to delete its results and "
+            "start this one")
+    write_experiment(out_dir, experiment)
+
+
+def _experiment_difference(old, new):
+    parts = []
+    old_p, new_p = old.get("pipelines", {}), new["pipelines"]
+    added = sorted(set(new_p) - set(old_p))
+    removed = sorted(set(old_p) - set(new_p))
+    changed = sorted(n for n in set(old_p) & set(new_p) if old_p[n] != new_p[n])
+    if added:
+        parts.append(f"pipelines added: {added}")
+    if removed:
+        parts.append(f"pipelines missing: {removed}")
+    if changed:
+        parts.append(f"pipelines configured differently: {changed}")
+    if old.get("data") != new["data"]:
+        parts.append(f"other images ({old.get('n_samples')} before, {new['n_samples']} now)")
+    if old.get("cv") != new["cv"]:
+        parts.append(f"cv {old.get('cv')} before, {new['cv']} now")
+    if old.get("duplicates") != new["duplicates"]:
+        parts.append(f"duplicates {old.get('duplicates')!r} before, {new['duplicates']!r} now")
+    if old.get("splits") != new["splits"] and not parts:
+        parts.append("other splits (labels or groups changed)")
+    return "; ".join(parts) or "another configuration"
+
+
+# ----------------------------------------------------------------------------- split guard
+def _largest_groups(samples, y, merged, n_largest=3, n_names=5):
+    """The ``n_largest`` merged groups by size: size, class counts and a few member names."""
+    values, inverse, counts = np.unique(np.asarray(merged, dtype=str), return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:n_largest]
+    out = []
+    for g in order:
+        members = np.flatnonzero(inverse == g)
+        classes = {}
+        for label in y[members].tolist():
+            classes[str(label)] = classes.get(str(label), 0) + 1
+        out.append({"n_samples": int(counts[g]), "classes": classes,
+                    "members": [samples[i].name for i in members[:n_names]]})
+    return out
+
+
+def _describe_groups(groups):
+    return "; ".join(f"{g['n_samples']} images ({', '.join(f'{k}: {v}' for k, v in g['classes'].items())}; "
+                     f"e.g. {', '.join(g['members'])})" for g in groups)
+
+
+_SPLIT_OPTIONS = ("Options: duplicates='exact' or 'none' (CLI --duplicates exact|none) if the duplicate "
+                  "clusters join distinct images; a lower duplicate_threshold (--duplicate-threshold) for "
+                  "stricter near-duplicate matching; fewer folds (cv / --splits); or check the patient ids.")
+
+
+def _guarded_splits(samples, y, merged, spec):
+    """The outer splits, with what the grouping left; refuses degenerate folds.
+
+    Refused (``ValueError`` listing the largest groups and the options):
+    fewer independent groups than folds, a class in fewer groups than folds,
+    or a test fold larger than :data:`MAX_FOLD_RATIO` times the mean test fold.
+
+    Returns
+    -------
+    splits, structure
+        ``structure``: ``n_independent_groups``, ``largest_groups``,
+        ``fold_sizes`` (repeat, fold, n_train, n_test per split), ``max_test_over_mean``.
+    """
+    largest = _largest_groups(samples, y, merged)
+    n_groups = len(np.unique(np.asarray(merged, dtype=str)))
+    head = (f"{n_groups} independent groups for {len(samples)} images after merging patients and duplicate "
+            f"clusters; largest: {_describe_groups(largest)}")
+    try:
+        splits = make_splits(y, merged, spec)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the data into {spec.n_splits} grouped folds: {exc} {head}. "
+                         f"{_SPLIT_OPTIONS}") from None
+    sizes = [{"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train), "n_test": len(s.test)} for s in splits]
+    mean_test = len(samples) / spec.n_splits
+    worst = max(sizes, key=lambda f: f["n_test"])
+    if worst["n_test"] > MAX_FOLD_RATIO * mean_test:
+        listing = ", ".join(f"{f['n_train']}/{f['n_test']}" for f in sizes)
+        raise ValueError(
+            f"degenerate folds: repeat {worst['repeat']} fold {worst['fold']} tests {worst['n_test']} images, more "
+            f"than twice the mean test fold ({mean_test:.1f}); train/test images per fold: {listing}. {head}. "
+            f"{_SPLIT_OPTIONS}")
+    structure = {"n_independent_groups": n_groups, "largest_groups": largest, "fold_sizes": sizes,
+                 "max_test_over_mean": worst["n_test"] / mean_test}
+    return splits, structure
+
+
 # ----------------------------------------------------------------------------- main entry
 def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scoring="balanced_accuracy",
-                  metrics=None, rank_by="mcc", pos_label=None, duplicates="near", output_dir=None,
-                  resume=True, n_jobs=None, backend=None, scheduler=None, rope=0.01, confidence=0.95,
-                  plots=True, progress=True, on_error="raise", feature_chunk_size=64):
+                  metrics=None, rank_by="mcc", pos_label=None, duplicates="near", duplicate_threshold=None,
+                  output_dir=None,
+                  resume=True, overwrite=False, n_jobs=None, backend=None, scheduler=None, rope=0.01,
+                  confidence=0.95, plots=True, progress=True, on_error="skip", feature_chunk_size=64):
     """Evaluate several pipelines on one dataset with the same leakage-proof splits.
 
     Every pipeline sees the same outer splits: stratified by class, grouped
@@ -513,21 +665,42 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Metric that sorts the summary table and is used for the paired comparisons.
     pos_label : label, optional
         Positive class of a binary problem (default: the second label in sorted order).
-    duplicates : {"near", "exact"}, DuplicateReport, array-like or None, default="near"
+    duplicates : {"near", "exact", "none"}, DuplicateReport, array-like or None, default="near"
         How to find copies of an image: ``"near"`` runs
         :func:`featurepipe.duplicates.find_duplicates` (bit-identical pixels
         plus perceptual-hash near duplicates: re-saved, rescaled or annotated
         copies); ``"exact"`` clusters bit-identical decoded images only; a :class:`featurepipe.duplicates.DuplicateReport`
         (from ``find_duplicates(dataset)``, which adds near duplicates) or an
-        array gives a cluster id per sample; ``None`` disables the check
+        array gives a cluster id per sample; ``"none"`` (or ``None``) disables the check
         (reported as a warning in the leakage report).
+    duplicate_threshold : int, optional
+        Threshold of the near-duplicate detection (``duplicates="near"`` only),
+        passed to :func:`featurepipe.duplicates.find_duplicates`; default: its own.
+
+        After grouping, the run reports the number of independent groups, the
+        largest ones and every fold's train/test size, and **refuses**
+        (``ValueError`` listing the largest groups and these options) when the
+        folds are degenerate: fewer independent groups than folds, a class in
+        fewer groups than folds, or a test fold larger than twice the mean.
     output_dir : str or path, optional
         Where ``folds.jsonl`` (per-fold results, written as folds finish),
         ``results.json``, ``folds.csv``, ``summary.csv``, ``summary.md`` and
         the PNG plots go. Without it nothing is written and nothing resumes.
     resume : bool, default=True
         Skip folds already in ``output_dir/folds.jsonl`` under the same
-        configuration (pipeline parameters, grid, splits, dataset, version).
+        configuration (pipeline parameters, grid, splits, dataset, version),
+        after verifying each stored record (see
+        :func:`featurepipe.benchmark.store.check_fold_record`); says
+        "resuming: 18 of 20 folds done" on stderr. ``False`` starts the
+        same experiment over (its old result files are deleted).
+    overwrite : bool, default=False
+        One output folder holds one experiment: ``output_dir/experiment.json``
+        records its data, splits and pipelines. A run with another
+        configuration is refused (``ValueError`` saying what differs) unless
+        ``overwrite=True``, which deletes the old result files and plots
+        first. While a run writes the folder it holds a lock
+        (``.featurepipe.lock``); a second run on the same folder is refused
+        with :class:`~featurepipe.benchmark.store.OutputLockedError`.
     n_jobs : int, optional
         Folds evaluated in parallel through joblib (default 1; with the Dask
         backend, all workers).
@@ -549,9 +722,16 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         Write PNG plots (needs ``output_dir``).
     progress : bool, default=True
         Show tqdm progress bars.
-    on_error : {"raise", "record"}, default="raise"
-        What a failing fold does: stop the run (finished folds stay saved),
-        or be recorded as failed (reported; retried on the next run).
+    on_error : {"skip", "record", "raise"}, default="skip"
+        ``"skip"``: an image that cannot be processed (unreadable, or
+        degenerate for a feature such as a 1×1 image in GLCM or an image
+        without Otsu foreground) is excluded for **every** pipeline alike, so
+        all are compared on the same images, and listed with the reason in
+        the report and the leakage section; a failing fold still stops the
+        run. ``"record"``: the same, and a failing fold (or a stateless
+        prefix that fails on every image) is recorded as failed instead
+        (reported; retried on the next run). ``"raise"``: the first error
+        stops the run (finished folds stay saved).
     feature_chunk_size : int, default=64
         Samples per chunk when computing a stateless prefix (progress granularity).
 
@@ -584,6 +764,17 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     cannot be detected (see :mod:`featurepipe.benchmark.leakage`): put
     samplers inside an imblearn Pipeline instead.
     """
+    args = dict(locals())
+    if output_dir is None:
+        return _run_benchmark(**args)
+    with output_lock(output_dir):
+        return _run_benchmark(**args)
+
+
+def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scoring, metrics, rank_by, pos_label,
+                   duplicates, duplicate_threshold, output_dir, resume, overwrite, n_jobs, backend, scheduler, rope,
+                   confidence, plots, progress, on_error, feature_chunk_size):
+    """The body of :func:`run_benchmark` (with the output folder locked)."""
     ds = _as_dataset(dataset)
     pipelines = _check_pipelines(pipelines)
     grids = _check_grids(param_grids, pipelines)
@@ -592,7 +783,10 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     inner_spec = CVSpec(inner_spec.n_splits, 1, spec.random_state)
     shown_metrics = check_metric_names(metrics)
     _check_choice(rank_by, "rank_by", METRIC_NAMES)
-    _check_choice(on_error, "on_error", ("raise", "record"))
+    _check_choice(on_error, "on_error", ("skip", "record", "raise"))
+    for flag, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be True or False; got {value!r}")
     if rope is not None and not (isinstance(rope, (int, float)) and rope >= 0):
         raise ValueError(f"rope must be a number >= 0 or None; got {rope!r}")
     if not (isinstance(feature_chunk_size, (int, np.integer)) and feature_chunk_size >= 1):
@@ -620,17 +814,27 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
 
     # groups: patients + duplicate clusters, merged into connected components
     patient = [s.group for s in samples]
+    exclusions = {}  # sample index -> reasons it could not be processed
+    if duplicate_threshold is not None and duplicates != "near":
+        raise ValueError(f"duplicate_threshold={duplicate_threshold!r} only applies to duplicates='near'; got "
+                         f"duplicates={duplicates!r}")
     if isinstance(duplicates, str):
         _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
-        if duplicates == "near":
-            report = find_duplicates(samples)
-            clusters = np.asarray(report.cluster_ids, dtype=object)
-            dup_method = ("near: exact pixels + perceptual-hash near duplicates "
-                          f"(Hamming distance <= {report.threshold})")
-        else:
-            clusters = exact_duplicate_clusters(samples)
-            dup_method = "exact: bit-identical decoded pixels"
-    elif duplicates is None:
+    if duplicates == "near":
+        kwargs = {} if duplicate_threshold is None else {"threshold": duplicate_threshold}
+        report = find_duplicates(samples, on_error="raise" if on_error == "raise" else "report", **kwargs)
+        for i, _, reason in report.unreadable:
+            exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
+        clusters = np.asarray(report.cluster_ids, dtype=object)
+        dup_method = ("near: exact pixels + perceptual-hash near duplicates "
+                      f"(Hamming distance <= {report.threshold})")
+    elif duplicates == "exact":
+        unreadable = None if on_error == "raise" else []
+        clusters = exact_duplicate_clusters(samples, errors=unreadable)
+        for i, reason in unreadable or []:
+            exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
+        dup_method = "exact: bit-identical decoded pixels"
+    elif duplicates is None or (isinstance(duplicates, str) and duplicates == "none"):
         clusters, dup_method = None, "none"
     elif hasattr(duplicates, "cluster_ids"):  # a featurepipe.duplicates.DuplicateReport
         clusters = np.asarray(duplicates.cluster_ids, dtype=object)
@@ -646,20 +850,77 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             raise ValueError(f"duplicates must give one cluster id per sample ({len(samples)}); "
                              f"got shape {clusters.shape}")
         dup_method = "user-supplied cluster ids"
-    patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
-    merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
-    splits = make_splits(y, merged, spec)
+    def grouped_splits():
+        patient_or_self = [g if g is not None else f"sample:{s.key}" for g, s in zip(patient, samples)]
+        merged = merge_groups(patient_or_self, clusters) if clusters is not None else merge_groups(patient_or_self)
+        # Merged groups named after their smallest patient id: without merging these are the patient ids
+        # themselves, so the folds equal RepeatedStratifiedGroupKFold's on the user's groups.
+        merged = group_labels(patient_or_self, merged)
+        return (merged, *_guarded_splits(samples, y, merged, spec))
+
+    # Refuse degenerate folds before any feature is computed; recomputed below if images are excluded.
+    merged, splits, structure = grouped_splits()
+
+    # Stateless prefixes, computed once on all samples. An image that fails (unreadable, or degenerate for
+    # a feature: a 1x1 image in GLCM, no Otsu foreground) is excluded for EVERY pipeline alike, so all are
+    # still compared on the same images; on_error="raise" stops at the first such error instead.
+    prefixes, suffixes = {}, {}
+    for name, est in pipelines.items():
+        if isinstance(est, Pipeline):
+            prefixes[name], suffixes[name] = split_stateless_prefix(est, grids.get(name))
+        else:
+            prefixes[name], suffixes[name] = None, est
+    computed, prefix_failures = {}, {}
+    # Feature extractors with their own n_jobs run inside the chosen joblib backend (Dask workers too).
+    with _parallel_context(backend, scheduler, n_jobs):
+        for name in pipelines:
+            if prefixes[name] is None:
+                continue
+            try:
+                Z_ok, ok_index, errors, pre_s, feat_s = _compute_prefix(
+                    prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
+                    per_sample_errors=on_error != "raise")
+                if errors and len(errors) == len(samples):
+                    raise next(iter(errors.values()))  # fails on every image: the pipeline's fault, not the images'
+            except Exception as exc:
+                if on_error != "record":
+                    raise
+                # Every fold of this pipeline fails for the same reason; the others go on.
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))
+                prefix_failures[name] = (f"stateless prefix failed: {type(exc).__name__}: {exc}", trace)
+                continue
+            for i, exc in errors.items():
+                exclusions.setdefault(i, []).append(f"{name}: {type(exc).__name__}: {exc}")
+            computed[name] = (Z_ok, ok_index, pre_s, feat_s)
+
+    excluded = [{"index": i, "name": samples[i].name, "path": None if samples[i].path is None else str(samples[i].path),
+                 "reason": "; ".join(exclusions[i])} for i in sorted(exclusions)]
+    if exclusions:
+        keep = np.array([i for i in range(len(samples)) if i not in exclusions], dtype=np.int64)
+        warnings.warn(f"{len(excluded)} image(s) excluded for every pipeline (listed in the report): "
+                      + "; ".join(f"{e['name']} ({e['reason']})" for e in excluded[:5])
+                      + (" ..." if len(excluded) > 5 else ""), UserWarning, stacklevel=3)
+        samples = as_samples([samples[i] for i in keep])
+        y = y[keep]
+        patient = [patient[i] for i in keep]
+        clusters = None if clusters is None else clusters[keep]
+        left = sorted(set(y.tolist()), key=lambda v: (str(type(v)), v))
+        if left != labels:
+            raise ValueError(f"after excluding {len(excluded)} image(s) that could not be processed, the classes "
+                             f"{sorted(set(labels) - set(left), key=str)} have no image left: "
+                             + "; ".join(f"{e['name']}: {e['reason']}" for e in excluded[:10]))
+        for name, (Z_ok, ok_index, pre_s, feat_s) in computed.items():
+            position = np.full(len(exclusions) + len(keep), -1, dtype=np.int64)
+            position[ok_index] = np.arange(len(ok_index))
+            computed[name] = (_take(Z_ok, position[keep]), keep, pre_s, feat_s)
+        merged, splits, structure = grouped_splits()
     fingerprint = splits_fingerprint(splits, y, merged)
     data_id = joblib.hash([s.key for s in samples])
 
     # configuration per pipeline (what must match for a finished fold to be reused)
-    prefixes, suffixes, descriptions, configs = {}, {}, {}, {}
+    descriptions, configs = {}, {}
     for name, est in pipelines.items():
-        if isinstance(est, Pipeline):
-            prefix, suffix = split_stateless_prefix(est, grids.get(name))
-        else:
-            prefix, suffix = None, est
-        prefixes[name], suffixes[name] = prefix, suffix
+        prefix, suffix = prefixes[name], suffixes[name]
         configs[name] = joblib.hash({
             "featurepipe": __version__, "schema": _SCHEMA, "estimator": _estimator_hash(est),
             "grid": repr(grids.get(name)), "inner_cv": inner_spec.as_dict() if name in grids else None,
@@ -683,8 +944,16 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     prefix_records = {}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        experiment = {
+            "data": data_id, "n_samples": len(samples), "splits": fingerprint, "cv": spec.as_dict(),
+            "duplicates": dup_method, "pipelines": {name: configs[name] for name in pipelines},
+        }
+        experiment["id"] = joblib.hash(experiment)[:16]
+        _claim_output_dir(out_dir, experiment, resume=resume, overwrite=overwrite)
         store = FoldStore(out_dir / "folds.jsonl")
         if resume:
+            split_of = {s.id: s for s in splits}
+            rejected = {}
             for rec in store.load():
                 name = rec.get("pipeline")
                 if name not in configs or rec.get("config") != configs[name]:
@@ -692,39 +961,47 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
                 if rec.get("kind") == "prefix":
                     prefix_records[name] = rec
                 elif rec.get("kind") == "fold" and rec.get("status") == "ok":
-                    done[(name, rec["repeat"], rec["fold"])] = rec
+                    split = split_of.get((rec.get("repeat"), rec.get("fold")))
+                    if split is None:
+                        continue
+                    why = check_fold_record(rec, test_index=split.test, y_true=y[split.test], labels=labels,
+                                            pos_label=pos_label)
+                    if why is None:
+                        done[(name, split.repeat, split.fold)] = rec
+                    else:
+                        rejected[(name, split.repeat, split.fold)] = why
+            rejected = {k: v for k, v in rejected.items() if k not in done}
+            if rejected:
+                detail = "; ".join(f"{n} repeat {r} fold {f}: {why}" for (n, r, f), why in sorted(rejected.items()))
+                warnings.warn(f"{len(rejected)} record(s) of folds.jsonl are inconsistent or incomplete and their "
+                              f"folds run again: {detail}", UserWarning, stacklevel=2)
 
     records = dict(done)
     failures = {}
+    if done:
+        print(f"resuming: {len(done)} of {len(splits) * len(pipelines)} folds done (from {out_dir / 'folds.jsonl'})",
+              file=sys.stderr)
     with _parallel_context(backend, scheduler, n_jobs):
         for name in pipelines:
             pending = [s for s in splits if (name, s.repeat, s.fold) not in done]
             if not pending:
                 continue
-            prefix = prefixes[name]
-            preprocess_s = features_s = 0.0
-            if prefix is not None:
-                try:
-                    Z, preprocess_s, features_s = _compute_prefix(prefix, samples, int(feature_chunk_size),
-                                                                  progress, f"{name}: features")
-                except Exception as exc:
-                    if on_error == "raise":
-                        raise
-                    # Every pending fold of this pipeline fails for the same reason; the others go on.
-                    message = f"stateless prefix failed: {type(exc).__name__}: {exc}"
-                    warnings.warn(f"pipeline {name!r}: {message}", UserWarning, stacklevel=2)
-                    for split in pending:
-                        rec = to_jsonable({"kind": "fold", "schema": _SCHEMA, "pipeline": name,
-                                           "config": configs[name], "repeat": split.repeat, "fold": split.fold,
-                                           "n_train": len(split.train), "n_test": len(split.test),
-                                           "status": "failed", "error": message,
-                                           "traceback": traceback.format_exc(limit=5)})
-                        failures[(name, split.repeat, split.fold)] = rec
-                        if store is not None:
-                            store.append(rec)
-                    continue
+            if name in prefix_failures:
+                message, trace = prefix_failures[name]
+                warnings.warn(f"pipeline {name!r}: {message}", UserWarning, stacklevel=2)
+                for split in pending:
+                    rec = to_jsonable({"kind": "fold", "schema": _SCHEMA, "pipeline": name,
+                                       "config": configs[name], "repeat": split.repeat, "fold": split.fold,
+                                       "n_train": len(split.train), "n_test": len(split.test),
+                                       "status": "failed", "error": message, "traceback": trace})
+                    failures[(name, split.repeat, split.fold)] = rec
+                    if store is not None:
+                        store.append(rec)
+                continue
+            if name in computed:
+                Z, _, preprocess_s, features_s = computed[name]
             else:
-                Z = samples
+                Z, preprocess_s, features_s = samples, 0.0, 0.0
             prefix_rec = to_jsonable({"kind": "prefix", "schema": _SCHEMA, "pipeline": name, "config": configs[name],
                                       "preprocess_s": preprocess_s, "features_s": features_s,
                                       "n_samples": len(samples), "steps": descriptions[name]["stateless_prefix"],
@@ -751,23 +1028,26 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
 
     folds = sorted(list(records.values()) + list(failures.values()),
                    key=lambda r: (list(pipelines).index(r["pipeline"]), r["repeat"], r["fold"]))
-    n_train = np.mean([len(s.train) for s in splits])
-    n_test = np.mean([len(s.test) for s in splits])
-    ratio = float(n_test / n_train)
+    # Nadeau-Bengio correction with the real size of every fold (grouped folds are unequal).
+    ratio_of_split = {s.id: len(s.test) / len(s.train) for s in splits}
+    split_ratios = np.array([ratio_of_split[s.id] for s in splits])
+    ratio = float(split_ratios.mean())
 
-    summary, timings, per_class = {}, {}, {}
+    summary, timings, per_class, pooled = {}, {}, {}, {}
     for name in pipelines:
         recs = sorted((r for r in folds if r["pipeline"] == name and r["status"] == "ok"),
                       key=lambda r: (r["repeat"], r["fold"]))
-        summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=ratio,
+        rec_ratios = np.array([ratio_of_split[(r["repeat"], r["fold"])] for r in recs])
+        summary[name] = {m: summarize([_num(r["metrics"].get(m)) for r in recs], test_train_ratio=rec_ratios,
                                       confidence=confidence, bounds=METRIC_RANGES[m]) for m in METRIC_NAMES}
         per_class[name] = {
             str(label): {m: summarize([_num(r["per_class"][str(label)].get(m)) for r in recs],
-                                      test_train_ratio=ratio, confidence=confidence, bounds=(0.0, 1.0))
+                                      test_train_ratio=rec_ratios, confidence=confidence, bounds=(0.0, 1.0))
                          for m in PER_CLASS_METRICS}
             for label in labels
         }
         timings[name] = _timings(recs, prefix_records.get(name), len(samples))
+        pooled[name] = _pooled_metrics(recs, labels, pos_label)
     comparisons = {}
     for metric in dict.fromkeys([rank_by] + [m for m in shown_metrics if m in ("mcc", "roc_auc", "accuracy")]):
         scores = {}
@@ -775,26 +1055,30 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             by_split = {(r["repeat"], r["fold"]): _num(r["metrics"].get(metric))
                         for r in folds if r["pipeline"] == name and r["status"] == "ok"}
             scores[name] = np.array([by_split.get(s.id, np.nan) for s in splits])
-        comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=ratio, rope=rope)
+        comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=split_ratios, rope=rope)
 
     probe = _mask_probe(samples)
     mask_use = {name: _uses_masks(prefixes[name], probe) for name in pipelines}
     leak = leakage_report(
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
-        tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe),
+        tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe), structure=structure,
+        excluded=excluded,
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
 
-    merged_counts = np.unique(merged, return_counts=True)[1]
+    merged_counts = np.unique(np.asarray(merged, dtype=str), return_counts=True)[1]
     dataset_info = {
         "name": ds.name, "n_samples": len(samples), "root": ds.root,
-        "class_counts": {str(k): v for k, v in ds.class_counts().items()},
+        "class_counts": {str(label): int(np.sum(y == label)) for label in labels},
+        "excluded": excluded,
         "labels": labels, "pos_label": pos_label, "task": "binary" if len(labels) == 2 else "multi-class",
         "n_patient_groups": len({g for g in patient if g is not None}),
         "n_samples_without_group": sum(g is None for g in patient),
         "n_independent_groups": len(merged_counts),
+        "largest_group": structure["largest_groups"][0],
+        "largest_groups": structure["largest_groups"],
         "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
         "synthetic": bool(ds.info.get("synthetic", False)),
     }
@@ -804,15 +1088,17 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         "inner_cv": inner_spec.n_splits, "inner_scoring": repr(inner_scoring), "metrics": list(shown_metrics),
         "rank_by": rank_by, "pos_label": pos_label, "duplicates": dup_method, "confidence": confidence,
         "ci_method": CI_LABEL, "test": NB_TEST_LABEL, "multiple_comparisons": "Holm over all pairs of pipelines",
-        "rope": rope, "test_train_ratio": ratio, "n_jobs": n_jobs, "backend": backend or "joblib default",
-        "split_fingerprint": fingerprint,
+        "rope": rope, "test_train_ratio": ratio, "test_train_ratio_note": (
+            "mean over the folds of n_test / n_train (real fold sizes)"),
+        "fold_sizes": structure["fold_sizes"], "n_jobs": n_jobs, "backend": backend or "joblib default",
+        "split_fingerprint": fingerprint, "resumed_folds": len(done),
     }
     result = BenchmarkResult(
         dataset=dataset_info, config=config, pipelines=descriptions,
         splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
                 for s in splits],
         folds=folds, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
-        versions=_versions(), per_class=per_class, output_dir=out_dir,
+        versions=_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
     )
     if out_dir is not None:
         from .report import write_reports
@@ -824,9 +1110,35 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
             result.files += write_plots(result, out_dir, samples)
         (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
+        write_experiment(out_dir, {**experiment, "files": [Path(f).name for f in result.files]})
     if failures and on_error == "record":
         warnings.warn(f"{len(failures)} fold(s) failed and were recorded; see the report", UserWarning, stacklevel=2)
     return result
+
+
+def _pooled_metrics(recs, labels, pos_label):
+    """Metrics of all test predictions of ``recs`` (the finished folds of one pipeline) pooled together.
+
+    Scores enter only when every fold has them (and then ROC-AUC/PR-AUC rank
+    scores of different fold models together: comparable for calibrated
+    probabilities, indicative for raw decision values; ``score_kinds`` says which).
+    """
+    if not recs:
+        return {"n_predictions": 0, "n_folds": 0}
+    y_true = np.array([v for r in recs for v in r["y_true"]], dtype=object)
+    y_pred = np.array([v for r in recs for v in r["y_pred"]], dtype=object)
+    have_scores = all(r.get("y_score") is not None for r in recs)
+    scores = None
+    if have_scores:
+        scores = np.array([[np.nan if v is None else v for v in row] for r in recs for row in r["y_score"]],
+                          dtype=np.float64)
+        if not np.all(np.isfinite(scores)):
+            scores = None
+    result = compute_metrics(y_true.tolist(), y_pred.tolist(), scores, labels=labels, pos_label=pos_label)
+    return to_jsonable({"metrics": {m: result[m] for m in METRIC_NAMES}, "per_class": result["per_class"],
+                        "confusion_matrix": result["confusion_matrix"], "labels": result["labels"],
+                        "n_predictions": len(y_true), "n_folds": len(recs),
+                        "score_kinds": sorted({str(r.get("score_kind")) for r in recs})})
 
 
 def _timings(recs, prefix_rec, n_samples):

@@ -3,19 +3,17 @@
 Samples that must never be separated — images of one patient, and copies of
 one image (duplicate clusters) — are merged into connected groups
 (:func:`featurepipe.model_selection.merge_groups`), and the splits keep each group whole on one side:
-stratified by class as far as the groups allow
-(:class:`~sklearn.model_selection.StratifiedGroupKFold`, shuffled with a
-seed per repeat).
+stratified by class as far as the groups allow, by the one splitter of the
+package, :class:`featurepipe.model_selection.RepeatedStratifiedGroupKFold`.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
+from ..model_selection import RepeatedStratifiedGroupKFold
 from ..sample import _array_digest, hash_bytes
 
 __all__ = ["CVSpec", "Split", "exact_duplicate_clusters", "make_splits", "splits_fingerprint"]
@@ -90,12 +88,19 @@ class Split:
         return (self.repeat, self.fold)
 
 
-def exact_duplicate_clusters(samples):
+def exact_duplicate_clusters(samples, errors=None):
     """Cluster id per sample: samples with bit-identical decoded images share one.
 
     Two files with the same pixels (whatever their names, masks or
     encodings) are one cluster. Returns an int array of shape
     ``(n_samples,)``; a sample without copies is a cluster of its own.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+    errors : list, optional
+        Without it an unreadable image raises. With a list, each unreadable
+        sample gets a cluster of its own and ``(index, reason)`` is appended.
     """
     ids = {}
     out = np.empty(len(samples), dtype=np.int64)
@@ -103,63 +108,46 @@ def exact_duplicate_clusters(samples):
     for i, sample in enumerate(samples):
         digest = digest_of_key.get(sample.key)
         if digest is None:
-            image = sample.image
-            digest = _array_digest(np.asarray(image))
-            digest_of_key[sample.key] = digest
+            try:
+                image = sample.image
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors.append((i, f"{type(exc).__name__}: {exc}"))
+                digest = f"unreadable:{i}"
+            else:
+                digest = _array_digest(np.asarray(image))
+                digest_of_key[sample.key] = digest
         out[i] = ids.setdefault(digest, len(ids))
     return out
-
-
-def _repeat_seeds(random_state, n_repeats):
-    return np.random.default_rng(int(random_state)).integers(0, 2**31 - 1, size=n_repeats).tolist()
-
-
-def _make_splitter(n_splits, seed):
-    # One internal place that chooses the splitter, so a featurepipe-wide
-    # repeated splitter can replace it without touching the runner.
-    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
 def make_splits(y, groups, spec):
     """The outer splits for labels ``y`` and merged ``groups`` under ``spec`` (a :class:`CVSpec`).
 
+    The folds are exactly those of
+    :class:`featurepipe.model_selection.RepeatedStratifiedGroupKFold` with
+    the same ``n_splits``, ``n_repeats`` and ``random_state`` (the one
+    splitter of featurepipe), so ``GridSearchCV(cv=RepeatedStratifiedGroupKFold(...))``
+    and :func:`~featurepipe.benchmark.run_benchmark` evaluate on the same folds.
+
     Raises
     ------
     ValueError
-        When there are fewer groups than folds. A class with fewer groups
-        than folds only warns: some test folds will lack that class.
+        When there are fewer groups than folds, or a class occurs in fewer
+        groups than folds (the message names the class, its group count and
+        ``n_splits``).
     """
     spec = CVSpec.coerce(spec)
     y = np.asarray(y)
-    groups = np.asarray(groups)
+    groups = np.asarray(groups, dtype=object)
     if len(y) != len(groups):
         raise ValueError(f"y has {len(y)} entries but groups has {len(groups)}")
-    n_groups = len(np.unique(groups))
-    if n_groups < spec.n_splits:
-        raise ValueError(
-            f"cv.n_splits={spec.n_splits} but there are only {n_groups} independent groups (patients and "
-            "duplicate clusters merged); use fewer folds"
-        )
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ValueError(f"at least two classes are needed; every sample has label {classes.tolist()}")
-    for label in classes:
-        n_label_groups = len(np.unique(groups[y == label]))
-        if n_label_groups < spec.n_splits:
-            warnings.warn(
-                f"class {label!r} occurs in only {n_label_groups} groups, fewer than cv.n_splits={spec.n_splits}: "
-                "some test folds will not contain it (per-fold ROC-AUC of that class is then undefined)",
-                UserWarning, stacklevel=3,
-            )
+    splitter = RepeatedStratifiedGroupKFold(n_splits=spec.n_splits, n_repeats=spec.n_repeats,
+                                            random_state=int(spec.random_state))
     splits = []
-    placeholder = np.zeros(len(y))
-    with warnings.catch_warnings():
-        # Our own warning above is clearer than scikit-learn's about the least populated class.
-        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
-        for r, seed in enumerate(_repeat_seeds(spec.random_state, spec.n_repeats)):
-            splitter = _make_splitter(spec.n_splits, seed)
-            for f, (train, test) in enumerate(splitter.split(placeholder, y, groups)):
-                splits.append(Split(r, f, np.sort(train), np.sort(test)))
+    for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+        splits.append(Split(k // spec.n_splits, k % spec.n_splits, np.sort(train), np.sort(test)))
     return splits
 
 
