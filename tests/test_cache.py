@@ -66,9 +66,12 @@ def _rewrite_entry(path, values):
     FeatureCache.write_entry(path, np.asarray(values))
 
 
-def _flip_last_payload_byte(path):
+def _flip_payload_byte(path):
+    values, _ = FeatureCache.read_entry_unverified(path)
     data = bytearray(path.read_bytes())
-    data[-40] ^= 0x01  # inside the stored array bytes, headers untouched
+    where = data.find(values.tobytes())
+    assert where > 0
+    data[where + 3] ^= 0x01  # inside the stored array bytes, headers untouched
     path.write_bytes(bytes(data))
 
 
@@ -86,7 +89,7 @@ def _save_plain_npy(path, values):
 
 CORRUPTIONS = {
     "edited values, old checksum": _edit_values_keep_checksum,
-    "flipped payload byte": _flip_last_payload_byte,
+    "flipped payload byte": _flip_payload_byte,
     "(1, n) shape": lambda p: _rewrite_entry(p, np.array([[0.5, 0.25]])),
     "int64 dtype": lambda p: _rewrite_entry(p, np.array([1, 2], dtype=np.int64)),
     "wrong length": lambda p: _rewrite_entry(p, np.array([0.5, 0.25, 0.125])),
@@ -151,7 +154,6 @@ def test_read_only_cache_directory_computes_with_one_warning(tmp_path, images, m
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied", str(directory))
         monkeypatch.setattr("featurepipe.cache.tempfile.mkstemp", refuse)
-        monkeypatch.setattr("featurepipe.cache.Path.mkdir", refuse)
     try:
         with pytest.warns(CacheWarning, match="cannot write to the feature cache") as record:
             out = MeanStd(cache=str(directory)).transform(images)
@@ -190,5 +192,5 @@ def test_entry_round_trip_and_checksum(tmp_path):
     read, digest = FeatureCache.read_entry_unverified(path)
     np.testing.assert_array_equal(read, values)  # stored bytes are returned unchanged
     assert read.dtype == np.float64 and digest == FeatureCache.checksum(values)
-    assert FeatureCache.checksum(values) != FeatureCache.checksum(values.astype(np.float32))
+    assert FeatureCache.checksum(values[:2]) != FeatureCache.checksum(values[:2].astype(np.float32))
     assert FeatureCache.checksum(values) != FeatureCache.checksum(values.reshape(1, -1))
