@@ -74,6 +74,7 @@ __all__ = [
     "MIN_INLIERS",
     "VERIFY_SIDE",
     "DuplicateReport",
+    "cluster_pairs",
     "find_duplicates",
     "group_duplicates",
     "hamming_pairs",
@@ -99,8 +100,11 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Difference-of-Gaussians band (pixels at VERIFY_SIDE) whose correlation verifies a pair: finer than
 # the silhouette every image of a modality shares, coarser than speckle and re-encoding noise.
 _DETAIL_SIGMAS = (1.0, 4.0)
-# Pixels (0-255, after the coarse blur) above which a pixel counts as content, not empty background.
+# Pixels (0-255, after the fine blur) above which a pixel counts as content, not empty background.
 _CONTENT_LEVEL = 10.0
+# The coarse blur spreads an edge over about 3 sigma: erode the common content by that much so the
+# shared outline does not count as shared detail.
+_EDGE_MARGIN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(3 * _DETAIL_SIGMAS[1]) + 1,) * 2)
 _RANSAC_PIXELS = 3.0
 _ORB_FEATURES = 500
 
@@ -132,30 +136,41 @@ def perceptual_hash(image, hash_size=HASH_SIZE):
     The image is converted to gray (ITU-R BT.601 luma), scaled to 8 bits and
     passed to :func:`imagehash.phash`.
     """
-    return imagehash.phash(Image.fromarray(_gray8(image)), hash_size=hash_size).hash.ravel().astype(bool)
+    return _phash8(_gray8(image), hash_size)
+
+
+def _phash8(gray8, hash_size):
+    return imagehash.phash(Image.fromarray(gray8), hash_size=hash_size).hash.ravel().astype(bool)
+
+
+def _thumbnail(gray8):
+    """8-bit gray copy with ``VERIFY_SIDE`` pixels on the longer side."""
+    h, w = gray8.shape
+    scale = VERIFY_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # INTER_AREA averages when shrinking; upscaling small images puts every input on one keypoint scale.
+    return cv2.resize(gray8, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 class _Verifiable:
-    """An image prepared for :func:`verify_pair`: 8-bit gray at ``VERIFY_SIDE`` and its ORB features."""
+    """An image prepared for :func:`verify_pair`: its thumbnail, ORB features, detail and content."""
 
-    __slots__ = ("gray", "points", "descriptors")
+    __slots__ = ("gray", "points", "descriptors", "detail", "content")
 
-    def __init__(self, image):
-        gray = _gray8(image)
-        h, w = gray.shape
-        scale = VERIFY_SIDE / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        # INTER_AREA averages when shrinking; upscaling small images puts every input on one keypoint scale.
-        self.gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    def __init__(self, thumbnail):
+        self.gray = thumbnail
         orb = cv2.ORB_create(nfeatures=_ORB_FEATURES, edgeThreshold=15, patchSize=15, fastThreshold=5)
-        keypoints, self.descriptors = orb.detectAndCompute(self.gray, None)
+        keypoints, self.descriptors = orb.detectAndCompute(thumbnail, None)
         self.points = np.float32([k.pt for k in keypoints]).reshape(-1, 2)
+        self.detail, self.content = _detail_and_content(thumbnail)
 
 
 def _detail_and_content(gray):
     image = gray.astype(np.float32)
-    coarse = cv2.GaussianBlur(image, (0, 0), _DETAIL_SIGMAS[1])
-    return cv2.GaussianBlur(image, (0, 0), _DETAIL_SIGMAS[0]) - coarse, coarse > _CONTENT_LEVEL
+    fine = cv2.GaussianBlur(image, (0, 0), _DETAIL_SIGMAS[0])
+    # content is decided on the finely blurred image, so its boundary is the true edge (a coarse blur
+    # would push it outwards into the background, inside the edge's detail response)
+    return fine - cv2.GaussianBlur(image, (0, 0), _DETAIL_SIGMAS[1]), fine > _CONTENT_LEVEL
 
 
 def _verify(a, b):
@@ -178,11 +193,11 @@ def _verify(a, b):
     warped = cv2.warpAffine(b.gray, transform, (width, height), flags=cv2.INTER_LINEAR)
     valid = cv2.warpAffine(np.full(b.gray.shape, 255, np.uint8), transform, (width, height),
                            flags=cv2.INTER_NEAREST)
-    detail_a, content_a = _detail_and_content(a.gray)
+    detail_a, content_a = a.detail, a.content
     detail_b, content_b = _detail_and_content(warped)
     # Compare only the common interior: away from the warped border and from the edge of the content,
     # whose outline (a breast silhouette, an ultrasound fan) every image of a modality shares.
-    common = cv2.erode((content_a & content_b & (valid > 0)).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    common = cv2.erode((content_a & content_b & (valid > 0)).astype(np.uint8), _EDGE_MARGIN) > 0
     if common.sum() < 100:
         return inliers, 0.0
     x = detail_a[common].astype(np.float64)
@@ -218,17 +233,19 @@ def verify_pair(image_a, image_b):
     >>> verify_pair(image, (other - other.min()) / (other.max() - other.min()))[0] < MIN_INLIERS
     True
     """
-    return _verify(_Verifiable(image_a), _Verifiable(image_b))
+    return _verify(_Verifiable(_thumbnail(_gray8(image_a))), _Verifiable(_thumbnail(_gray8(image_b))))
 
 
 def _fingerprint(sample, hash_size, method):
+    """``(pixel digest, perceptual hash, thumbnail, error)`` of one sample; hash and thumbnail for "near" only."""
     try:
         image, _ = sample.load()
     except ImageReadError as exc:
         return None, None, None, exc
     if method == "exact":
         return pixel_digest(image), None, None, None
-    return pixel_digest(image), perceptual_hash(image, hash_size), _Verifiable(image), None
+    gray8 = _gray8(image)
+    return pixel_digest(image), _phash8(gray8, hash_size), _thumbnail(gray8), None
 
 
 def hamming_pairs(bits, threshold, block_size=None):
@@ -511,16 +528,16 @@ def find_duplicates(X, y=None, *, method="near", threshold=DEFAULT_THRESHOLD,
     results = _run(_fingerprint, [(s, hash_size, method) for s in samples], n_jobs)
     unreadable = []
     digests = [None] * n
-    prepared = [None] * n
+    thumbnails = [None] * n
     bits = np.zeros((n, hash_size * hash_size), dtype=bool)
     readable = np.zeros(n, dtype=bool)
-    for i, (digest, phash, verifiable, exc) in enumerate(results):
+    for i, (digest, phash, thumbnail, exc) in enumerate(results):
         if exc is not None:
             if on_error == "raise":
                 raise exc
             unreadable.append((i, samples[i].path or samples[i].name, exc.reason))
             continue
-        digests[i], prepared[i], readable[i] = digest, verifiable, True
+        digests[i], thumbnails[i], readable[i] = digest, thumbnail, True
         if phash is not None:
             bits[i] = phash
     del results
@@ -544,6 +561,9 @@ def find_duplicates(X, y=None, *, method="near", threshold=DEFAULT_THRESHOLD,
         near_i, near_j = index[near_i], index[near_j]
         todo = [(int(i), int(j), int(d)) for i, j, d in zip(near_i, near_j, near_d)
                 if (int(i), int(j)) not in exact_pairs]
+        # keypoints only for the images that have a candidate to verify
+        involved = sorted({i for i, _, _ in todo} | {j for _, j, _ in todo})
+        prepared = dict(zip(involved, _run(_Verifiable, [(thumbnails[i],) for i in involved], n_jobs)))
         checks = _run(_verify, [(prepared[i], prepared[j]) for i, j, _ in todo], n_jobs)
         verified = np.array([k >= min_inliers and c >= threshold for k, c in checks], dtype=bool)
         candidates = {"i": np.array([t[0] for t in todo], dtype=np.int64),
@@ -563,7 +583,7 @@ def find_duplicates(X, y=None, *, method="near", threshold=DEFAULT_THRESHOLD,
     pair_corr = np.array([pairs[p][2] for p in ordered], dtype=np.float64)
     pair_exact = np.array([p in exact_pairs for p in ordered], dtype=bool)
 
-    cluster_ids, clusters = _components(n, pair_i, pair_j)
+    cluster_ids, clusters = cluster_pairs(n, pair_i, pair_j)
     return DuplicateReport(threshold=float(threshold), cluster_ids=cluster_ids, clusters=clusters, pair_i=pair_i,
                            pair_j=pair_j, pair_distance=pair_d, pair_exact=pair_exact, pair_inliers=pair_inliers,
                            pair_correlation=pair_corr, method=method, candidate_distance=int(candidate_distance),
@@ -571,8 +591,17 @@ def find_duplicates(X, y=None, *, method="near", threshold=DEFAULT_THRESHOLD,
                            names=[_sample_name(s) for s in samples], unreadable=unreadable)
 
 
-def _components(n, pair_i, pair_j):
-    """Cluster ids (clusters with duplicates first, by first member; then singletons) and the clusters."""
+def cluster_pairs(n, pair_i, pair_j):
+    """Connected components of the pairs ``(pair_i[k], pair_j[k])`` among ``n`` samples.
+
+    Returns ``(cluster_ids, clusters)``: an int array of shape ``(n,)`` numbering
+    clusters with at least two members first (by first member), then one id
+    per remaining sample; and the member indices of each multi-member cluster.
+
+    >>> ids, clusters = cluster_pairs(5, np.array([0, 3]), np.array([3, 4]))
+    >>> ids.tolist(), [c.tolist() for c in clusters]
+    ([0, 1, 2, 0, 0], [[0, 3, 4]])
+    """
     graph = coo_matrix((np.ones(len(pair_i)), (pair_i, pair_j)), shape=(n, n))
     _, components = connected_components(graph, directed=False)
     sizes = np.bincount(components, minlength=n)
