@@ -463,7 +463,7 @@ def _check_params(method, threshold, candidate_distance, min_inliers, hash_size,
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
             or not 0 < threshold <= 1:
         hint = (" (the perceptual-hash Hamming distance is now candidate_distance)"
-                if _is_int(threshold) and threshold > 1 else "")
+                if _is_int(threshold) and threshold != 1 else "")
         raise ValueError(f"threshold must be a number in (0, 1], the least correlation of the aligned detail of "
                          f"a verified near-duplicate pair; got {threshold!r}{hint}")
     if not _is_int(min_inliers) or min_inliers < 3:
