@@ -65,10 +65,11 @@ def main(argv=None):
     # MIAS: every pair (candidate distance 64 = all pairs) is scored
     m_cand, m_report = _scores(mias, 64, args.n_jobs)
     different = women[m_cand["i"]] != women[m_cand["j"]]
+    strong = different & (m_cand["inliers"] >= MIN_INLIERS)
     print(f"MIAS: {different.sum()} pairs of different women: inliers max {m_cand['inliers'][different].max()}, "
           f"99th percentile {np.quantile(m_cand['inliers'][different], 0.99):.0f}; detail correlation max "
-          f"{m_cand['correlation'][different].max():.3f}; pairs with >= {MIN_INLIERS} inliers: "
-          f"{(m_cand['inliers'][different] >= MIN_INLIERS).sum()}")
+          f"{m_cand['correlation'][different].max():.3f}; pairs with >= {MIN_INLIERS} inliers: {strong.sum()}, "
+          f"their detail correlation max {m_cand['correlation'][strong].max():.3f}")
     b_cand, b_report = _scores(busi, 16, args.n_jobs)
     exact = b_report.pair_exact
     b_exact_i, b_exact_j = b_report.pair_i[exact], b_report.pair_j[exact]
@@ -81,7 +82,7 @@ def main(argv=None):
               f"{np.quantile(b_cand['correlation'][sel], [0.25, 0.5, 0.75]).round(3).tolist()}")
 
     print("\ncand  inliers  corr | BUSI clusters pairs cross-label largest | MIAS false-merge pairs, groups")
-    for distance, min_inliers, threshold in itertools.product((10, 12, 14, 16), (20, 30, 40), (0.3, 0.5, 0.7)):
+    for distance, min_inliers, threshold in itertools.product((10, 14, 16), (10, 15, 20, 30), (0.2, 0.3, 0.5)):
         _, clusters, n_pairs = _clusters(len(busi), b_cand, b_exact_i, b_exact_j, distance, min_inliers, threshold)
         cross = sum(1 for c in clusters if len(set(labels[c])) > 1)
         largest = max((len(c) for c in clusters), default=1)

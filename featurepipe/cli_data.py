@@ -48,7 +48,7 @@ def register(subparsers):
     check.add_argument("--duplicate-threshold", type=float, default=None, metavar="CORR",
                        help="verification threshold of near duplicates: least correlation (0 < CORR <= 1) of the "
                             "fine detail of the aligned pair (default: featurepipe.duplicates.DEFAULT_THRESHOLD "
-                            "= 0.5; see docs/duplicates.md)")
+                            "= 0.3; see docs/duplicates.md)")
     check.add_argument("--no-duplicates", action="store_const", const="none", dest="duplicates",
                        help="same as --duplicates none")
     check.add_argument("--n-jobs", type=int, default=_DEFAULT_JOBS,

@@ -154,7 +154,7 @@ def test_data_check_on_busi(shared_data, capsys):
     assert _counts(out) == {"benign": 437, "malignant": 210, "normal": 133, "total": 780}
     assert "unusable files: 0" in out
     # verified near duplicates (docs/duplicates.md): before verification 149 clusters, 335 images, 225 near pairs
-    assert "148 clusters holding 332 images (1 exact pairs, 221 verified near pairs; 85 candidate pairs rejected" \
+    assert "147 clusters holding 333 images (1 exact pairs, 226 verified near pairs; 80 candidate pairs rejected" \
         in out
     assert "8 clusters span two or more labels:" in out
     assert ("(near; benign + malignant): benign/benign (333).png, malignant/malignant (77).png, "

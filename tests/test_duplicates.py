@@ -230,7 +230,7 @@ def test_same_layout_different_texture_is_a_candidate_but_not_merged(other_seed)
     assert report.candidates["i"].tolist() == [0] and report.candidates["j"].tolist() == [1]
     assert not report.candidates["verified"][0] and report.n_rejected_candidates == 1
     inliers, correlation = verify_pair(a, b)
-    assert inliers < MIN_INLIERS and correlation < 0.2  # independent textures: no shared detail
+    assert inliers < 30 and abs(correlation) < 0.1  # independent textures: no shared detail, chance matches
 
 
 def _copies(image):
