@@ -47,7 +47,7 @@ pairs of different women: at most 23 RANSAC inliers (99th percentile 12),
 and among the pairs with at least 15 inliers the detail correlation is at
 most 0.21. BUSI copies have 200-300 inliers and correlation above 0.95;
 re-acquisitions of one lesion (adjacent frames, a moved probe) 15-60 inliers
-and correlation 0.38-0.9. ``MIN_INLIERS = 15`` asks for a transform supported
+and correlation 0.38-0.83. ``MIN_INLIERS = 15`` asks for a transform supported
 by more matches than chance usually gives (the MIAS 99th percentile is 12);
 ``threshold = 0.3`` lies above the largest correlation of a chance alignment
 of different women (0.21) and below those of the re-acquisitions, so they
