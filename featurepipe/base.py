@@ -251,7 +251,7 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
                 )
             return computed
 
-        found = cached_per_sample(cache, token, samples, compute)
+        found = cached_per_sample(cache, token, samples, compute, expected_shape=(n_features,), dtype=np.float64)
         out = np.empty((len(samples), n_features), dtype=np.float64)
         for i, sample in enumerate(samples):
             out[i] = found[sample.key]

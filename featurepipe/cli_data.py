@@ -41,10 +41,16 @@ def register(subparsers):
                        help="dataset layout (default: detected from the files)")
     check.add_argument("--root", help="data root of a manifest (default: the manifest's folder)")
     _add_common(check)
-    check.add_argument("--threshold", type=int, default=None,
-                       help="near-duplicate threshold: max Hamming distance of the 64-bit perceptual hashes "
-                            "(default: featurepipe.duplicates.DEFAULT_THRESHOLD = 10)")
-    check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search")
+    check.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
+                       help="duplicate search, the same one `featurepipe benchmark` groups by: near = exact copies "
+                            "plus perceptual-hash candidates verified on the pixels (alignment + detail "
+                            "correlation); exact = bit-identical decoded pixels; none = skip (default: near)")
+    check.add_argument("--duplicate-threshold", type=float, default=None, metavar="CORR",
+                       help="verification threshold of near duplicates: least correlation (0 < CORR <= 1) of the "
+                            "fine detail of the aligned pair (default: featurepipe.duplicates.DEFAULT_THRESHOLD "
+                            "= 0.3; see docs/duplicates.md)")
+    check.add_argument("--no-duplicates", action="store_const", const="none", dest="duplicates",
+                       help="same as --duplicates none")
     check.add_argument("--n-jobs", type=int, default=_DEFAULT_JOBS,
                        help=f"threads for decoding and hashing (default: {_DEFAULT_JOBS}, the CPU count up to 8)")
     check.add_argument("--max-list", type=int, default=50,
@@ -122,6 +128,11 @@ def run_check(args):
     from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 
     start = time.perf_counter()
+    if args.duplicate_threshold is not None and args.duplicates != "near":
+        raise ValueError(f"--duplicate-threshold applies to --duplicates near, not to --duplicates {args.duplicates}")
+    threshold = DEFAULT_THRESHOLD if args.duplicate_threshold is None else args.duplicate_threshold
+    if not 0 < threshold <= 1:
+        raise ValueError(f"--duplicate-threshold must be in (0, 1] (a correlation); got {threshold:g}")
     layout = detect_layout(args.target) if args.layout == "auto" else args.layout
     options = _builder_options(args, layout)
     if layout == "manifest" and args.root is not None:
@@ -130,7 +141,8 @@ def run_check(args):
         raise ValueError("--root applies to manifests only")
     # With the duplicate search on, that single pass decodes every image (and mask) and finds
     # the unreadable ones, so the builder does not decode them a second time.
-    options["validate"] = bool(args.no_duplicates)
+    searching = args.duplicates != "none"
+    options["validate"] = not searching
     options["n_jobs"] = args.n_jobs
     dataset = load_dataset(args.target, layout, **options)
     root = dataset.root
@@ -138,9 +150,9 @@ def run_check(args):
     unusable = [(path, reason) for path, reason in dataset.skipped]
     report = None
     keep = list(range(len(dataset)))
-    if not args.no_duplicates:
-        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-        report = find_duplicates(dataset, threshold=threshold, n_jobs=args.n_jobs, on_error="report")
+    if searching:
+        report = find_duplicates(dataset, method=args.duplicates, threshold=threshold, n_jobs=args.n_jobs,
+                                 on_error="report")
         bad = {index for index, _, _ in report.unreadable}
         unusable += [(path, reason) for _, path, reason in report.unreadable]
         keep = [i for i in range(len(dataset)) if i not in bad]

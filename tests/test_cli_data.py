@@ -4,6 +4,7 @@ import csv
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,7 +59,8 @@ def test_help_lists_the_commands(capsys):
     assert "usage: featurepipe" in out and "data" in out
     with pytest.raises(SystemExit):
         main(["data", "check", "--help"])
-    assert "--threshold" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "--duplicates {near,exact,none}" in help_text and "--duplicate-threshold" in help_text
     assert main([]) == 2 and "usage: featurepipe" in capsys.readouterr().out
     assert main(["data"]) == 2 and "check" in capsys.readouterr().out
 
@@ -88,7 +90,7 @@ def test_data_check_reports_counts_bad_files_and_duplicates(folder, capsys):
     assert any(line.startswith("  b/empty.png: the file is empty") for line in lines)
     assert any(line.startswith("  b/letter.png: not an image") for line in lines)
     assert "ignored (not image files): 1" in out and "b/notes.txt" in out
-    assert "1 clusters holding 2 images (1 exact pairs, 0 near pairs)" in out
+    assert "1 clusters holding 2 images (1 exact pairs, 0 verified near pairs" in out
     assert "1 clusters span two or more labels" in out
     assert "cluster 0 (exact; a + b): a/a0.png, b/copy_of_a0.png" in out
 
@@ -151,8 +153,12 @@ def test_data_check_on_busi(shared_data, capsys):
     assert "layout  busi" in out
     assert _counts(out) == {"benign": 437, "malignant": 210, "normal": 133, "total": 780}
     assert "unusable files: 0" in out
-    assert "149 clusters holding 335 images (1 exact pairs, 225 near pairs)" in out
+    # verified near duplicates (docs/duplicates.md): before verification 149 clusters, 335 images, 225 near pairs
+    assert "147 clusters holding 333 images (1 exact pairs, 226 verified near pairs; 80 candidate pairs rejected" \
+        in out
     assert "8 clusters span two or more labels:" in out
+    assert ("(near; benign + malignant): benign/benign (333).png, malignant/malignant (77).png, "
+            "malignant/malignant (78).png") in out
     assert "(exact; benign + malignant): benign/benign (433).png, malignant/malignant (145).png" in out
     assert "(near; benign + normal): benign/benign (269).png, normal/normal (1).png" in out
 
@@ -165,3 +171,54 @@ def test_data_check_on_mias_sample(shared_data, capsys):
     assert "layout  mias  (task benign-malignant)" in out
     assert "groups (patients): 16" in out
     assert "excluded by the task: 43 normal images" in out
+
+
+def _layout_alikes(tmp_path):
+    """A folder with an original, its JPEG-re-encoded copy and a same-layout image of other texture."""
+    root = tmp_path / "alike"
+    size = 160
+    yy, xx = np.mgrid[:size, :size]
+    disk = (xx / size) ** 2 + ((yy - size / 2) / (0.45 * size)) ** 2 < 0.8 ** 2
+    images = []
+    for seed in (1, 4):
+        texture = ndi.gaussian_filter(np.random.default_rng(seed).random((size, size)), 2.0)
+        texture = (texture - texture.min()) / (texture.max() - texture.min())
+        images.append(np.rint(255 * np.where(disk, 0.55 + 0.2 * texture, 0.02)).astype(np.uint8))
+    _save(root / "a" / "original.png", images[0])
+    ok, encoded = cv2.imencode(".jpg", images[0], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    _save(root / "b" / "reencoded.png", cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE))
+    _save(root / "b" / "lookalike.png", images[1])
+    return root
+
+
+def test_data_check_prints_the_clusters_find_duplicates_gives(tmp_path, capsys):
+    from featurepipe.datasets import load_folder
+    from featurepipe.duplicates import find_duplicates
+
+    root = _layout_alikes(tmp_path)
+    assert main(["data", "check", str(root), "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    report = find_duplicates(load_folder(root), on_error="report")
+    assert report.summary(max_clusters=50) in out  # the same function, the same clusters
+    assert "cluster 0 (near; a + b): a/original.png, b/reencoded.png" in out
+    assert "2 candidate pairs rejected by verification" in out and "lookalike" not in out.split("rejected")[1]
+    # exact: no pixel-identical pair here
+    assert main(["data", "check", str(root), "--duplicates", "exact"]) == 0
+    out = capsys.readouterr().out
+    assert "duplicates (exact: bit-identical decoded pixels)" in out and "0 clusters holding 0 images" in out
+    assert main(["data", "check", str(root), "--duplicates", "none"]) == 0
+    assert "duplicates" not in capsys.readouterr().out
+    # a threshold above the copy's detail correlation rejects it too
+    correlation = report.pair_correlation[0]
+    assert main(["data", "check", str(root), "--duplicate-threshold", f"{min(1.0, correlation + 0.001):.4f}"]) == 0
+    assert "0 clusters holding 0 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--duplicate-threshold", "0"], "--duplicate-threshold must be in (0, 1]"),
+    (["--duplicate-threshold", "10"], "--duplicate-threshold must be in (0, 1]"),
+    (["--duplicates", "exact", "--duplicate-threshold", "0.6"], "--duplicate-threshold applies to --duplicates near"),
+])
+def test_data_check_duplicate_option_errors(folder, capsys, argv, message):
+    assert main(["data", "check", str(folder)] + argv) == 2
+    assert message in capsys.readouterr().err

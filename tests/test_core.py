@@ -164,7 +164,7 @@ def test_disk_cache_survives_process_memory(rng, tmp_path):
     CALLS.clear()
     b = MeanStd(cache=str(tmp_path)).transform(images)
     assert CALLS == [] and np.array_equal(a, b)
-    assert len(list(tmp_path.rglob("*.npy"))) == 3
+    assert len(list(tmp_path.rglob("*" + FeatureCache.ENTRY_SUFFIX))) == 3
     (step_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert "MeanStd(scale=1.0)" in (step_dir / "STEP.txt").read_text()
 
