@@ -73,8 +73,10 @@ def register(subparsers):
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     bench.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
                        help="duplicate grouping: near (default), exact (bit-identical pixels) or none")
-    bench.add_argument("--duplicate-threshold", type=int, default=None,
-                       help="near-duplicate threshold (with --duplicates near; default: featurepipe.duplicates')")
+    bench.add_argument("--duplicate-threshold", type=float, default=None, metavar="CORR",
+                       help="verification threshold of near duplicates (with --duplicates near): least correlation "
+                            "of the aligned pair's fine detail (default: featurepipe.duplicates.DEFAULT_THRESHOLD; "
+                            "see docs/duplicates.md)")
     bench.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                        help="an image that cannot be processed: skip it for every recipe and list it (default), "
                             "or stop")

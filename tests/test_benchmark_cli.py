@@ -41,7 +41,7 @@ def test_benchmark_flags(folder_with_a_tiny_image, tmp_path, capsys):
     assert "no pixel pair" in capsys.readouterr().err
     # another configuration in the same folder is refused; --overwrite replaces it
     with pytest.warns(UserWarning, match="excluded"):
-        assert main(args + ["--duplicates", "near", "--duplicate-threshold", "0"]) != 0
+        assert main(args + ["--duplicates", "near", "--duplicate-threshold", "0.5"]) != 0
     err = capsys.readouterr().err
     assert "holds another experiment" in err and "--overwrite" in err
     with pytest.warns(UserWarning, match="excluded"):

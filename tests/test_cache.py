@@ -118,7 +118,7 @@ def test_bad_entry_is_discarded_recomputed_rewritten_and_reported_once(tmp_path,
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         third = MeanStd(cache=str(directory)).transform(images)
-    np.testing.assert_array_equal(third, first)  # same bytes, read back from disk
+    np.testing.assert_array_equal(third, first)  # exact: the cache returns the bytes it stored
     assert CALLS == []
 
 
@@ -129,7 +129,7 @@ def test_directory_in_place_of_an_entry_falls_back_to_computing(tmp_path, images
     (entries[0] / "keep").write_text("not ours")
     with pytest.warns(CacheWarning) as record:
         again = MeanStd(cache=str(directory)).transform(images)
-    np.testing.assert_array_equal(again, first)  # recomputed values equal the first computation exactly
+    np.testing.assert_array_equal(again, first)  # exact: same function on the same input
     text = " ".join(str(w.message) for w in record)
     assert str(entries[0]) in text and "not a regular file" in text
     assert (entries[0] / "keep").read_text() == "not ours"  # never deletes what it did not write
@@ -190,7 +190,7 @@ def test_entry_round_trip_and_checksum(tmp_path):
     path = tmp_path / ("x" + FeatureCache.ENTRY_SUFFIX)
     FeatureCache.write_entry(path, values)
     read, digest = FeatureCache.read_entry_unverified(path)
-    np.testing.assert_array_equal(read, values)  # stored bytes are returned unchanged
+    np.testing.assert_array_equal(read, values)  # exact: stored bytes are returned unchanged
     assert read.dtype == np.float64 and digest == FeatureCache.checksum(values)
     assert FeatureCache.checksum(values[:2]) != FeatureCache.checksum(values[:2].astype(np.float32))
     assert FeatureCache.checksum(values) != FeatureCache.checksum(values.reshape(1, -1))

@@ -36,7 +36,7 @@ from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report
 from ..duplicates import find_duplicates
 from ..model_selection import group_labels, merge_groups
-from .splits import CVSpec, exact_duplicate_clusters, make_splits, splits_fingerprint
+from .splits import CVSpec, make_splits, splits_fingerprint
 from .store import (
     FoldStore,
     check_fold_record,
@@ -585,8 +585,8 @@ def _describe_groups(groups):
 
 
 _SPLIT_OPTIONS = ("Options: duplicates='exact' or 'none' (CLI --duplicates exact|none) if the duplicate "
-                  "clusters join distinct images; a lower duplicate_threshold (--duplicate-threshold) for "
-                  "stricter near-duplicate matching; fewer folds (cv / --splits); or check the patient ids.")
+                  "clusters join distinct images; a higher duplicate_threshold (--duplicate-threshold) for "
+                  "stricter verification of near duplicates; fewer folds (cv / --splits); or check the patient ids.")
 
 
 def _guarded_splits(samples, y, merged, spec):
@@ -666,16 +666,19 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     pos_label : label, optional
         Positive class of a binary problem (default: the second label in sorted order).
     duplicates : {"near", "exact", "none"}, DuplicateReport, array-like or None, default="near"
-        How to find copies of an image: ``"near"`` runs
-        :func:`featurepipe.duplicates.find_duplicates` (bit-identical pixels
-        plus perceptual-hash near duplicates: re-saved, rescaled or annotated
-        copies); ``"exact"`` clusters bit-identical decoded images only; a :class:`featurepipe.duplicates.DuplicateReport`
-        (from ``find_duplicates(dataset)``, which adds near duplicates) or an
-        array gives a cluster id per sample; ``"none"`` (or ``None``) disables the check
+        How to find copies of an image, with
+        :func:`featurepipe.duplicates.find_duplicates`: ``"near"``
+        bit-identical pixels plus perceptual-hash candidates verified on the
+        pixels (re-saved, rescaled or annotated copies; see
+        ``docs/duplicates.md``); ``"exact"`` bit-identical decoded images only;
+        a :class:`featurepipe.duplicates.DuplicateReport` or an array gives a
+        cluster id per sample; ``"none"`` (or ``None``) disables the check
         (reported as a warning in the leakage report).
-    duplicate_threshold : int, optional
-        Threshold of the near-duplicate detection (``duplicates="near"`` only),
-        passed to :func:`featurepipe.duplicates.find_duplicates`; default: its own.
+    duplicate_threshold : float, optional
+        Verification threshold of near duplicates (``duplicates="near"``
+        only): the least fine-detail correlation of an aligned pair, passed
+        to :func:`featurepipe.duplicates.find_duplicates` as ``threshold``;
+        default: its own (:data:`featurepipe.duplicates.DEFAULT_THRESHOLD`).
 
         After grouping, the run reports the number of independent groups, the
         largest ones and every fold's train/test size, and **refuses**
@@ -820,20 +823,14 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
                          f"duplicates={duplicates!r}")
     if isinstance(duplicates, str):
         _check_choice(duplicates, "duplicates", _DUPLICATE_METHODS)
-    if duplicates == "near":
+    if duplicates in ("near", "exact"):
         kwargs = {} if duplicate_threshold is None else {"threshold": duplicate_threshold}
-        report = find_duplicates(samples, on_error="raise" if on_error == "raise" else "report", **kwargs)
+        report = find_duplicates(samples, method=duplicates, on_error="raise" if on_error == "raise" else "report",
+                                 **kwargs)
         for i, _, reason in report.unreadable:
             exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
         clusters = np.asarray(report.cluster_ids, dtype=object)
-        dup_method = ("near: exact pixels + perceptual-hash near duplicates "
-                      f"(Hamming distance <= {report.threshold})")
-    elif duplicates == "exact":
-        unreadable = None if on_error == "raise" else []
-        clusters = exact_duplicate_clusters(samples, errors=unreadable)
-        for i, reason in unreadable or []:
-            exclusions.setdefault(int(i), []).append(f"duplicate detection: {reason}")
-        dup_method = "exact: bit-identical decoded pixels"
+        dup_method = report.description
     elif duplicates is None or (isinstance(duplicates, str) and duplicates == "none"):
         clusters, dup_method = None, "none"
     elif hasattr(duplicates, "cluster_ids"):  # a featurepipe.duplicates.DuplicateReport
@@ -841,9 +838,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         if clusters.shape != (len(samples),):
             raise ValueError(f"duplicates: the report covers {len(clusters)} samples but the dataset has "
                              f"{len(samples)}")
-        threshold = getattr(duplicates, "threshold", None)
-        dup_method = ("duplicate report: exact pixels + perceptual-hash near duplicates"
-                      + (f" (Hamming distance <= {threshold})" if threshold is not None else ""))
+        dup_method = f"duplicate report: {duplicates.description}"
     else:
         clusters = np.asarray(duplicates, dtype=object)
         if clusters.shape != (len(samples),):

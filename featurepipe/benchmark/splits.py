@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model_selection import RepeatedStratifiedGroupKFold
-from ..sample import _array_digest, hash_bytes
+from ..duplicates import find_duplicates
+from ..sample import hash_bytes
 
 __all__ = ["CVSpec", "Split", "exact_duplicate_clusters", "make_splits", "splits_fingerprint"]
 
@@ -94,6 +95,8 @@ def exact_duplicate_clusters(samples, errors=None):
     Two files with the same pixels (whatever their names, masks or
     encodings) are one cluster. Returns an int array of shape
     ``(n_samples,)``; a sample without copies is a cluster of its own.
+    This is :func:`featurepipe.duplicates.find_duplicates` with
+    ``method="exact"``.
 
     Parameters
     ----------
@@ -102,24 +105,10 @@ def exact_duplicate_clusters(samples, errors=None):
         Without it an unreadable image raises. With a list, each unreadable
         sample gets a cluster of its own and ``(index, reason)`` is appended.
     """
-    ids = {}
-    out = np.empty(len(samples), dtype=np.int64)
-    digest_of_key = {}
-    for i, sample in enumerate(samples):
-        digest = digest_of_key.get(sample.key)
-        if digest is None:
-            try:
-                image = sample.image
-            except Exception as exc:
-                if errors is None:
-                    raise
-                errors.append((i, f"{type(exc).__name__}: {exc}"))
-                digest = f"unreadable:{i}"
-            else:
-                digest = _array_digest(np.asarray(image))
-                digest_of_key[sample.key] = digest
-        out[i] = ids.setdefault(digest, len(ids))
-    return out
+    report = find_duplicates(samples, method="exact", on_error="raise" if errors is None else "report")
+    if errors is not None:
+        errors.extend((int(i), reason) for i, _, reason in report.unreadable)
+    return np.asarray(report.cluster_ids, dtype=np.int64)
 
 
 def make_splits(y, groups, spec):
@@ -156,5 +145,6 @@ def splits_fingerprint(splits, y, groups):
     parts = [repr([str(v) for v in np.asarray(y).tolist()]), repr(np.asarray(groups).tolist())]
     for s in splits:
         parts.append(f"{s.repeat}:{s.fold}")
-        parts.append(_array_digest(np.asarray(s.test, dtype=np.int64)))
+        test = np.ascontiguousarray(s.test, dtype=np.int64)
+        parts.append(hash_bytes(str(test.dtype), repr(test.shape), test.tobytes()))
     return hash_bytes(*parts)[:24]
