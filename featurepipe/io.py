@@ -42,7 +42,6 @@ import os
 import stat
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError

@@ -455,3 +455,36 @@ def test_latin1_manifest_names_the_file_line_and_encoding(tmp_path, capsys):
     assert "byte 0xe9" in message and "save it as UTF-8" in message
     assert main(["data", "check", str(manifest)]) == 2
     assert "is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_mias_reports_what_it_does_not_read(tmp_path):
+    from featurepipe.datasets import load_mias
+
+    root = tmp_path / "mias"
+    _save(root / "mdb001.png", np.full((40, 40), 120, np.uint8))
+    os.mkfifo(root / "mdb002.png")  # listed, but a FIFO
+    (root / "mdb003.png").symlink_to(root / "gone.png")  # not listed, dangling
+    _save(root / "extra" / "mdb004.png", np.zeros((40, 40), np.uint8))
+    (root / "notes.txt").write_text("x")
+    (root / "Info.txt").write_text("mdb001 G NORM\nmdb002 G NORM\n")
+    ds = load_mias(root, unit="image")
+    assert [s.name for s in ds] == ["mdb001.png"]
+    skipped = {Path(p).name: r for p, r in ds.skipped}
+    assert skipped["mdb002.png"].startswith("not a regular file (a FIFO")
+    assert skipped["mdb003.png"] == "image has no row in Info.txt, so it has no label"
+    ignored = {Path(p).name: r for p, r in ds.info["ignored"]}
+    assert ignored == {"extra": "a folder; the mias layout reads the image files directly under the root",
+                       "notes.txt": "not an image file extension"}
+
+
+def test_breakhis_follows_symlinked_folders(tmp_path):
+    from featurepipe.datasets import load_breakhis
+
+    root = tmp_path / "BreaKHis_v1"
+    name = "SOB_B_A-14-22549AB-40-001.png"
+    _save(root / "benign" / name, np.full((4, 5, 3), 10, np.uint8))
+    _save(tmp_path / "more" / "SOB_M_LC-14-12204-40-001.png", np.full((4, 5, 3), 20, np.uint8))
+    (root / "malignant").symlink_to(tmp_path / "more")
+    ds = load_breakhis(root)
+    assert sorted(zip(ds.y, (s.meta["relpath"] for s in ds))) == [
+        ("benign", "benign/" + name), ("malignant", "malignant/SOB_M_LC-14-12204-40-001.png")]

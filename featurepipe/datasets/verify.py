@@ -9,7 +9,7 @@ from pathlib import Path
 from joblib import Parallel, delayed
 
 from ..io import ImageReadError, open_regular_file, read_image
-from ._common import is_hidden, is_image_file, natural_key, walk_tree
+from ._common import is_image_file, natural_key, walk_tree
 from .manifest import file_sha256, read_manifest, resolve_manifest_rows
 
 __all__ = ["verify_manifest", "ManifestReport"]
