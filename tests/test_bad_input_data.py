@@ -488,3 +488,24 @@ def test_breakhis_follows_symlinked_folders(tmp_path):
     ds = load_breakhis(root)
     assert sorted(zip(ds.y, (s.meta["relpath"] for s in ds))) == [
         ("benign", "benign/" + name), ("malignant", "malignant/SOB_M_LC-14-12204-40-001.png")]
+
+
+def test_fit_and_benchmark_refuse_outside_paths_unless_opted_in(tmp_path, rng, capsys):
+    root = tmp_path / "root"
+    lines = ["path,label"]
+    for i in range(8):
+        label = ("a", "b")[i % 2]
+        base = root if i < 6 else tmp_path / "outside"
+        pixels = np.clip(rng.normal(60 + 120 * (i % 2), 20, size=(24, 24)), 0, 255).astype(np.uint8)
+        _save(base / f"{label}{i}.png", pixels)
+        lines.append(f"{'' if i < 6 else '../outside/'}{label}{i}.png,{label}")
+    manifest = _write(root / "m.csv", "\n".join(lines) + "\n")
+    model = tmp_path / "m.skops"
+    for command in (["fit", "glcm_svm", str(manifest), "-o", str(model)],
+                    ["benchmark", str(manifest), "--recipes", "glcm_svm", "--output", str(tmp_path / "rep")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "line 8: path '../outside/a6.png'" in err and "--allow-outside-root" in err
+    assert not model.exists() and not (tmp_path / "rep").exists()
+    assert main(["fit", "glcm_svm", str(manifest), "-o", str(model), "--allow-outside-root"]) == 0
+    assert model.stat().st_size > 0
