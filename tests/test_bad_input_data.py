@@ -195,6 +195,19 @@ def test_read_image_refuses_a_fifo_without_blocking(fifo):
         assert info.value.path == str(fifo) and "not a regular file (a FIFO" in info.value.reason
 
 
+def test_manifest_listing_a_fifo_reports_it_without_blocking(fifo, rng):
+    root = fifo.parent
+    _save(root / "ok.png", rng.integers(0, 256, size=(5, 5), dtype=np.uint8))
+    manifest = _write(root / "m.csv", "path,label,sha256\nok.png,a,\npipe.png,b," + "0" * 64 + "\n")
+    with _FifoGuard(fifo) as guard:
+        ds = load_manifest(manifest, check_sha256=True)
+        report = verify_manifest(manifest)
+    assert not guard.fired, "a reader blocked on the FIFO"
+    assert [s.name for s in ds] == ["ok.png"]
+    assert ds.skipped == [(str(fifo), "not a regular file (a FIFO, i.e. a named pipe); only regular files are read")]
+    assert report.corrupt == [("pipe.png", "not a regular file (a FIFO, i.e. a named pipe); only regular files are read")]
+
+
 def _run_limited(code, timeout=120):
     """Run ``code`` in a fresh interpreter with 3 GiB of address space and a timeout."""
     import resource
