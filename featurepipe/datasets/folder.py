@@ -115,7 +115,9 @@ def load_folder(root, *, mode=None, mask_suffix=None, require_mask=False, classe
     classes : sequence of str, optional
         The allowed class folders; images in other folders are reported as skipped.
     recursive : bool, default=True
-        Take images from sub-folders of the class folders too.
+        Take images from sub-folders of the class folders too, following
+        symbolic links to folders (each real folder once, so link cycles
+        end). With ``False`` the sub-folders are listed in ``info["ignored"]``.
     validate : bool, default=True
         Decode every image and mask now and report those that fail in
         ``Dataset.skipped``. With ``False`` only the file bytes are read (for
@@ -129,8 +131,10 @@ def load_folder(root, *, mode=None, mask_suffix=None, require_mask=False, classe
     -------
     Dataset
         ``skipped`` lists every image file that could not be used, with the
-        reason; ``info["ignored"]`` lists files that are not images by
-        extension (e.g. ``README.txt``); nothing is dropped silently.
+        reason (including image-named entries that are not regular files:
+        FIFOs, devices, dangling symbolic links); ``info["ignored"]`` lists
+        files that are not images by extension (e.g. ``README.txt``) and
+        folders not scanned; nothing is dropped silently.
 
     Raises
     ------
