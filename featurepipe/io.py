@@ -439,7 +439,7 @@ def to_float_image(array, *, name="image", unit_range=False):
     >>> to_float_image(np.array([[0.0, 127.5]]), unit_range=True)
     Traceback (most recent call last):
     ...
-    ValueError: image: float pixel values in [0, 127.5]; expected [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
+    ValueError: image has values in [0, 127.5]; expected float intensities in [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
     """
     arr = np.asarray(array)
     if arr.dtype == object:
@@ -467,7 +467,7 @@ def to_float_image(array, *, name="image", unit_range=False):
             if lo < 0.0 or hi > 1.0:
                 hint = ("divide 8-bit values by 255, or pass the uint8 array" if 2.0 < hi <= 255.0 and lo >= 0.0
                         else "rescale or clip it")
-                raise ValueError(f"{name}: float pixel values in [{lo:g}, {hi:g}]; expected [0, 1] ({hint})")
+                raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; expected float intensities in [0, 1] ({hint})")
     else:
         raise ValueError(
             f"{name}: unsupported dtype {arr.dtype}; use uint8, uint16, bool or float (in [0, 1])"

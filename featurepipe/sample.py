@@ -225,7 +225,7 @@ class Sample:
         >>> Sample.from_array(np.array([[0.0, 255.0]]))
         Traceback (most recent call last):
         ...
-        ValueError: image: float pixel values in [0, 255]; expected [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
+        ValueError: image has values in [0, 255]; expected float intensities in [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
         """
         image = to_float_image(image, name=name, unit_range=True)
         mask = _check_mask(mask, image, name)
@@ -320,7 +320,7 @@ def as_samples(X, *, mode=None):
         elif isinstance(item, (str, os.PathLike)):
             out[i] = Sample.from_path(item, mode=mode)
         elif isinstance(item, np.ndarray):
-            out[i] = Sample.from_array(item, name=f"X[{i}]")
+            out[i] = Sample.from_array(item, name=f"image (X[{i}])")
         else:
             raise TypeError(
                 f"X[{i}] is a {type(item).__name__}; expected a Sample, a file path or an image array"

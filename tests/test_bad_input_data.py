@@ -298,9 +298,9 @@ def test_tiny_declared_size_png_still_decodes(tmp_path):
 # =============================================================================================
 def test_from_array_refuses_float_images_outside_unit_range(rng):
     image = (rng.random((8, 8)) * 255).astype(np.float32)
-    with pytest.raises(ValueError, match=r"image: float pixel values in \[0\.\d+, 25\d\.\d+\]; expected \[0, 1\] \(divide 8-bit"):
+    with pytest.raises(ValueError, match=r"^image has values in \[0\.\d+, 25\d\.\d+\]; expected float intensities in \[0, 1\] \(divide 8-bit"):
         Sample.from_array(image)
-    with pytest.raises(ValueError, match=r"X\[1\]: float pixel values .* expected \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"^image \(X\[1\]\) has values in .* expected float intensities in \[0, 1\]"):
         from featurepipe.sample import as_samples
 
         as_samples([image / 255, image])
@@ -312,7 +312,7 @@ def test_from_array_refuses_float_images_outside_unit_range(rng):
 def test_to_float_image_range_check_is_opt_in_for_processed_images():
     standardized = np.array([[-1.5, 2.0]], np.float32)
     np.testing.assert_array_equal(to_float_image(standardized), standardized)
-    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"expected float intensities in \[0, 1\] \(rescale or clip it\)"):
         to_float_image(standardized, unit_range=True)
 
 
