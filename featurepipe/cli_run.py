@@ -53,8 +53,6 @@ def register(subparsers):
     bench.add_argument("--demo", action="store_true",
                        help="use the synthetic demo dataset (generated offline on first use)")
     bench.add_argument("--layout", default="auto", help="dataset layout (default: detected)")
-    bench.add_argument("--allow-outside-root", action="store_true",
-                       help="accept manifest paths that are absolute or lead outside the data root")
     bench.add_argument("--recipes", default=None,
                        help=f"comma-separated recipe names (default: {','.join(DEMO_RECIPES)})")
     _add_recipe_options(bench)
@@ -78,8 +76,6 @@ def register(subparsers):
     fit.add_argument("recipe", help="recipe name (see `featurepipe recipes`)")
     fit.add_argument("dataset", help="manifest CSV, class-per-folder tree or known layout folder")
     fit.add_argument("--layout", default="auto", help="dataset layout (default: detected)")
-    fit.add_argument("--allow-outside-root", action="store_true",
-                     help="accept manifest paths that are absolute or lead outside the data root")
     fit.add_argument("-o", "--output", required=True, help="model file to write (.skops or .joblib)")
     fit.add_argument("--format", choices=_FORMATS, default=None,
                      help="skops (safe, default) or joblib (pickle; loading runs code). Default: from the "
@@ -133,16 +129,12 @@ def run_recipes(args):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def _load(target, layout, allow_outside_root=False):
-    from .datasets import detect_layout, load_dataset
+def _load(target, layout):
+    from .datasets import load_dataset
 
     if not os.path.exists(target):
         raise ValueError(f"dataset {target!r} does not exist (pass a manifest CSV or a dataset folder)")
-    if not allow_outside_root:
-        return load_dataset(target, layout)
-    if (detect_layout(target) if layout == "auto" else layout) != "manifest":
-        raise ValueError("--allow-outside-root applies to manifests only")
-    return load_dataset(target, "manifest", allow_outside_root=True)
+    return load_dataset(target, layout)
 
 
 def run_benchmark_command(args):
@@ -160,7 +152,7 @@ def run_benchmark_command(args):
         print(f"dataset: {dataset.name}: {len(dataset)} images, SYNTHETIC demo data "
               f"({dataset.info.get('note', '')})", file=sys.stderr)
     else:
-        dataset = _load(args.dataset, args.layout, args.allow_outside_root)
+        dataset = _load(args.dataset, args.layout)
     options = _recipe_options(args)
     pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
@@ -341,7 +333,7 @@ def run_fit(args):
     from . import recipes
 
     recipes.get(args.recipe)
-    dataset = _load(args.dataset, args.layout, args.allow_outside_root)
+    dataset = _load(args.dataset, args.layout)
     start = time.perf_counter()
     model = fit_recipe(args.recipe, dataset, random_state=args.seed, **_recipe_options(args))
     path = save_model(model, args.output, args.format)
