@@ -344,7 +344,10 @@ def read_file_bytes(path, max_bytes=DEFAULT_MAX_BYTES):
             raise ImageReadError(path, f"the file has {size} bytes, more than max_bytes={max_bytes} "
                                        "(size guard; raise max_bytes if the file is genuine)")
         try:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for what fstat reported (+1 to see growth)
+            data = fh.read(size + 1)
+            if len(data) > size:  # the file grew while being read: take the rest, still bounded
+                data += fh.read() if max_bytes is None else fh.read(max_bytes + 1 - len(data))
         except OSError as exc:
             raise ImageReadError(path, f"the file cannot be read ({exc.strerror or exc})") from None
     if max_bytes is not None and len(data) > max_bytes:
