@@ -26,6 +26,8 @@ from featurepipe.io import ImageReadError, read_image, to_float_image
 from featurepipe.sample import Sample
 
 REPO = Path(__file__).resolve().parents[1]
+posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
+                                reason="needs FIFOs, /dev/zero and symbolic links (POSIX)")
 
 
 def _save(path, pixels):
@@ -57,9 +59,14 @@ def rooted(tmp_path, rng):
 def test_parent_escape_is_refused_before_any_file_is_opened(rooted, monkeypatch):
     root, _, _ = rooted
     manifest = _write(root / "m.csv", "path,label,sha256\ndata/a.png,x,\n../../../../etc/passwd,y," + "0" * 64 + "\n")
-    opened = []
+    opened = []  # every way the loaders open a listed file, spied on
     import featurepipe.datasets.manifest as manifest_module
-    monkeypatch.setattr(manifest_module, "file_sha256", lambda p, *a, **k: opened.append(p) or "0" * 64)
+    import featurepipe.datasets.verify as verify_module
+    import featurepipe.sample as sample_module
+
+    for module, name in ((manifest_module, "file_sha256"), (verify_module, "file_sha256"),
+                         (verify_module, "open_regular_file"), (sample_module, "read_file_bytes")):
+        monkeypatch.setattr(module, name, lambda p, *a, **k: opened.append(p))
     for call in (lambda: load_manifest(manifest, check_sha256=True), lambda: verify_manifest(manifest)):
         with pytest.raises(ValueError) as info:
             call()
@@ -220,7 +227,7 @@ def _run_limited(code, timeout=120):
                           preexec_fn=limit, env=env, cwd=str(REPO))
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@posix_only
 def test_symlink_to_dev_zero_is_refused_not_read(tmp_path):
     link = tmp_path / "zero.png"
     link.symlink_to("/dev/zero")
@@ -231,6 +238,7 @@ def test_symlink_to_dev_zero_is_refused_not_read(tmp_path):
     assert "REASON not a regular file (a character device" in proc.stdout
 
 
+@posix_only
 def test_data_check_lists_fifo_and_device_and_finishes(tmp_path, rng):
     root = tmp_path / "set"
     for i in range(2):
@@ -426,6 +434,7 @@ def test_header_only_manifest_is_an_error(tmp_path, capsys):
     assert "has a header but no rows" in capsys.readouterr().err
 
 
+@posix_only
 def test_folder_loader_reports_fifo_dangling_link_and_unscanned_folder(tmp_path, rng):
     root = tmp_path / "busi"
     for label in ("benign", "malignant"):
@@ -470,6 +479,7 @@ def test_latin1_manifest_names_the_file_line_and_encoding(tmp_path, capsys):
     assert "is not valid UTF-8" in capsys.readouterr().err
 
 
+@posix_only
 def test_mias_reports_what_it_does_not_read(tmp_path):
     from featurepipe.datasets import load_mias
 
