@@ -85,6 +85,7 @@ def test_escape_through_dotdot_and_absolute_paths_need_the_opt_in(rooted):
             load_manifest(manifest)
         ds = load_manifest(manifest, allow_outside_root=True)
         assert ds.skipped == [] and list(ds.y) == ["x", "y"]
+        # exact: uint8 / 255 is one correctly rounded float32 division, the reader's own
         np.testing.assert_array_equal(ds[1].image, secret / np.float32(255))
         np.testing.assert_array_equal(ds[0].image, inside / np.float32(255))
         report = verify_manifest(manifest, allow_outside_root=True)
@@ -97,6 +98,7 @@ def test_absolute_path_needs_the_opt_in_even_inside_the_root(rooted):
     with pytest.raises(ValueError, match=r"line 2: path '/.*a\.png' is absolute; .*allow_outside_root=True"):
         load_manifest(manifest)
     ds = load_manifest(manifest, allow_outside_root=True)
+    # exact: uint8 / 255 is one correctly rounded float32 division, the reader's own
     np.testing.assert_array_equal(ds[0].image, inside / np.float32(255))
 
 
@@ -111,6 +113,7 @@ def test_symlink_resolving_outside_counts_as_outside(rooted):
         with pytest.raises(ValueError, match="outside the data root"):
             verify_manifest(manifest)
         ds = load_manifest(manifest, allow_outside_root=True)
+        # exact: uint8 / 255 is one correctly rounded float32 division, the reader's own
         np.testing.assert_array_equal(ds[0].image, secret / np.float32(255))
 
 
@@ -298,6 +301,7 @@ def test_small_png_with_huge_declared_size_is_refused_before_decoding(tmp_path, 
 
 def test_tiny_declared_size_png_still_decodes(tmp_path):
     path = _write_black_png(tmp_path / "ok.png", 30, 20)
+    # exact: zeros decode to zeros
     np.testing.assert_array_equal(read_image(path), np.zeros((20, 30), np.float32))
 
 
@@ -319,6 +323,7 @@ def test_from_array_refuses_float_images_outside_unit_range(rng):
 
 def test_to_float_image_range_check_is_opt_in_for_processed_images():
     standardized = np.array([[-1.5, 2.0]], np.float32)
+    # exact: float32 input is returned without arithmetic
     np.testing.assert_array_equal(to_float_image(standardized), standardized)
     with pytest.raises(ValueError, match=r"expected float intensities in \[0, 1\] \(rescale or clip it\)"):
         to_float_image(standardized, unit_range=True)
@@ -367,6 +372,7 @@ def test_16bit_rgb_keeps_full_precision(tmp_path, rng, ext):
     image = read_image(path)
     assert image.dtype == np.float32 and image.shape == (9, 11, 3)
     # every 16-bit value survives: x * 65535 rounds back to the stored integer
+    # exact: integers recovered by rounding
     np.testing.assert_array_equal(np.rint(image.astype(np.float64) * 65535).astype(np.uint16), rgb)
     np.testing.assert_allclose(image, rgb / 65535.0, rtol=0, atol=1e-7)
     gray = read_image(path, mode="gray")
@@ -401,7 +407,7 @@ def test_float32_rgb_tiff_from_opencv_is_read_exactly(tmp_path, rng):
     rgb = rng.random((7, 5, 3)).astype(np.float32)
     path = tmp_path / "float.tif"
     assert cv2.imwrite(str(path), rgb[..., ::-1])
-    # a float32 file already holds the convention's values: nothing is converted, so bytes match
+    # exact: a float32 file already holds the convention's values; nothing is converted
     np.testing.assert_array_equal(read_image(path), rgb)
     np.testing.assert_allclose(read_image(path, mode="gray"), rgb @ np.array([0.299, 0.587, 0.114]),
                                rtol=0, atol=1e-6)
@@ -462,6 +468,7 @@ def test_folder_loader_follows_symlinked_subfolders(tmp_path, rng):
     (root / "a" / "loop").symlink_to(root / "a")
     ds = load_folder(root)
     assert [s.meta["relpath"] for s in ds] == ["a/a0.png", "a/more/a1.png", "b/b0.png"]
+    # exact: uint8 / 255 is one correctly rounded float32 division, the reader's own
     np.testing.assert_array_equal(ds[1].image, pixels.T / np.float32(255))
 
 
