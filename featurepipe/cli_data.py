@@ -40,6 +40,7 @@ def register(subparsers):
     check.add_argument("--layout", choices=("auto",) + _LAYOUT_CHOICES, default="auto",
                        help="dataset layout (default: detected from the files)")
     check.add_argument("--root", help="data root of a manifest (default: the manifest's folder)")
+    _add_outside_root(check)
     _add_common(check)
     check.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
                        help="duplicate search, the same one `featurepipe benchmark` groups by: near = exact copies "
@@ -79,10 +80,17 @@ def register(subparsers):
                     "anything is wrong.")
     verify.add_argument("manifest", help="manifest CSV")
     verify.add_argument("--root", help="data root (default: the manifest's folder)")
+    _add_outside_root(verify)
     verify.add_argument("--no-decode", action="store_true", help="check presence and checksums only")
     verify.add_argument("--n-jobs", type=int, default=None, help="threads for decoding")
     verify.add_argument("--max-list", type=int, default=50, help="list at most this many entries per section")
     verify.set_defaults(func=run_verify)
+
+
+def _add_outside_root(parser):
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept manifest paths that are absolute or lead outside the data root "
+                             "(refused by default: a manifest may only name files under its root)")
 
 
 def _add_common(parser):
@@ -139,6 +147,10 @@ def run_check(args):
         options["root"] = args.root
     elif args.root is not None:
         raise ValueError("--root applies to manifests only")
+    if args.allow_outside_root:
+        if layout != "manifest":
+            raise ValueError("--allow-outside-root applies to manifests only")
+        options["allow_outside_root"] = True
     # With the duplicate search on, that single pass decodes every image (and mask) and finds
     # the unreadable ones, so the builder does not decode them a second time.
     searching = args.duplicates != "none"
@@ -209,6 +221,7 @@ def run_verify(args):
     """``featurepipe data verify``: print the report; exit status 1 when anything is wrong."""
     from .datasets import verify_manifest
 
-    report = verify_manifest(args.manifest, args.root, decode=not args.no_decode, n_jobs=args.n_jobs)
+    report = verify_manifest(args.manifest, args.root, decode=not args.no_decode, n_jobs=args.n_jobs,
+                             allow_outside_root=args.allow_outside_root)
     print(report.summary(max_items=args.max_list))
     return 0 if report.ok else 1

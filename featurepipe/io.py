@@ -17,15 +17,31 @@ palette images are expanded through their palette (and stay
 grayscale when every used palette entry is gray); CMYK, YCbCr, LAB and HSV
 are converted to RGB; JPEG EXIF orientation is applied; only the first frame
 of an animated GIF or multi-page TIFF is read.
+
+16-bit colour PNG/TIFF files (RGB, RGBA, gray+alpha) and float32 colour
+TIFF files, which Pillow reduces to 8 bits or cannot open, are decoded with
+OpenCV (``IMREAD_UNCHANGED``) so that they keep their full precision.
+
+Guards (checked before anything is decoded)
+-------------------------------------------
+* Only regular files are read (after following symbolic links): a FIFO, a
+  device such as ``/dev/zero``, a socket or a directory is refused, and
+  opening never blocks.
+* ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 1 GiB) bounds the file
+  size, checked before reading.
+* ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 50 Mpixels) bounds the
+  pixel count the header declares, checked before decoding, so a file that
+  is small on disk but huge decoded (a 80 KB 9000x9000 PNG) is refused
+  without allocating its pixels.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -35,8 +51,11 @@ __all__ = [
     "read_image",
     "read_mask",
     "to_float_image",
+    "read_file_bytes",
+    "open_regular_file",
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
 ]
 
 #: File name extensions treated as images by folder scanners.
@@ -44,8 +63,13 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".webp"}
 )
 
-#: Images with more pixels than this are refused (decompression-bomb guard).
-DEFAULT_MAX_PIXELS = 100_000_000
+#: Images whose header declares more pixels than this are refused before decoding
+#: (decompression-bomb guard). 50 Mpixels is above the largest mammography formats
+#: (about 30 Mpixels for digitised DDSM films) and bounds the float32 RGB result to 600 MB.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+#: Files larger than this (bytes) are refused before they are read.
+DEFAULT_MAX_BYTES = 1 << 30
 
 # Truncated files must fail loudly, never decode into half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -70,6 +94,23 @@ def _check_mode(mode):
         raise ValueError(f"mode must be None, 'gray' or 'rgb'; got {mode!r}")
 
 
+def _check_float_pixels(arr, path):
+    """Float pixels read from a file must be finite and in [0, 1] (the convention itself)."""
+    if not np.all(np.isfinite(arr)):
+        raise ImageReadError(path, "floating-point image contains NaN or infinite values")
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ImageReadError(
+            path,
+            f"floating-point image with values in [{arr.min():g}, {arr.max():g}]; featurepipe "
+            "expects float images in [0, 1]: rescale it or save it as 8/16-bit integers",
+        )
+
+
+def _composite_alpha(arr):
+    """``(H, W, C)`` with the alpha as last channel (C = 2 or 4) -> colour times alpha, alpha dropped."""
+    return arr[..., :-1] * arr[..., -1:]
+
+
 def _pil_to_array(im, path):
     """Pillow image -> float32 array in [0, 1], (H, W) or (H, W, 3)."""
     pil_mode = im.mode
@@ -84,7 +125,8 @@ def _pil_to_array(im, path):
             im = im.convert("RGBA")
         elif pil_mode == "La":
             im = im.convert("LA")
-        arr = np.asarray(im, dtype=np.float32) / 255.0
+        arr = np.asarray(im, dtype=np.float32)
+        arr /= 255.0  # in place: a large image needs one float copy, not two
     elif pil_mode.startswith("I;16") or pil_mode == "I":
         arr = np.asarray(im).astype(np.float64)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -93,22 +135,14 @@ def _pil_to_array(im, path):
         arr = (arr / 65535.0).astype(np.float32)
     elif pil_mode == "F":
         arr = np.asarray(im, dtype=np.float32)
-        if not np.all(np.isfinite(arr)):
-            raise ImageReadError(path, "floating-point image contains NaN or infinite values")
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ImageReadError(
-                path,
-                f"floating-point image with values in [{arr.min():g}, {arr.max():g}]; featurepipe "
-                "expects float images in [0, 1]: rescale it or save it as 8/16-bit integers",
-            )
+        _check_float_pixels(arr, path)
     else:
         raise ImageReadError(path, f"unsupported Pillow image mode {pil_mode!r}")
 
     if arr.ndim == 3:
         n_channels = arr.shape[2]
         if n_channels in (2, 4):  # composite onto black
-            alpha = arr[..., -1:]
-            arr = arr[..., :-1] * alpha
+            arr = _composite_alpha(arr)
         if arr.shape[2] == 1:
             arr = arr[..., 0]
         elif pil_mode in ("P", "PA") and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(
@@ -116,6 +150,38 @@ def _pil_to_array(im, path):
         ):
             arr = arr[..., 0]  # a gray palette stores a grayscale image
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _opencv_to_array(data, path, gray):
+    """Decode with OpenCV at the stored depth -> float32 in [0, 1], (H, W) or (H, W, 3).
+
+    Used for what Pillow reduces to 8 bits (16-bit colour PNG/TIFF) or cannot open (float
+    colour TIFF). ``gray``: the file stores gray + alpha (OpenCV returns it as BGRA).
+    """
+    import cv2  # OpenCV is a dependency; imported here because few files need it
+
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageReadError(path, "corrupt image data (OpenCV could not decode it)")
+    if arr.ndim == 3:
+        order = {3: [2, 1, 0], 4: [2, 1, 0, 3]}.get(arr.shape[2])
+        if order is None:
+            raise ImageReadError(path, f"unsupported number of channels ({arr.shape[2]})")
+        arr = arr[..., order]  # OpenCV stores BGR(A)
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / np.float32(255)
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.float64) / 65535.0).astype(np.float32)
+    elif arr.dtype in (np.float32, np.float64):
+        out = arr.astype(np.float32)
+        _check_float_pixels(out, path)
+    else:
+        raise ImageReadError(path, f"unsupported pixel type {arr.dtype} (use 8/16-bit integers or float in [0, 1])")
+    if out.ndim == 3 and out.shape[2] == 4:
+        out = _composite_alpha(out)
+        if gray:
+            out = out[..., 0]
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _convert_channels(arr, mode):
@@ -130,26 +196,69 @@ def _convert_channels(arr, mode):
     return arr
 
 
-def _open_checked(data, path, max_pixels):
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _tile_rawmode(im):
+    """Pillow's raw mode of the first tile (e.g. ``"RGB;16B"``), or ``""``."""
+    if not getattr(im, "tile", None):
+        return ""
+    args = im.tile[0][3]
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def _check_size(path, width, height, max_pixels):
+    if width == 0 or height == 0:
+        raise ImageReadError(path, f"the image has zero area ({width}x{height} pixels)")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(
+            path,
+            f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
+            "(decompression-bomb guard, checked on the header before decoding; raise max_pixels "
+            "if the image is genuine)",
+        )
+
+
+def _tiff_size(data, path):
+    """(width, height) from a TIFF header Pillow cannot open (read by tifffile; nothing decoded)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    except Exception as exc:  # tifffile raises many types for corrupt headers
+        raise ImageReadError(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(data, path, max_pixels):
+    """Decode file bytes -> float32 array (see the module docstring), checking the size first."""
     if len(data) == 0:
         raise ImageReadError(path, "the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            try:
+                im = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:
+                if data[:4] not in _TIFF_MAGIC:
+                    raise
+                # e.g. float32 RGB TIFF written by OpenCV: Pillow has no mode for it
+                _check_size(path, *_tiff_size(data, path), max_pixels)
+                return _opencv_to_array(data, path, gray=False)
             width, height = im.size
-            if width == 0 or height == 0:
-                raise ImageReadError(path, f"the image has zero area ({width}x{height} pixels)")
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageReadError(
-                    path,
-                    f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
-                    "(decompression-bomb guard; raise max_pixels if the image is genuine)",
-                )
+            _check_size(path, width, height, max_pixels)
+            rawmode = _tile_rawmode(im)
+            if im.format in ("PNG", "TIFF") and im.mode in ("RGB", "RGBA", "LA") and ";16" in rawmode:
+                # Pillow would keep only the high byte of each 16-bit colour sample
+                return _opencv_to_array(data, path, gray=rawmode.startswith("LA"))
             im.seek(0)
             im.load()
             if im.format == "JPEG" or im.format == "MPO":
                 im = ImageOps.exif_transpose(im)
+            return _pil_to_array(im, path)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -160,22 +269,93 @@ def _open_checked(data, path, max_pixels):
         raise ImageReadError(path, f"truncated or corrupt image data ({exc})") from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise ImageReadError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from None
-    return im
 
 
-def _read_bytes(path):
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "no such file")
-    if path.is_dir():
-        raise ImageReadError(path, "is a directory, not an image file")
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO, i.e. a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path, st_mode):
+    if stat.S_ISDIR(st_mode):
+        return ImageReadError(path, "is a directory, not an image file")
+    kind = next((what for test, what in _FILE_KINDS if test(st_mode)), "a special file")
+    return ImageReadError(path, f"not a regular file ({kind}); only regular files are read")
+
+
+def open_regular_file(path):
+    """Open ``path`` for reading in binary mode, refusing anything but a regular file.
+
+    Symbolic links are followed; what they point to must be a regular file. A
+    FIFO, a device (``/dev/zero``), a socket or a directory is refused without
+    blocking: the file is opened non-blocking and checked with ``fstat`` on the
+    open descriptor, so it cannot be swapped between the check and the read.
+
+    Returns
+    -------
+    file : binary file object (close it, e.g. with ``with``)
+    size : int
+        File size in bytes.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file: missing (or a dangling link), not a regular file, or
+        not openable (permissions).
+    """
+    path = os.fspath(path)
     try:
-        return path.read_bytes()
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageReadError(path, "no such file (a dangling symbolic link)") from None
+        raise ImageReadError(path, "no such file") from None
     except OSError as exc:
         raise ImageReadError(path, f"the file cannot be opened ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ImageReadError(path, f"the file cannot be opened ({exc.strerror or exc})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # swapped since the stat above
+        os.close(fd)
+        raise _not_regular(path, st.st_mode)
+    return os.fdopen(fd, "rb"), st.st_size
 
 
-def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
+def read_file_bytes(path, max_bytes=DEFAULT_MAX_BYTES):
+    """The bytes of a regular file of at most ``max_bytes`` bytes (see :func:`open_regular_file`).
+
+    Raises
+    ------
+    ImageReadError
+        As :func:`open_regular_file`, or when the file is larger than
+        ``max_bytes`` (checked before reading; ``None``: no limit).
+    """
+    fh, size = open_regular_file(path)
+    with fh:
+        if max_bytes is not None and size > max_bytes:
+            raise ImageReadError(path, f"the file has {size} bytes, more than max_bytes={max_bytes} "
+                                       "(size guard; raise max_bytes if the file is genuine)")
+        try:
+            # read(n) allocates n bytes up front: ask for what fstat reported (+1 to see growth)
+            data = fh.read(size + 1)
+            if len(data) > size:  # the file grew while being read: take the rest, still bounded
+                data += fh.read() if max_bytes is None else fh.read(max_bytes + 1 - len(data))
+        except OSError as exc:
+            raise ImageReadError(path, f"the file cannot be read ({exc.strerror or exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageReadError(path, f"the file grew past max_bytes={max_bytes} while it was read")
+    return data
+
+
+def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, name=None):
     """Read an image file into featurepipe's array convention.
 
     Parameters
@@ -185,8 +365,11 @@ def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
     mode : {None, "gray", "rgb"}, default=None
         ``None`` keeps the stored channels (``(H, W)`` for single-channel
         files, ``(H, W, 3)`` otherwise); ``"gray"`` and ``"rgb"`` convert.
-    max_pixels : int or None, default=100_000_000
-        Refuse images with more pixels (decompression-bomb guard).
+    max_pixels : int or None, default=50_000_000
+        Refuse images whose header declares more pixels, before decoding
+        (decompression-bomb guard); ``None``: no limit of ours.
+    max_bytes : int or None, default=1 GiB
+        Refuse files larger than this, before reading them; ``None``: no limit.
     name : str, optional
         Name to report in errors when ``source`` is bytes.
 
@@ -197,8 +380,9 @@ def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
     Raises
     ------
     ImageReadError
-        Naming the file and the reason: missing, empty, not an image,
-        truncated/corrupt, zero-area or decompression-bomb sized.
+        Naming the file and the reason: missing, not a regular file (FIFO,
+        device, directory), too large, empty, not an image, truncated/corrupt,
+        zero-area, decompression-bomb sized, or float pixels outside [0, 1].
     """
     _check_mode(mode)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -206,10 +390,9 @@ def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
         data = bytes(source)
     else:
         path = os.fspath(source)
-        data = _read_bytes(path)
-    im = _open_checked(data, path, max_pixels)
+        data = read_file_bytes(path, max_bytes)
     try:
-        arr = _pil_to_array(im, path)
+        arr = _decode(data, path, max_pixels)
     except ImageReadError:
         raise
     except (OSError, ValueError) as exc:
@@ -217,28 +400,49 @@ def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
     return _convert_channels(arr, mode)
 
 
-def read_mask(source, *, max_pixels=DEFAULT_MAX_PIXELS, name=None):
+def read_mask(source, *, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, name=None):
     """Read a mask file: ``True`` where the (grayscale) value is non-zero.
 
     Returns
     -------
     mask : ndarray of bool, shape (H, W)
     """
-    return read_image(source, mode="gray", max_pixels=max_pixels, name=name) > 0
+    return read_image(source, mode="gray", max_pixels=max_pixels, max_bytes=max_bytes, name=name) > 0
 
 
-def to_float_image(array, *, name="image"):
+def to_float_image(array, *, name="image", unit_range=False):
     """Convert an in-memory array to the featurepipe convention.
 
     ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` becomes 0/1;
     floating-point arrays are kept (cast to float32) and must be finite.
     ``(H, W, 1)`` is squeezed, ``(H, W, 4)`` has its alpha composited onto black.
 
+    Parameters
+    ----------
+    array : array-like, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+    name : str, default="image"
+        Name used in error messages.
+    unit_range : bool, default=False
+        Also require floating-point pixels to lie in ``[0, 1]``, the
+        convention for images (``True`` at the public edge,
+        :meth:`featurepipe.sample.Sample.from_array`). ``False`` accepts any
+        finite floats, e.g. an image after :class:`~featurepipe.preprocessing.Standardize`.
+
     Raises
     ------
     ValueError
-        For other dtypes or shapes, empty arrays and NaN/inf values, naming
-        ``name``.
+        For other dtypes or shapes, empty arrays, NaN/inf values and (with
+        ``unit_range``) floats outside ``[0, 1]``, naming ``name``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_float_image(np.array([[0, 51, 255]], np.uint8)).tolist()
+    [[0.0, 0.20000000298023224, 1.0]]
+    >>> to_float_image(np.array([[0.0, 127.5]]), unit_range=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: image has values in [0, 127.5]; expected float intensities in [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
     """
     arr = np.asarray(array)
     if arr.dtype == object:
@@ -261,6 +465,12 @@ def to_float_image(array, *, name="image"):
         out = arr.astype(np.float32, copy=False)
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{name}: the image contains NaN or infinite values")
+        if unit_range:
+            lo, hi = float(out.min()), float(out.max())
+            if lo < 0.0 or hi > 1.0:
+                hint = ("divide 8-bit values by 255, or pass the uint8 array" if 2.0 < hi <= 255.0 and lo >= 0.0
+                        else "rescale or clip it")
+                raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; expected float intensities in [0, 1] ({hint})")
     else:
         raise ValueError(
             f"{name}: unsupported dtype {arr.dtype}; use uint8, uint16, bool or float (in [0, 1])"

@@ -25,7 +25,15 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .io import DEFAULT_MAX_PIXELS, ImageReadError, _read_bytes, read_image, read_mask, to_float_image
+from .io import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    read_file_bytes,
+    read_image,
+    read_mask,
+    to_float_image,
+)
 
 __all__ = ["Sample", "as_samples", "derive_key", "hash_bytes"]
 
@@ -81,19 +89,21 @@ class _ArraySource:
 
 
 class _FileSource:
-    __slots__ = ("path", "mask_paths", "mode", "max_pixels")
+    __slots__ = ("path", "mask_paths", "mode", "max_pixels", "max_bytes")
 
-    def __init__(self, path, mask_paths, mode, max_pixels):
+    def __init__(self, path, mask_paths, mode, max_pixels, max_bytes=DEFAULT_MAX_BYTES):
         self.path = path
         self.mask_paths = mask_paths
         self.mode = mode
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
 
     def load(self):
-        image = read_image(self.path, self.mode, max_pixels=self.max_pixels)
+        limits = {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes}
+        image = read_image(self.path, self.mode, **limits)
         mask = None
         for mask_path in self.mask_paths:
-            part = read_mask(mask_path, max_pixels=self.max_pixels)
+            part = read_mask(mask_path, **limits)
             if part.shape != image.shape[:2]:
                 raise ImageReadError(
                     mask_path, f"mask is {part.shape[1]}x{part.shape[0]} but its image {self.path!r} "
@@ -170,12 +180,16 @@ class Sample:
     # -- construction -------------------------------------------------------------
     @classmethod
     def from_path(cls, path, mask=None, *, mode=None, label=None, group=None, meta=None,
-                  max_pixels=DEFAULT_MAX_PIXELS):
+                  max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
         """A sample read from an image file (and optional mask file or files).
 
         Only the file bytes are read now (to compute the key); decoding happens
         when the pixels are needed, and decoding errors name the file.
         Several mask files are merged with logical OR (lesions of one image).
+        ``max_pixels`` and ``max_bytes`` are the guards of
+        :func:`~featurepipe.io.read_image`; a path that is not a regular file
+        (FIFO, device) or is larger than ``max_bytes`` raises
+        :class:`~featurepipe.io.ImageReadError` here, before anything is read.
         """
         path = os.fspath(path)
         if mode not in (None, "gray", "rgb"):
@@ -186,20 +200,34 @@ class Sample:
             mask_paths = (os.fspath(mask),)
         else:
             mask_paths = tuple(os.fspath(m) for m in mask)
-        chunks = [_read_bytes(path), str(mode)]
+        chunks = [read_file_bytes(path, max_bytes), str(mode)]
         for mask_path in mask_paths:
-            chunks.append(_read_bytes(mask_path))
+            chunks.append(read_file_bytes(mask_path, max_bytes))
         key = hash_bytes(*chunks)[:32]
         info = {"path": path}
         if mask_paths:
             info["mask_paths"] = mask_paths
         info.update(meta or {})
-        return cls(key, _FileSource(path, mask_paths, mode, max_pixels), label=label, group=group, meta=info)
+        return cls(key, _FileSource(path, mask_paths, mode, max_pixels, max_bytes), label=label, group=group, meta=info)
 
     @classmethod
     def from_array(cls, image, mask=None, *, label=None, group=None, meta=None, name="image"):
-        """A sample holding an in-memory image (converted with :func:`~featurepipe.io.to_float_image`)."""
-        image = to_float_image(image, name=name)
+        """A sample holding an in-memory image (converted with :func:`~featurepipe.io.to_float_image`).
+
+        ``uint8``/``uint16``/``bool`` arrays are scaled to ``[0, 1]``; float
+        arrays must already be in ``[0, 1]`` (the featurepipe convention): a
+        float image in 0-255 is refused with a ``ValueError`` naming ``name``
+        and the range, never silently taken as intensities up to 255.
+
+        >>> import numpy as np
+        >>> Sample.from_array(np.array([[0, 255]], np.uint8)).image.tolist()
+        [[0.0, 1.0]]
+        >>> Sample.from_array(np.array([[0.0, 255.0]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: image has values in [0, 255]; expected float intensities in [0, 1] (divide 8-bit values by 255, or pass the uint8 array)
+        """
+        image = to_float_image(image, name=name, unit_range=True)
         mask = _check_mask(mask, image, name)
         parts = [_array_digest(image)]
         if mask is not None:
@@ -292,7 +320,7 @@ def as_samples(X, *, mode=None):
         elif isinstance(item, (str, os.PathLike)):
             out[i] = Sample.from_path(item, mode=mode)
         elif isinstance(item, np.ndarray):
-            out[i] = Sample.from_array(item, name=f"X[{i}]")
+            out[i] = Sample.from_array(item, name=f"image (X[{i}])")
         else:
             raise TypeError(
                 f"X[{i}] is a {type(item).__name__}; expected a Sample, a file path or an image array"

@@ -6,8 +6,15 @@ Every builder returns a :class:`featurepipe.dataset.Dataset` of lazy
 image and mask once, so that a returned dataset holds only usable samples;
 files that cannot be used (unreadable, corrupt, missing mask, unparseable
 name, no ground truth) are listed in ``Dataset.skipped`` with the reason and
-never dropped silently. ``validate=False`` skips the decoding pass (fast for
+never dropped silently: entries named like images that are not regular
+files (FIFOs, devices, dangling symbolic links) are reported, never opened
+for reading, and what a builder does not read (other files, folders outside
+its layout) is listed in ``Dataset.info["ignored"]``. Symbolic links to
+folders are followed. ``validate=False`` skips the decoding pass (fast for
 large sets); decoding errors then surface at first use, naming the file.
+
+Manifests are bounded by their data root: see
+:mod:`featurepipe.datasets.manifest` (``allow_outside_root``).
 
 ==============  ======================================  ==========================
 layout          builder                                 what it reads

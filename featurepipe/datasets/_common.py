@@ -12,7 +12,7 @@ from ..io import IMAGE_EXTENSIONS, ImageReadError
 from ..sample import Sample
 
 __all__ = ["natural_key", "is_image_file", "is_hidden", "check_root", "make_sample", "validate_samples",
-           "relpath"]
+           "relpath", "walk_tree"]
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -31,6 +31,29 @@ def is_image_file(path):
 def is_hidden(name):
     """Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are never data."""
     return str(name).startswith(".")
+
+
+def walk_tree(folder):
+    """Every non-hidden entry under ``folder`` that is not a folder, in no particular order.
+
+    Symbolic links to folders are followed (each real folder is scanned once,
+    so a link cycle ends), and entries that are not regular files (FIFOs,
+    devices, dangling links) are returned too: callers report them instead of
+    dropping them. Hidden folders are not entered.
+    """
+    visited = set()
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        # real folders before links to folders, so files keep their own path when both lead to them
+        dirnames[:] = sorted((d for d in dirnames if not is_hidden(d)),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), natural_key(d)))
+        out.extend(Path(dirpath) / name for name in filenames if not is_hidden(name))
+    return out
 
 
 def check_root(root, what="data root"):

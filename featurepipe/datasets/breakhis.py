@@ -13,13 +13,12 @@ carcinoma, ``MC`` mucinous carcinoma, ``PC`` papillary carcinoma.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..dataset import Dataset
-from ._common import check_root, is_hidden, is_image_file, make_sample, natural_key, relpath, validate_samples
+from ._common import check_root, is_image_file, make_sample, natural_key, relpath, validate_samples, walk_tree
 
 __all__ = ["load_breakhis", "parse_breakhis_name", "BreakHisName", "BREAKHIS_SUBTYPES", "BREAKHIS_TASKS"]
 
@@ -127,10 +126,7 @@ def load_breakhis(root, *, task="binary", magnification=None, mode=None, validat
     root = check_root(root)
     skipped, ignored, samples = [], [], []
     excluded = {}
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
-        paths.extend(Path(dirpath) / f for f in filenames if not is_hidden(f))
+    paths = walk_tree(root)  # symlinked sub-folders too; FIFOs and dangling links are reported when read
     for path in sorted(paths, key=lambda p: natural_key(p.name)):
         if not is_image_file(path):
             ignored.append((str(path), "not an image file extension"))

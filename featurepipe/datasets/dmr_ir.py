@@ -72,7 +72,7 @@ def load_dmr_ir(root, *, classes=None, mode=None, validate=True, n_jobs=None, na
                          "<root>/<class>/<patient>/<image> files")
     for class_dir in class_dirs:
         label = class_dir.name
-        for path in _walk_files(class_dir, recursive=True):
+        for path in _walk_files(class_dir, recursive=True)[0]:
             if not is_image_file(path):
                 ignored.append((str(path), "not an image file extension"))
                 continue

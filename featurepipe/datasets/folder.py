@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from ..dataset import Dataset
-from ._common import check_root, is_hidden, is_image_file, make_sample, natural_key, relpath, validate_samples
+from ._common import (
+    check_root,
+    is_hidden,
+    is_image_file,
+    make_sample,
+    natural_key,
+    relpath,
+    validate_samples,
+    walk_tree,
+)
 
 __all__ = ["load_folder", "scan_folder"]
 
 
+_NOT_SCANNED = "a folder; not scanned (recursive=False reads the class folders only)"
+
+
 def _walk_files(folder, recursive):
-    """Non-hidden files under ``folder`` in natural order (hidden folders are not entered)."""
+    """Non-hidden entries under ``folder`` that are not folders, in natural order, and the folders not scanned.
+
+    Entries that are not regular files (FIFOs, devices, dangling links) are
+    included, so that reading them reports why they cannot be used. With
+    ``recursive`` symbolic links to folders are followed (see
+    :func:`~featurepipe.datasets._common.walk_tree`); without it the
+    sub-folders are returned as not scanned.
+    """
     if not recursive:
-        return sorted((p for p in folder.iterdir() if p.is_file() and not is_hidden(p.name)),
-                      key=lambda p: natural_key(p.name))
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted((d for d in dirnames if not is_hidden(d)), key=natural_key)
-        for filename in filenames:
-            if not is_hidden(filename):
-                out.append(Path(dirpath) / filename)
-    return sorted(out, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+        entries = [p for p in folder.iterdir() if not is_hidden(p.name)]
+        files = [p for p in entries if not p.is_dir()]
+        folders = [p for p in entries if p.is_dir()]
+        return (sorted(files, key=lambda p: natural_key(p.name)), sorted(folders, key=lambda p: natural_key(p.name)))
+    return sorted(walk_tree(folder), key=lambda p: natural_key(p.relative_to(folder).as_posix())), []
 
 
 def scan_folder(folder, *, mask_suffix=None, recursive=True):
@@ -47,10 +61,12 @@ def scan_folder(folder, *, mask_suffix=None, recursive=True):
     orphans : list of (Path, str)
         Mask files without an image, with the reason.
     ignored : list of (Path, str)
-        Files that are not images by extension (never decoded).
+        Files that are not images by extension (never decoded) and, when not
+        ``recursive``, the sub-folders that were not scanned.
     """
-    files = _walk_files(Path(folder), recursive)
+    files, not_scanned = _walk_files(Path(folder), recursive)
     ignored = [(p, "not an image file extension") for p in files if not is_image_file(p)]
+    ignored += [(p, _NOT_SCANNED) for p in not_scanned]
     image_files = [p for p in files if is_image_file(p)]
     if mask_suffix is None:
         return [(p, ()) for p in image_files], [], ignored
@@ -99,7 +115,9 @@ def load_folder(root, *, mode=None, mask_suffix=None, require_mask=False, classe
     classes : sequence of str, optional
         The allowed class folders; images in other folders are reported as skipped.
     recursive : bool, default=True
-        Take images from sub-folders of the class folders too.
+        Take images from sub-folders of the class folders too, following
+        symbolic links to folders (each real folder once, so link cycles
+        end). With ``False`` the sub-folders are listed in ``info["ignored"]``.
     validate : bool, default=True
         Decode every image and mask now and report those that fail in
         ``Dataset.skipped``. With ``False`` only the file bytes are read (for
@@ -113,8 +131,10 @@ def load_folder(root, *, mode=None, mask_suffix=None, require_mask=False, classe
     -------
     Dataset
         ``skipped`` lists every image file that could not be used, with the
-        reason; ``info["ignored"]`` lists files that are not images by
-        extension (e.g. ``README.txt``); nothing is dropped silently.
+        reason (including image-named entries that are not regular files:
+        FIFOs, devices, dangling symbolic links); ``info["ignored"]`` lists
+        files that are not images by extension (e.g. ``README.txt``) and
+        folders not scanned; nothing is dropped silently.
 
     Raises
     ------

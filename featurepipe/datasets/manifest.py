@@ -5,8 +5,11 @@ Format
 UTF-8 CSV with a header row. Columns:
 
 ``path`` (required)
-    Image file, relative to the data root, with forward slashes (an
-    absolute path is used as it is).
+    Image file, relative to the data root, with forward slashes. Paths are
+    normalised lexically (``./a.png``, ``data//a.png`` and ``data/x/../a.png``
+    are ``a.png``, ``data/a.png``, ``data/a.png``), and one file may be listed
+    only once, under any spelling (a symbolic link to a listed file counts as
+    the same file).
 ``label`` (required)
     Class label (text).
 ``group`` (optional)
@@ -21,22 +24,39 @@ UTF-8 CSV with a header row. Columns:
 
 Any other column is kept as text in each sample's ``meta`` (e.g.
 ``subtype``, ``magnification``, ``tissue``).
+
+The data root is a boundary
+---------------------------
+A manifest is data, perhaps from someone else, so its paths may not point
+anywhere on the machine: a path (image or mask) that resolves outside the
+data root (``../../etc/passwd``, or a symbolic link under the root that
+points out of it) and any absolute path are refused with a ``ValueError``
+naming the manifest line, before any file is opened, unless the user opts
+in with ``allow_outside_root=True`` (``--allow-outside-root`` on the
+command line).
+
+Encoding: UTF-8 (a byte-order mark is allowed); anything else is refused
+with an error naming the file, the line and the offending byte. A manifest
+must list at least one image.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dataset import Dataset
+from ..io import ImageReadError, open_regular_file
 from ._common import make_sample, validate_samples
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestRow", "read_manifest", "load_manifest", "write_manifest",
-           "file_sha256"]
+           "file_sha256", "normalise_manifest_path", "resolve_manifest_path", "resolve_manifest_rows"]
 
 #: Standard columns, in the order :func:`write_manifest` writes them.
 MANIFEST_COLUMNS = ("path", "label", "group", "mask", "sha256", "mask_sha256")
@@ -59,12 +79,111 @@ class ManifestRow:
 
 
 def file_sha256(path, chunk_size=1 << 20):
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes.
+
+    Only regular files are hashed (a FIFO or a device such as ``/dev/zero``
+    raises :class:`~featurepipe.io.ImageReadError` instead of blocking or
+    reading forever).
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    fh, _ = open_regular_file(path)
+    with fh:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def normalise_manifest_path(text):
+    """A manifest path in its one canonical spelling (lexical: nothing on disk is looked at).
+
+    >>> [normalise_manifest_path(p) for p in ("./data/a.png", "data//a.png", "data/x/../a.png")]
+    ['data/a.png', 'data/a.png', 'data/a.png']
+    """
+    return posixpath.normpath(text)
+
+
+_OPT_IN = ("pass allow_outside_root=True (on the command line: --allow-outside-root) if you trust "
+           "this manifest")
+
+
+def resolve_manifest_path(root, path, *, allow_outside_root=False, where="manifest", what="path"):
+    """The file a manifest path names under ``root``, refusing paths that leave the root.
+
+    Parameters
+    ----------
+    root : path
+        The data root.
+    path : str
+        The path as written in the manifest (relative to ``root``).
+    allow_outside_root : bool, default=False
+        Accept absolute paths and paths that resolve (through ``..`` or
+        symbolic links) outside ``root``.
+    where, what : str
+        Used in the error message (the manifest and line; ``"path"`` or ``"mask path"``).
+
+    Returns
+    -------
+    file : pathlib.Path
+        ``root / path`` (or ``path`` when absolute), as the user wrote it.
+    real : str
+        Its fully resolved form (symbolic links followed), the identity of the file.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where``, the path, what it resolves to and the opt-in.
+    """
+    root_real = os.path.realpath(root)
+    absolute = os.path.isabs(path)
+    candidate = Path(path) if absolute else Path(root) / path
+    real = os.path.realpath(candidate)
+    inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+    if not allow_outside_root:
+        if absolute:
+            outside = "" if inside else f", outside the data root {root_real!r}"
+            raise ValueError(f"{where}: {what} {path!r} is absolute{outside}; manifest paths are relative "
+                             f"to the data root; {_OPT_IN}")
+        if not inside:
+            raise ValueError(f"{where}: {what} {path!r} resolves to {real!r}, outside the data root "
+                             f"{root_real!r}; manifest paths must stay inside it; {_OPT_IN}")
+    return candidate, os.path.normcase(real)
+
+
+def resolve_manifest_rows(rows, manifest, root, *, allow_outside_root=False):
+    """``[(row, image_path, mask_paths)]`` for parsed rows, checked before any file is opened.
+
+    Every image and mask path goes through :func:`resolve_manifest_path`;
+    two rows naming the same file (e.g. through a symbolic link) are an error
+    naming both lines.
+    """
+    resolved = []
+    seen = {}
+    for row in rows:
+        where = f"manifest {str(manifest)!r} line {row.line}"
+        path, real = resolve_manifest_path(root, row.path, allow_outside_root=allow_outside_root, where=where)
+        if real in seen:
+            first = seen[real]
+            raise ValueError(f"{where}: {row.path!r} is already listed on line {first.line} as {first.path!r} "
+                             "(the same file, through a symbolic link); list each image once")
+        seen[real] = row
+        masks = [resolve_manifest_path(root, m, allow_outside_root=allow_outside_root, where=where,
+                                       what="mask path")[0] for m in row.masks]
+        resolved.append((row, path, masks))
+    return resolved
+
+
+def _read_text(manifest):
+    """The manifest's text, decoded as UTF-8 (with or without BOM), or a ValueError saying where it is not."""
+    data = manifest.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data[:offset].count(b"\n") + 1
+        raise ValueError(
+            f"manifest {str(manifest)!r} is not valid UTF-8: line {line} has the byte 0x{data[offset]:02x} "
+            f"({exc.reason}); it looks like another encoding (e.g. Latin-1 or Windows-1252): save it as UTF-8"
+        ) from None
 
 
 def _split_list(text):
@@ -74,19 +193,22 @@ def _split_list(text):
 def read_manifest(manifest):
     """Parse a manifest CSV into :class:`ManifestRow` objects (no file under the root is touched).
 
+    Paths are normalised with :func:`normalise_manifest_path`.
+
     Raises
     ------
     FileNotFoundError
         When the manifest does not exist.
     ValueError
-        Naming the manifest and line for a missing ``path``/``label`` column,
-        a row with the wrong number of fields, an empty path or label, a
-        malformed checksum, or a path listed twice.
+        Naming the manifest (and line) for text that is not UTF-8, a missing
+        ``path``/``label`` column, no data row at all, a row with the wrong
+        number of fields, an empty path or label, a malformed checksum, or a
+        path listed twice (under any spelling).
     """
     manifest = Path(os.fspath(manifest))
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {str(manifest)!r} does not exist or is not a file")
-    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(_read_text(manifest), newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader)]
@@ -123,23 +245,25 @@ def read_manifest(manifest):
             for value in mask_sha:
                 if not _HEX64.match(value):
                     raise ValueError(f"{where}: 'mask_sha256' values must be 64 hex digits; got {value!r}")
-            if record["path"] in seen:
-                raise ValueError(f"{where}: {record['path']!r} is already listed on line {seen[record['path']]}")
-            seen[record["path"]] = line
+            path = normalise_manifest_path(record["path"])
+            if path in seen:
+                first_line, first_spelling = seen[path]
+                spelling = "" if first_spelling == record["path"] else f" as {first_spelling!r}"
+                raise ValueError(f"{where}: {record['path']!r} is already listed on line {first_line}{spelling}; "
+                                 "list each image once")
+            seen[path] = (line, record["path"])
+            masks = tuple(normalise_manifest_path(m) for m in masks)
             extra = {k: v for k, v in record.items() if k not in MANIFEST_COLUMNS and v != ""}
-            rows.append(ManifestRow(line=line, path=record["path"], label=record["label"],
+            rows.append(ManifestRow(line=line, path=path, label=record["label"],
                                     group=record.get("group") or None, masks=masks, sha256=sha,
                                     mask_sha256=mask_sha, extra=extra))
+    if not rows:
+        raise ValueError(f"manifest {str(manifest)!r} has a header but no rows: it lists no images")
     return rows
 
 
-def _resolve(root, path):
-    path = Path(path)
-    return path if path.is_absolute() else root / path
-
-
 def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256=False, n_jobs=None,
-                  name=None):
+                  name=None, allow_outside_root=False):
     """Build a dataset from a manifest CSV (see the module docstring for the format).
 
     Parameters
@@ -159,6 +283,9 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
         Threads for decoding during validation.
     name : str, optional
         Dataset name (default: the manifest's file name without extension).
+    allow_outside_root : bool, default=False
+        Accept absolute paths and paths resolving outside ``root``
+        (see "The data root is a boundary" in the module docstring).
 
     Returns
     -------
@@ -166,6 +293,12 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
         Labels and groups as written in the manifest (text); extra columns
         in ``meta``; rows whose files are missing, differ from their
         checksum or do not decode are in ``skipped`` with the reason.
+
+    Raises
+    ------
+    ValueError
+        For the problems listed in :func:`read_manifest`, a path outside the
+        root (without ``allow_outside_root``) and two rows naming one file.
     """
     manifest = Path(os.fspath(manifest))
     rows = read_manifest(manifest)
@@ -174,14 +307,12 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
         raise NotADirectoryError(f"data root {str(root)!r} for manifest {str(manifest)!r} is not a folder")
     skipped = []
     samples = []
-    for row in rows:
-        path = _resolve(root, row.path)
-        masks = [_resolve(root, m) for m in row.masks]
+    for row, path, masks in resolve_manifest_rows(rows, manifest, root, allow_outside_root=allow_outside_root):
         where = f"{manifest.name} line {row.line}"
-        if not path.is_file():
+        if not path.exists():
             skipped.append((str(path), f"listed in {where} but not found under {str(root)!r}"))
             continue
-        lost = [m for m in masks if not m.is_file()]
+        lost = [m for m in masks if not m.exists()]
         if lost:
             skipped.append((str(path), f"mask file {str(lost[0])!r} listed in {where} not found"))
             continue
@@ -203,12 +334,14 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
 
 
 def _checksum_problem(path, sha, masks, mask_sha, where):
-    if sha is not None:
-        actual = file_sha256(path)
-        if actual != sha:
-            return f"sha256 mismatch: {where} says {sha}, the file has {actual}"
-    for mask, expected in zip(masks, mask_sha):
-        actual = file_sha256(mask)
+    try:
+        actual = None if sha is None else file_sha256(path)
+        mask_actual = [file_sha256(mask) for mask in masks[:len(mask_sha)]]
+    except ImageReadError as exc:  # not a regular file, unreadable
+        return exc.reason if os.fspath(exc.path) == os.fspath(path) else f"mask {exc.path!r}: {exc.reason}"
+    if sha is not None and actual != sha:
+        return f"sha256 mismatch: {where} says {sha}, the file has {actual}"
+    for mask, expected, actual in zip(masks, mask_sha, mask_actual):
         if actual != expected:
             return f"mask {str(mask)!r}: sha256 mismatch: {where} says {expected}, the file has {actual}"
     return None

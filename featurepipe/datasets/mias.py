@@ -311,9 +311,16 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
         info_path = root / info_path
     records, problems = parse_mias_info(info_path)
     files = {}
+    ignored = []
     for entry in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
-        if entry.is_file() and not is_hidden(entry.name) and is_image_file(entry):
+        if is_hidden(entry.name) or entry == info_path:
+            continue
+        if entry.is_dir():
+            ignored.append((str(entry), "a folder; the mias layout reads the image files directly under the root"))
+        elif is_image_file(entry):  # FIFOs and dangling links too: reading them reports why they fail
             files.setdefault(entry.stem.lower(), []).append(entry)
+        else:
+            ignored.append((str(entry), "not an image file extension"))
     for paths in files.values():
         paths.sort(key=lambda p: _PREFERRED_EXT.index(p.suffix.lower())
                    if p.suffix.lower() in _PREFERRED_EXT else len(_PREFERRED_EXT))
@@ -394,7 +401,7 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
         "info_file": str(info_path),
         "excluded": excluded,
         "manifest_columns": ["tissue", "abnormality"],
-        "ignored": [],
+        "ignored": ignored,
         "citation": ("J. Suckling et al., \"The Mammographic Image Analysis Society digital mammogram "
                      "database\", Excerpta Medica, International Congress Series 1069 (1994) 375-378."),
     }

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from joblib import Parallel, delayed
 
-from ..io import ImageReadError, read_image
-from ._common import is_hidden, is_image_file, natural_key
-from .manifest import _resolve, file_sha256, read_manifest
+from ..io import ImageReadError, open_regular_file, read_image
+from ._common import is_image_file, natural_key, walk_tree
+from .manifest import file_sha256, read_manifest, resolve_manifest_rows
 
 __all__ = ["verify_manifest", "ManifestReport"]
 
@@ -26,7 +26,8 @@ class ManifestReport:
     extra : list of str
         Image files under the root that the manifest does not list.
     corrupt : list of (path, reason)
-        Listed files that exist but do not decode.
+        Listed files that exist but are not regular files (FIFO, device) or
+        do not decode.
     checksum_mismatch : list of (path, expected, actual)
         Listed files whose SHA-256 differs from the manifest.
     no_checksum : list of str
@@ -91,7 +92,16 @@ def _decode_error(path, is_mask):
     return None
 
 
-def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None):
+def _not_regular_reason(path):
+    try:
+        fh, _ = open_regular_file(path)
+    except ImageReadError as exc:
+        return exc.reason
+    fh.close()
+    return None
+
+
+def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None, allow_outside_root=False):
     """Check the files under ``root`` against a manifest.
 
     Parameters
@@ -105,32 +115,48 @@ def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None):
         corrupt and still match a checksum taken from a corrupt copy).
     n_jobs : int, optional
         Threads for decoding.
+    allow_outside_root : bool, default=False
+        Accept manifest paths that are absolute or resolve outside ``root``;
+        without it such a manifest raises ``ValueError`` before any file is
+        opened (see :mod:`featurepipe.datasets.manifest`).
 
     Returns
     -------
     ManifestReport
         ``report.ok`` is ``True`` when nothing is wrong; ``print(report)``
         lists every problem with its path. Extra files are image files
-        (by extension, hidden files excepted) anywhere under the root that
-        the manifest lists neither as an image nor as a mask.
+        (by extension, hidden files excepted) anywhere under the root,
+        symbolically linked sub-folders included, that the manifest lists
+        neither as an image nor as a mask (a file reached through two names
+        counts once).
+
+    Raises
+    ------
+    ValueError
+        For the manifest problems of :func:`~featurepipe.datasets.read_manifest`,
+        paths outside the root and rows naming one file twice.
     """
     manifest = Path(os.fspath(manifest))
     rows = read_manifest(manifest)
     root = manifest.parent if root is None else Path(os.fspath(root))
     if not root.is_dir():
         raise NotADirectoryError(f"data root {str(root)!r} is not a folder")
+    resolved = resolve_manifest_rows(rows, manifest, root, allow_outside_root=allow_outside_root)
     report = ManifestReport(manifest=str(manifest), root=str(root), n_rows=len(rows), decoded=bool(decode))
-    listed = []  # (relative path, line, expected sha or None, is_mask)
-    for row in rows:
-        listed.append((row.path, row.line, row.sha256, False))
+    listed = []  # (path as written, file, line, expected sha or None, is_mask)
+    for row, path, masks in resolved:
+        listed.append((row.path, path, row.line, row.sha256, False))
         shas = row.mask_sha256 or (None,) * len(row.masks)
-        listed.extend((mask, row.line, sha, True) for mask, sha in zip(row.masks, shas))
+        listed.extend((rel, mask, row.line, sha, True) for rel, mask, sha in zip(row.masks, masks, shas))
     report.n_files = len(listed)
     present = []
-    for rel, line, sha, is_mask in listed:
-        path = _resolve(root, rel)
-        if not path.is_file():
+    for rel, path, line, sha, is_mask in listed:
+        if not path.exists():
             report.missing.append((rel, line))
+            continue
+        reason = _not_regular_reason(path)
+        if reason is not None:
+            report.corrupt.append((rel, reason))
             continue
         present.append((rel, path, is_mask))
         if sha is None:
@@ -145,16 +171,11 @@ def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None):
         else:
             reasons = Parallel(n_jobs=n_jobs, prefer="threads")(
                 delayed(_decode_error)(path, is_mask) for _, path, is_mask in present)
-        report.corrupt = [(rel, reason) for (rel, _, _), reason in zip(present, reasons) if reason is not None]
-    known = {os.path.normcase(os.path.abspath(_resolve(root, rel))) for rel, _, _, _ in listed}
+        report.corrupt += [(rel, reason) for (rel, _, _), reason in zip(present, reasons) if reason is not None]
+    known = {os.path.normcase(os.path.realpath(path)) for _, path, _, _, _ in listed}
     extra = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
-        for filename in filenames:
-            if is_hidden(filename) or not is_image_file(filename):
-                continue
-            full = os.path.join(dirpath, filename)
-            if os.path.normcase(os.path.abspath(full)) not in known:
-                extra.append(Path(full).relative_to(root).as_posix())
+    for full in walk_tree(root):
+        if is_image_file(full) and os.path.normcase(os.path.realpath(full)) not in known:
+            extra.append(full.relative_to(root).as_posix())
     report.extra = sorted(extra, key=natural_key)
     return report
