@@ -40,7 +40,7 @@ def register(subparsers):
     check.add_argument("--layout", choices=("auto",) + _LAYOUT_CHOICES, default="auto",
                        help="dataset layout (default: detected from the files)")
     check.add_argument("--root", help="data root of a manifest (default: the manifest's folder)")
-    _add_outside_root(check)
+    add_allow_outside_root(check)
     _add_common(check)
     check.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
                        help="duplicate search, the same one `featurepipe benchmark` groups by: near = exact copies "
@@ -80,14 +80,15 @@ def register(subparsers):
                     "anything is wrong.")
     verify.add_argument("manifest", help="manifest CSV")
     verify.add_argument("--root", help="data root (default: the manifest's folder)")
-    _add_outside_root(verify)
+    add_allow_outside_root(verify)
     verify.add_argument("--no-decode", action="store_true", help="check presence and checksums only")
     verify.add_argument("--n-jobs", type=int, default=None, help="threads for decoding")
     verify.add_argument("--max-list", type=int, default=50, help="list at most this many entries per section")
     verify.set_defaults(func=run_verify)
 
 
-def _add_outside_root(parser):
+def add_allow_outside_root(parser):
+    """Add ``--allow-outside-root`` (manifest paths outside the data root) to a command's parser."""
     parser.add_argument("--allow-outside-root", action="store_true",
                         help="accept manifest paths that are absolute or lead outside the data root "
                              "(refused by default: a manifest may only name files under its root)")

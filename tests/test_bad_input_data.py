@@ -537,3 +537,27 @@ def test_fit_and_benchmark_refuse_outside_paths(tmp_path, rng, capsys):
         err = capsys.readouterr().err
         assert "line 8: path '../outside/a6.png'" in err and "outside the data root" in err
     assert not model.exists() and not (tmp_path / "rep").exists()
+
+
+def test_fit_and_benchmark_refuse_outside_paths_unless_opted_in(tmp_path, rng, capsys):
+    root = tmp_path / "root"
+    lines = ["path,label"]
+    for k in range(8):
+        label = "smooth" if k % 2 else "rough"
+        scale = 40 if k % 2 else 255
+        _save(root / "data" / f"{k}.png", rng.integers(0, scale, size=(16, 16), dtype=np.uint8))
+        lines.append(f"data/{k}.png,{label}")
+    _save(tmp_path / "outside" / "extra.png", rng.integers(0, 40, size=(16, 16), dtype=np.uint8))
+    lines.append("../outside/extra.png,smooth")
+    manifest = _write(root / "m.csv", "\n".join(lines) + "\n")
+    model = tmp_path / "m.skops"
+    for command in (["fit", "firstorder_glcm_svm", str(manifest), "-o", str(model)],
+                    ["benchmark", str(manifest), "--recipes", "firstorder_glcm_svm", "--splits", "2",
+                     "--output", str(tmp_path / "report")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "line 10" in err and "outside the data root" in err and "--allow-outside-root" in err
+    assert not model.exists()
+    assert main(["fit", "firstorder_glcm_svm", str(manifest), "-o", str(model), "--allow-outside-root"]) == 0
+    assert "fitted firstorder_glcm_svm on 9 images" in capsys.readouterr().out
+    assert model.is_file()
