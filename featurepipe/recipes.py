@@ -393,9 +393,9 @@ RECIPES = {r.name: r for r in [
            "Csurka, Dance, Fan, Willamowski & Bray (2004), Visual categorization with bags of keypoints, "
            "ECCV Workshop on Statistical Learning in Computer Vision",
            lambda b, m, rs, cw: (_bovw(m, rs), _svc("rbf", rs, cw)),
-           {**_SVM_RBF_GRID, "features__n_words": [32, 64, 128]},
+           {**_SVM_RBF_GRID, "features__n_words": [32, 64]},
            defaults=f"features: 64 words (a vocabulary several times smaller than the descriptors of a few "
-                    f"hundred images), vocabulary size doubled/halved in the grid; {_WHY_RBF_SVM}"),
+                    f"hundred images), also halved in the grid (8 points with C); {_WHY_RBF_SVM}"),
     Recipe("shape_texture_rf", "Region shape (Otsu region, or the mask with use_mask=True) + first-order + GLCM "
                                "texture + random forest",
            "Cheng, Shi, Min, Hu, Cai & Du (2006), Approaches for automated detection and classification of "
