@@ -515,3 +515,26 @@ def test_every_recipe_says_how_its_defaults_were_chosen_and_has_a_small_grid(nam
     assert len(recipe.defaults) > 60, name
     assert "grid" in recipe.defaults, name  # the default grid is explained too
     assert len(ParameterGrid(recipes.grid(name))) <= 9, name
+
+
+@pytest.mark.parametrize("name", ["hybrid_svm", "keras_head", "stacked_autoencoder", "fusion_soft_vote"])
+def test_recipes_that_crop_to_the_mask_fit_and_predict_on_the_crops(name, tiny_backbone, monkeypatch):
+    from featurepipe.preprocessing import CropToMask
+
+    X, y = _region_task(6, seed=51)
+    pipe = _fast_settings(name, recipes.make(name, backbone=tiny_backbone, use_mask=True), tiny_backbone)
+    seen = []
+    original = CropToMask._transform_image
+
+    def recording(self, image, mask):
+        cropped = original(self, image, mask)
+        seen.append(cropped[0].shape[:2])
+        return cropped
+
+    monkeypatch.setattr(CropToMask, "_transform_image", recording)
+    proba = pipe.fit(X, y).predict_proba(X[:4])
+    assert proba.shape == (4, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    # Every image that reached the model was a 10-px region plus at most ROI_MARGIN px on each side.
+    assert seen and all(10 <= side <= 10 + 2 * recipes.ROI_MARGIN for shape in seen for side in shape)
+    assert min(min(shape) for shape in seen) < 64  # cropped: smaller than the 64-px images
