@@ -16,13 +16,15 @@ default parameter grid (full-pipeline parameter names)::
 
 Pipeline layout (step names are fixed, so the grids stay valid whatever the
 options): optional preprocessing steps (``"median"``, ``"clahe"``,
-``"otsu_roi"``), ``"features"`` (a feature extractor or
+``"otsu_roi"``), ``"roi"`` (crop to the mask, only with ``use_mask=True`` and
+features that cannot read masks), ``"features"`` (a feature extractor or
 :class:`~featurepipe.features.FeatureBank`), ``"scale"``
 (:class:`~sklearn.preprocessing.StandardScaler`), optional ``"balance"``
 (random oversampling or SMOTE — *after* feature extraction, inside the
 imbalanced-learn pipeline, so it only ever sees training folds) and
 ``"classifier"``. The end-to-end Keras recipes have no feature step: their
-only learned step is ``"classifier"``.
+only learned step is ``"classifier"``. The fusion recipe's ``"classifier"``
+is a soft vote over whole member pipelines (see "Fusion").
 
 How the defaults were chosen
 ----------------------------
