@@ -18,8 +18,9 @@ NAMES = [name for name, _, _ in recipes.list()]
 EXPECTED = {
     "convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "firstorder_glcm_svm", "glcm_svm",
     "lbp_svm", "hog_svm", "curvelet_svm", "bovw_svm", "shape_texture_rf", "hybrid_svm", "keras_head",
-    "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote",
+    "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote", "fusion_stack",
 }
+FUSION = {"fusion_soft_vote", "fusion_stack"}
 
 
 def _images(n_per_class, size=32, seed=0):
@@ -76,7 +77,7 @@ def test_every_recipe_builds_clones_and_accepts_its_first_grid_point(name):
 
 def test_which_recipes_are_calibrated_and_convnet_svm_linear_is_a_one_vs_rest_linear_svm():
     end_to_end_or_logistic = {"keras_head", "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder"}
-    for name in EXPECTED - {"fusion_soft_vote"}:
+    for name in EXPECTED - FUSION:
         calibrated = isinstance(recipes.make(name).named_steps["classifier"], CalibratedClassifierCV)
         assert calibrated == (name not in end_to_end_or_logistic), name
     # The fusion averages calibrated members.
@@ -250,7 +251,7 @@ def _fast_settings(name, pipe, backbone):
     if name == "stacked_autoencoder":
         params.update(features__input_size=16, features__hidden_units=(16, 8), features__epochs=2,
                       features__fine_tune_epochs=1)
-    if name == "fusion_soft_vote":
+    if name in FUSION:
         params["classifier__deep__features__cache"] = False
     pipe.set_params(**params)
     return pipe
@@ -331,9 +332,11 @@ def test_calibration_is_fitted_on_inner_folds_of_the_training_part_only(n_classe
 # ----------------------------------------------------------------------------- class weights (issue 14 #6)
 def _inner_classifiers(pipe):
     """The classifiers a recipe pipeline fits (the members' for a fusion), unwrapped from calibration."""
-    from sklearn.ensemble import VotingClassifier
+    from sklearn.ensemble import StackingClassifier, VotingClassifier
 
     classifier = pipe.named_steps["classifier"]
+    if isinstance(classifier, StackingClassifier):
+        return [classifier.final_estimator] + [c for _, m in classifier.estimators for c in _inner_classifiers(m)]
     if isinstance(classifier, VotingClassifier):
         return [c for _, member in classifier.estimators for c in _inner_classifiers(member)]
     return [classifier.estimator if isinstance(classifier, CalibratedClassifierCV) else classifier]
@@ -416,7 +419,7 @@ def test_use_mask_is_never_silently_ignored(name):
 
     whole, region = recipes.make(name), recipes.make(name, use_mask=True)
     assert repr(whole.get_params(deep=True)) != repr(region.get_params(deep=True)), name
-    pipes = [m for _, m in region.named_steps["classifier"].estimators] if name == "fusion_soft_vote" else [region]
+    pipes = [m for _, m in region.named_steps["classifier"].estimators] if name in FUSION else [region]
     for pipe in pipes:
         crop = pipe.named_steps.get("roi")
         if crop is not None:
@@ -430,7 +433,7 @@ def test_use_mask_is_never_silently_ignored(name):
             rois = [v for k, v in params.items() if k.endswith("roi")]
             assert (flags and all(flags)) or (rois and all(r in ("mask", "mask_bbox") for r in rois)) \
                 or name == "shape_texture_rf", name
-    assert ("roi" in region.named_steps) == (recipes.get(name).uses_cnn and name != "fusion_soft_vote"
+    assert ("roi" in region.named_steps) == (recipes.get(name).uses_cnn and name not in FUSION
                                              or name == "stacked_autoencoder")
 
 
@@ -517,7 +520,8 @@ def test_every_recipe_says_how_its_defaults_were_chosen_and_has_a_small_grid(nam
     assert len(ParameterGrid(recipes.grid(name))) <= 9, name
 
 
-@pytest.mark.parametrize("name", ["hybrid_svm", "keras_head", "stacked_autoencoder", "fusion_soft_vote"])
+@pytest.mark.parametrize("name", ["hybrid_svm", "keras_head", "stacked_autoencoder", "fusion_soft_vote",
+                                  "fusion_stack"])
 def test_recipes_that_crop_to_the_mask_fit_and_predict_on_the_crops(name, tiny_backbone, monkeypatch):
     from featurepipe.preprocessing import CropToMask
 
@@ -538,3 +542,23 @@ def test_recipes_that_crop_to_the_mask_fit_and_predict_on_the_crops(name, tiny_b
     # Every image that reached the model was a 10-px region plus at most ROI_MARGIN px on each side.
     assert seen and all(10 <= side <= 10 + 2 * recipes.ROI_MARGIN for shape in seen for side in shape)
     assert min(min(shape) for shape in seen) < 64  # cropped: smaller than the 64-px images
+
+
+def test_fusion_stack_fits_a_logistic_regression_on_out_of_fold_member_probabilities(tiny_backbone):
+    from sklearn.model_selection import cross_val_predict
+
+    X, y = _three_classes(9, seed=61)
+    X_test, _ = _three_classes(3, seed=62)
+    stack = recipes.make("fusion_stack", backbone=tiny_backbone).set_params(
+        classifier__deep__features__cache=False).fit(X, y)
+    classifier = stack.named_steps["classifier"]
+    # By hand: each member's 5-fold out-of-fold probabilities (stratified, as StackingClassifier
+    # splits), side by side, are the meta-learner's training matrix.
+    members = [m for _, m in classifier.estimators]
+    oof = np.hstack([cross_val_predict(clone(m), X, y, cv=StratifiedKFold(5), method="predict_proba")
+                     for m in members])
+    meta = clone(classifier.final_estimator).fit(oof, y)
+    np.testing.assert_allclose(classifier.final_estimator_.coef_, meta.coef_, rtol=1e-6, atol=1e-8)
+    # Predictions: members refitted on all the training images, then the meta-learner.
+    refitted = np.hstack([clone(m).fit(X, y).predict_proba(X_test) for m in members])
+    np.testing.assert_allclose(stack.predict_proba(X_test), meta.predict_proba(refitted), rtol=1e-6, atol=1e-9)
