@@ -7,7 +7,7 @@ runner's own duplicate handling):
 ``3class``
     normal / benign / malignant on whole images (780 BUSI images). Rows:
     the recipes before and after ``class_weight="balanced"`` became the
-    default, and ``fusion_soft_vote``.
+    default, ``fusion_soft_vote`` and ``fusion_stack``.
 ``roi``
     benign vs malignant (647 images, every one has a lesion mask), whole
     image against the annotated lesion region (``use_mask=True``: CNN
@@ -70,6 +70,7 @@ ROWS = {
         ("hybrid_svm, unweighted", "before", "hybrid_svm", {"class_weight": None}),
         ("hybrid_svm", "class_weight='balanced' (default)", "hybrid_svm", {}),
         ("fusion_soft_vote", "fusion: soft vote of deep + HOG + texture", "fusion_soft_vote", {}),
+        ("fusion_stack", "fusion: stacking, logistic regression on out-of-fold probabilities", "fusion_stack", {}),
     ],
     "roi": [
         ("convnet_svm_linear, whole image", "whole-image baseline", "convnet_svm_linear", {}),
@@ -78,7 +79,8 @@ ROWS = {
         ("hog_svm, whole image", "whole-image baseline", "hog_svm", {}),
         ("hog_svm, use_mask", "use_mask: HOG of the masked region", "hog_svm", {"use_mask": True}),
         ("hybrid_svm, use_mask", "use_mask: CNN on the crop + region texture", "hybrid_svm", {"use_mask": True}),
-        ("fusion_soft_vote, use_mask", "fusion + use_mask", "fusion_soft_vote", {"use_mask": True}),
+        ("fusion_soft_vote, use_mask", "fusion (soft vote) + use_mask", "fusion_soft_vote", {"use_mask": True}),
+        ("fusion_stack, use_mask", "fusion (stacking) + use_mask", "fusion_stack", {"use_mask": True}),
     ],
 }
 
