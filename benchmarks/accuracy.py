@@ -145,7 +145,8 @@ def markdown(task, table, wall, cv):
     n_classes = 3 if task == "3class" else 2
     title = {"3class": "BUSI 3-class (normal/benign/malignant), whole images",
              "roi": "BUSI benign vs malignant, whole image vs lesion region"}[task]
-    lines = [f"### {title} — {cv}-fold, near-duplicates grouped (this invocation: {wall:.0f} s wall; folds resumed from an earlier run are not rerun)", "",
+    lines = [f"### {title} — {cv}-fold, near-duplicates grouped (this invocation: {wall:.0f} s wall; folds "
+             f"resumed from an earlier run are not rerun)", "",
              "| row | capability | acc | MCC | macro ROC-AUC | PR-AUC | bal. acc | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
