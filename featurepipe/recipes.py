@@ -8,23 +8,94 @@ default parameter grid (full-pipeline parameter names)::
     >>> [name for name, _ in pipe.steps]
     ['clahe', 'features', 'scale', 'balance', 'classifier']
     >>> sorted(recipes.grid("hog_svm"))
-    ['classifier__estimator__C', 'classifier__estimator__gamma']
+    ['classifier__estimator__C']
+    >>> pipe.named_steps["classifier"].estimator.class_weight
+    'balanced'
     >>> type(pipe.named_steps["classifier"]).__name__, pipe.named_steps["classifier"].method
     ('CalibratedClassifierCV', 'temperature')
 
 Pipeline layout (step names are fixed, so the grids stay valid whatever the
 options): optional preprocessing steps (``"median"``, ``"clahe"``,
-``"otsu_roi"``), ``"features"`` (a feature extractor or
+``"otsu_roi"``), ``"roi"`` (crop to the mask, only with ``use_mask=True`` and
+features that cannot read masks), ``"features"`` (a feature extractor or
 :class:`~featurepipe.features.FeatureBank`), ``"scale"``
 (:class:`~sklearn.preprocessing.StandardScaler`), optional ``"balance"``
 (random oversampling or SMOTE — *after* feature extraction, inside the
 imbalanced-learn pipeline, so it only ever sees training folds) and
 ``"classifier"``. The end-to-end Keras recipes have no feature step: their
-only learned step is ``"classifier"``.
+only learned step is ``"classifier"``. The fusion recipe's ``"classifier"``
+is a soft vote over whole member pipelines (see "Fusion").
 
-Handcrafted recipes describe the whole image by default (``use_mask=False``)
-because images to classify in practice come without expert lesion masks;
-``use_mask=True`` makes them describe the masked region instead.
+How the defaults were chosen
+----------------------------
+Each :class:`Recipe` states it in ``Recipe.defaults``: by the cited paper,
+by the library's documented default, or by a stated principle — never by
+scores on a benchmark's test folds (the same recipes are judged on
+ultrasound, mammography, thermography and histopathology data). Default
+grids are small (at most nine points, so nested CV over a cached prefix
+takes minutes) and spaced on decades. One default has a known BUSI history
+(the ELM's ridge penalty); its ``defaults`` text says so.
+
+Imbalanced classes
+------------------
+Every classifier that supports it weights classes inversely to their
+training frequency by default (``class_weight="balanced"``: SVMs, random
+forests, logistic regression, Keras heads), because medical data sets are
+rarely balanced and an unweighted RBF SVM with ``C=1`` can give up a
+minority class entirely (it predicted only the majority class of a
+mammography task). :class:`~featurepipe.classifiers.ELMClassifier` takes
+no class weights: use ``balancing=`` with ``convnet_elm``. Pass
+``class_weight=None`` for the published, unweighted classifiers. The
+temperature calibration (below) is fitted unweighted, on the data's own
+class prior, but a single temperature cannot undo the weighting's shift of
+the decision values: probabilities lean towards the minority classes.
+
+Lesion-region tasks (``use_mask=True``)
+---------------------------------------
+Recipes describe the whole image by default (``use_mask=False``) because
+images to classify in practice come without expert lesion masks.
+``use_mask=True`` is honoured by every recipe, never silently ignored:
+handcrafted features describe the masked region themselves, and the
+recipes whose features cannot read a mask (CNN, hybrid, Keras,
+autoencoder) crop each image to the mask's bounding box with
+:data:`ROI_MARGIN` pixels of context first (a ``"roi"`` step,
+:class:`~featurepipe.preprocessing.CropToMask`). Samples without a mask or
+with an empty one are refused with an error naming the sample.
+
+Known trap (BUSI and any data set whose normal images have empty masks):
+in BUSI's 3-class task the normal images have no lesion, so their masks
+are empty. Cropping the other images only (or describing "the region"
+only where there is one) lets a classifier read "was a region
+annotated?", which is the label itself. With ``use_mask=True`` those
+images are refused (empty masks); do not work around that by giving them
+a stand-in region (the whole image, a random box): the crop's size and
+content would still tell normal from lesion. The lesion-region task is
+benign-vs-malignant, on images that all have a lesion.
+
+Fusion
+------
+``fusion_soft_vote`` averages the calibrated probabilities of three member
+recipes of different feature families (a scikit-learn
+:class:`~sklearn.ensemble.VotingClassifier` with ``voting="soft"`` and
+equal weights), each a full recipe pipeline with its own scaler and
+calibrated classifier. Members' feature extractors cache per sample, so in
+a benchmark or grid search every image goes through the CNN once however
+often the vote is refitted. Options (``balancing``, ``use_mask``,
+``class_weight``, ``backbone``) are passed to every member;
+``preprocessing`` steps run once, before the vote. Member parameters are
+``classifier__<member>__<parameter>`` (e.g.
+``classifier__deep__classifier__estimator__C``).
+
+``fusion_stack`` combines the same members by stacking (scikit-learn's
+:class:`~sklearn.ensemble.StackingClassifier`): a multinomial logistic
+regression is fitted on the members' class probabilities for the
+training images, each predicted by members fitted on the other four fifths
+of the training part (5 stratified inner folds), so it learns how far to
+trust each member; the members used for prediction are then refitted on the
+whole training part. The inner folds are not grouped by patient or
+duplicate cluster: near-duplicate training images can make the
+meta-learner trust the members slightly too much. A fit costs six fits of
+every member.
 
 Probabilities
 -------------
@@ -79,12 +150,21 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field
 
-__all__ = ["BALANCING", "PREPROCESSING", "RECIPES", "Recipe", "get", "grid", "list", "make"]
+__all__ = ["BALANCING", "CLASS_WEIGHTS", "PREPROCESSING", "RECIPES", "ROI_MARGIN", "Recipe", "get", "grid", "list",
+           "make"]
 
 #: Preprocessing options accepted by :func:`make` (applied in the order given).
 PREPROCESSING = ("median", "clahe", "otsu_roi")
 #: Balancing options accepted by :func:`make`.
 BALANCING = (None, "random", "smote")
+#: Class weightings accepted by :func:`make`.
+CLASS_WEIGHTS = ("balanced", None)
+#: Pixels of context kept around the mask's bounding box when ``use_mask=True`` crops the image
+#: for features that cannot read masks (CNNs): enough for the lesion's margin and immediate
+#: surroundings (margin and posterior features are diagnostic, BI-RADS) at the 500-1000 px
+#: resolution of ultrasound and mammography images, small enough that the lesion stays the
+#: subject of the crop. Chosen by that principle, not by any benchmark score.
+ROI_MARGIN = 32
 _DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
@@ -95,13 +175,23 @@ class Recipe:
     Attributes
     ----------
     name, description, citation : str
-    build : callable ``(backbone, use_mask, random_state) -> (feature_step or None, classifier)``
+    build : callable ``(backbone, use_mask, random_state, class_weight) -> (feature_step or None, classifier)``
+        ``None`` for a fusion recipe (see ``members``).
     param_grid : dict
         Default grid for nested CV, keyed by full-pipeline parameter names.
     uses_cnn : bool
         Whether the recipe runs a CNN backbone (``backbone=`` applies).
     end_to_end : bool
         No separate feature step (Keras recipes): no scaler, no balancing.
+    defaults : str
+        How the default parameters and the default grid were chosen (by
+        principle or by the cited paper; never by a benchmark's test folds).
+    members : tuple of (alias, recipe name)
+        Fusion recipes only: the member recipes whose calibrated
+        probabilities are combined (see "Fusion" in the module docstring).
+    combiner : {"soft_vote", "stack"}
+        Fusion recipes only: average the members' probabilities, or feed
+        their out-of-fold probabilities to a logistic regression.
     """
 
     name: str
@@ -111,6 +201,9 @@ class Recipe:
     param_grid: dict = field(default_factory=dict)
     uses_cnn: bool = False
     end_to_end: bool = False
+    defaults: str = ""
+    members: tuple = ()
+    combiner: str = "soft_vote"
 
 
 # ----------------------------------------------------------------------------- builders
@@ -134,36 +227,54 @@ def _calibrated(classifier):
     return CalibratedClassifierCV(classifier, method="temperature", cv=3, ensemble=False)
 
 
-def _svc(kernel, random_state):
+def _svc(kernel, random_state, class_weight):
     from sklearn.svm import SVC
 
     # No ``probability=`` (deprecated): probabilities come from the calibration wrapper.
-    return _calibrated(SVC(kernel=kernel, C=1.0, random_state=random_state))
+    return _calibrated(SVC(kernel=kernel, C=1.0, class_weight=class_weight, random_state=random_state))
 
 
-def _linear_svm(random_state):
+def _linear_svm(random_state, class_weight, backbone):
     from sklearn.svm import LinearSVC
+
+    from .cnn import get_backbone
 
     # LinearSVC rather than SVC(kernel="linear"): one-vs-rest, so there is one weight vector per
     # class (coef_ of shape (n_classes, n_features), or (1, n_features) for two classes) whose
     # argmax is the prediction. SVC's one-vs-one weights (one row per pair of classes) cannot be
     # read per class, which class activation maps (featurepipe.cnn.cam) need.
-    return _calibrated(LinearSVC(C=1.0, max_iter=10000, random_state=random_state))
+    # C = 1 / mean(|x|^2), SVMlight's default (Joachims 1999), which is 1 / n_features on
+    # standardised features: 1/1280 for EfficientNet-Lite0. At C=1 liblinear's dual solver hit
+    # max_iter=10000 on 1280 Lite0 features of 624 images (18 s a fit, 0.1 s at 1e-3): the data are
+    # nearly separable, so a large C only slows the solver down.
+    try:
+        n_features = get_backbone(backbone).output_dim
+    except ValueError as exc:
+        raise ValueError(f"backbone: {exc}") from None
+    return _calibrated(LinearSVC(C=1.0 / n_features, max_iter=10000, class_weight=class_weight,
+                                 random_state=random_state))
 
 
-def _rf(random_state):
+def _rf(random_state, class_weight):
     from sklearn.ensemble import RandomForestClassifier
 
     # Vote fractions of a forest are under-confident (Niculescu-Mizil & Caruana 2005): calibrate.
-    return _calibrated(RandomForestClassifier(n_estimators=300, random_state=random_state))
+    # 300 trees: past a few hundred trees the vote fractions barely change (Probst & Boulesteix 2018).
+    return _calibrated(RandomForestClassifier(n_estimators=300, class_weight=class_weight,
+                                              random_state=random_state))
 
 
-def _elm(random_state):
+def _elm(random_state, class_weight):
     from .classifiers import ELMClassifier
 
-    # Strong ridge regularisation: on 1280-d standardised CNN features of BUSI (624 training
-    # images a fold) alpha=10 gave balanced accuracy 0.74 against 0.54 at the ELM's default 1e-3.
-    # ELM scores are ridge-regression outputs, not log-odds: calibrate.
+    # ELMClassifier has no class_weight / sample_weight: class_weight cannot be applied (use
+    # balancing="random" or "smote" for imbalanced data). Strong ridge regularisation (alpha=10):
+    # 500 random hidden units read out from a few hundred training images would interpolate them
+    # with the ELM's own default (1e-3). Historical note: this value was first seen to help on
+    # BUSI (balanced accuracy 0.74 against 0.54), so convnet_elm's BUSI numbers are optimistic by
+    # that choice; it is the middle of the log-spaced default grid [1, 10, 100] that nested CV
+    # searches. ELM scores are ridge-regression outputs, not log-odds: calibrate.
+    del class_weight
     return _calibrated(ELMClassifier(n_hidden=500, alpha=10.0, random_state=random_state))
 
 
@@ -210,10 +321,11 @@ def _hybrid(backbone, use_mask):
     ])
 
 
-def _keras(backbone, random_state, **params):
+def _keras(backbone, random_state, class_weight, **params):
     from .classifiers import KerasTransferClassifier
 
-    return KerasTransferClassifier(backbone=backbone, weights="imagenet", random_state=random_state, **params)
+    return KerasTransferClassifier(backbone=backbone, weights="imagenet", class_weight=class_weight,
+                                   random_state=random_state, **params)
 
 
 def _autoencoder(random_state):
@@ -222,10 +334,14 @@ def _autoencoder(random_state):
     return StackedAutoencoder(input_size=32, hidden_units=(256, 64), random_state=random_state)
 
 
-# Calibrated classifiers: their parameters are ``classifier__estimator__<name>``.
-_LINEAR_SVM_GRID = {"classifier__estimator__C": [0.001, 0.01, 0.1, 1.0]}
-_SVM_RBF_GRID = {"classifier__estimator__C": [0.1, 1.0, 10.0, 100.0],
-                 "classifier__estimator__gamma": ["scale", 1e-3, 1e-2]}
+# Calibrated classifiers: their parameters are ``classifier__estimator__<name>``. Every grid is
+# small (at most 9 points, so nested CV on a cached prefix takes minutes) and spaced by principle:
+# regularisation constants on decades (Hsu, Chang & Lin, "A practical guide to support vector
+# classification", 2003), the RBF width left at "scale" (1 / n_features on standardised
+# features, which adapts the kernel to each feature family's dimension; a fixed gamma grid would
+# be too wide for 1280 CNN features and too narrow for 30 texture features).
+_LINEAR_SVM_GRID = {"classifier__estimator__C": [1e-4, 1e-3, 1e-2, 1e-1]}
+_SVM_RBF_GRID = {"classifier__estimator__C": [0.1, 1.0, 10.0, 100.0]}
 _RF_GRID = {"classifier__estimator__max_features": ["sqrt", 0.2],
             "classifier__estimator__min_samples_leaf": [1, 3]}
 _ELM_GRID = {"classifier__estimator__n_hidden": [200, 500, 1000], "classifier__estimator__alpha": [1.0, 10.0, 100.0]}
@@ -235,86 +351,160 @@ _RAZAVIAN = ("Razavian, Azizpour, Sullivan & Carlsson (2014), CNN features off-t
 _HUYNH = ("Huynh, Li & Giger (2016), Digital mammographic tumor classification using transfer learning from deep "
           "convolutional neural networks, J. Med. Imaging 3(3):034501")
 
+# How the defaults were chosen (one sentence each, shared by the recipes that use them). None of
+# them was picked by scores on BUSI's (or any benchmark's) test folds, except where said.
+_WHY_BALANCED = ("class_weight='balanced' (weights inversely proportional to class frequencies) so that "
+                 "a minority class is not sacrificed to the majority on imbalanced medical data")
+_WHY_CNN = ("features: EfficientNet-Lite0 (the ImageNet backbone that works offline) at its native 224 px, "
+            "global average pooling of the last feature map, as in Razavian et al. (off-the-shelf features)")
+_WHY_LINEAR_SVM = (f"C = 1 / the backbone's feature dimension (1/1280 for EfficientNet-Lite0), i.e. 1 / the "
+                   f"mean squared norm of standardised features, SVMlight's default (Joachims 1999), "
+                   f"{_WHY_BALANCED}; grid: C on decades 1e-4 to 0.1, around 1/n_features of ImageNet backbones "
+                   f"(1000-2000 features)")
+_WHY_RBF_SVM = (f"C=1 and gamma='scale' (scikit-learn's defaults: 1 / n_features on standardised features), "
+                f"{_WHY_BALANCED}; grid: C on decades 0.1-100 (gamma stays 'scale')")
+_WHY_RF = (f"300 trees (vote fractions stable past a few hundred), max_features='sqrt' (Breiman's default), "
+           f"{_WHY_BALANCED}; grid: max_features x min_samples_leaf, the most tunable forest parameters "
+           f"(Probst, Wright & Boulesteix 2019)")
+_WHY_ELM = ("500 sigmoid hidden units, ridge alpha=10 (a strong penalty: 500 random units read out from a few "
+            "hundred images interpolate them otherwise; this value was also seen to help on BUSI, so BUSI "
+            "numbers of this recipe are optimistic by that choice); no class weighting (ELMClassifier does not "
+            "support class or sample weights: use balancing='random' or 'smote'); grid: n_hidden x alpha on "
+            "decades")
+_WHY_KERAS = (f"Adam with the published learning rates (head 1e-3, fine-tuning 1e-5), {_WHY_BALANCED}; grid: "
+              f"learning rate / unfrozen depth on decades and halvings")
+
+
 RECIPES = {r.name: r for r in [
     Recipe("convnet_svm_linear", "Frozen CNN features (global average pool) + standardisation + linear SVM "
                                  "(one-vs-rest)",
            f"{_HUYNH}; {_RAZAVIAN}",
-           lambda b, m, rs: (_cnn(b), _linear_svm(rs)), _LINEAR_SVM_GRID, uses_cnn=True),
+           lambda b, m, rs, cw: (_cnn(b), _linear_svm(rs, cw, b)), _LINEAR_SVM_GRID, uses_cnn=True,
+           defaults=f"{_WHY_CNN}; {_WHY_LINEAR_SVM}"),
     Recipe("convnet_svm_rbf", "Frozen CNN features + standardisation + RBF-kernel SVM", _HUYNH,
-           lambda b, m, rs: (_cnn(b), _svc("rbf", rs)), _SVM_RBF_GRID, uses_cnn=True),
+           lambda b, m, rs, cw: (_cnn(b), _svc("rbf", rs, cw)), _SVM_RBF_GRID, uses_cnn=True,
+           defaults=f"{_WHY_CNN}; {_WHY_RBF_SVM}"),
     Recipe("convnet_elm", "Frozen CNN features + standardisation + Extreme Learning Machine",
            "Huang, Zhu & Siew (2006), Extreme learning machine: theory and applications, Neurocomputing "
            "70:489-501",
-           lambda b, m, rs: (_cnn(b), _elm(rs)), _ELM_GRID, uses_cnn=True),
+           lambda b, m, rs, cw: (_cnn(b), _elm(rs, cw)), _ELM_GRID, uses_cnn=True,
+           defaults=f"{_WHY_CNN}; {_WHY_ELM}"),
     Recipe("convnet_rf", "Frozen CNN features + standardisation + random forest",
            "Breiman (2001), Random forests, Machine Learning 45:5-32; " + _RAZAVIAN,
-           lambda b, m, rs: (_cnn(b), _rf(rs)), _RF_GRID, uses_cnn=True),
+           lambda b, m, rs, cw: (_cnn(b), _rf(rs, cw)), _RF_GRID, uses_cnn=True,
+           defaults=f"{_WHY_CNN}; {_WHY_RF}"),
     Recipe("firstorder_glcm_svm", "First-order statistics + Haralick GLCM texture + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), Textural features for image classification, IEEE Trans. SMC "
            "3(6):610-621",
-           lambda b, m, rs: (_handcrafted("firstorder", "glcm", use_mask=m), _svc("rbf", rs)), _SVM_RBF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("firstorder", "glcm", use_mask=m), _svc("rbf", rs, cw)),
+           _SVM_RBF_GRID,
+           defaults=f"features: first-order statistics and Haralick's GLCM statistics at distances 1, 2, 4 px "
+                    f"(mean and range over 4 angles, as in the paper); {_WHY_RBF_SVM}"),
     Recipe("glcm_svm", "Haralick GLCM texture (distances 1, 2, 4; mean and range over angles) + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), IEEE Trans. SMC 3(6):610-621",
-           lambda b, m, rs: (_handcrafted("glcm", use_mask=m), _svc("rbf", rs)), _SVM_RBF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("glcm", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           defaults=f"features: distances 1, 2, 4 px, mean and range over 4 angles (Haralick 1973); {_WHY_RBF_SVM}"),
     Recipe("lbp_svm", "Uniform rotation-invariant LBP histograms (P,R = 8,1 and 16,2) + RBF SVM",
            "Ojala, Pietikainen & Maenpaa (2002), Multiresolution gray-scale and rotation invariant texture "
            "classification with local binary patterns, IEEE TPAMI 24(7):971-987",
-           lambda b, m, rs: (_handcrafted("lbp", use_mask=m), _svc("rbf", rs)), _SVM_RBF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("lbp", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           defaults=f"features: the two smallest operators of Ojala et al. (8,1 and 16,2); {_WHY_RBF_SVM}"),
     Recipe("hog_svm", "Histogram of oriented gradients (128x128, 16-px cells) + RBF SVM",
            "Dalal & Triggs (2005), Histograms of oriented gradients for human detection, CVPR",
-           lambda b, m, rs: (_handcrafted("hog", use_mask=m), _svc("rbf", rs)), _SVM_RBF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("hog", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           defaults=f"features: Dalal & Triggs' 9 orientations and 2x2-cell L2-Hys blocks, on a 128 px image "
+                    f"with 16 px cells (8x8 cells: coarse enough for speckled images); {_WHY_RBF_SVM}"),
     Recipe("curvelet_svm", "Curvelet sub-band statistics (4 scales) + RBF SVM",
            "Eltoukhy, Faye & Samir (2010), Breast cancer diagnosis in digital mammogram using multiscale "
            "curvelet transform, Comput. Med. Imaging Graph. 34(4):269-276",
-           lambda b, m, rs: (_handcrafted("curvelet", use_mask=m), _svc("rbf", rs)), _SVM_RBF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("curvelet", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           defaults=f"features: 4 scales, as in Eltoukhy et al.; {_WHY_RBF_SVM}"),
     Recipe("bovw_svm", "Bag of visual words (dense ORB descriptors, 64-word k-means vocabulary) + RBF SVM",
            "Csurka, Dance, Fan, Willamowski & Bray (2004), Visual categorization with bags of keypoints, "
            "ECCV Workshop on Statistical Learning in Computer Vision",
-           lambda b, m, rs: (_bovw(m, rs), _svc("rbf", rs)),
-           {**_SVM_RBF_GRID, "features__n_words": [32, 64, 128]}),
+           lambda b, m, rs, cw: (_bovw(m, rs), _svc("rbf", rs, cw)),
+           {**_SVM_RBF_GRID, "features__n_words": [32, 64]},
+           defaults=f"features: 64 words (a vocabulary several times smaller than the descriptors of a few "
+                    f"hundred images), also halved in the grid (8 points with C); {_WHY_RBF_SVM}"),
     Recipe("shape_texture_rf", "Region shape (Otsu region, or the mask with use_mask=True) + first-order + GLCM "
                                "texture + random forest",
            "Cheng, Shi, Min, Hu, Cai & Du (2006), Approaches for automated detection and classification of "
            "masses in mammograms, Pattern Recognition 39(4):646-668",
-           lambda b, m, rs: (_handcrafted("shape", "firstorder", "glcm", use_mask=m), _rf(rs)), _RF_GRID),
+           lambda b, m, rs, cw: (_handcrafted("shape", "firstorder", "glcm", use_mask=m), _rf(rs, cw)), _RF_GRID,
+           defaults=f"features: the region's shape with first-order and GLCM texture, as in Cheng et al.; {_WHY_RF}"),
     Recipe("hybrid_svm", "Frozen CNN features + first-order, GLCM and LBP texture, concatenated + RBF SVM",
            "Antropova, Huynh & Giger (2017), A deep feature fusion methodology for breast cancer diagnosis "
            "demonstrated on three imaging modality datasets, Med. Phys. 44(10):5162-5171",
-           lambda b, m, rs: (_hybrid(b, m), _svc("rbf", rs)), _SVM_RBF_GRID, uses_cnn=True),
+           lambda b, m, rs, cw: (_hybrid(b, m), _svc("rbf", rs, cw)), _SVM_RBF_GRID, uses_cnn=True,
+           defaults=f"{_WHY_CNN}, concatenated with the texture families at their recipes' settings "
+                    f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_RBF_SVM}"),
+    Recipe("fusion_soft_vote", "Soft vote (mean of calibrated probabilities) of convnet_svm_linear, hog_svm "
+                               "and firstorder_glcm_svm",
+           "Kittler, Hatef, Duin & Matas (1998), On combining classifiers, IEEE TPAMI 20(3):226-239; "
+           "Kuncheva (2004), Combining pattern classifiers, Wiley",
+           None, {"classifier__deep__classifier__estimator__C": [0.01, 0.1, 1.0]}, uses_cnn=True,
+           members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
+           defaults="members: one recipe per feature family (deep, gradient, texture), each at its own "
+                    "defaults, because members whose errors differ are what averaging helps (Kuncheva 2004); "
+                    "equal weights and the mean rule (Kittler et al.'s most robust rule), so the fusion fits "
+                    "nothing beyond its members and needs no data of its own; grid: the deep member's C on "
+                    "decades"),
+    Recipe("fusion_stack", "Stacking: logistic regression on the out-of-fold calibrated probabilities of "
+                           "convnet_svm_linear, hog_svm and firstorder_glcm_svm",
+           "Wolpert (1992), Stacked generalization, Neural Networks 5(2):241-259; Ting & Witten (1999), Issues "
+           "in stacked generalization, JAIR 10:271-289",
+           None, {"classifier__final_estimator__C": [0.1, 1.0, 10.0]}, uses_cnn=True,
+           members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
+           combiner="stack",
+           defaults=f"members as fusion_soft_vote; meta-learner: multinomial logistic regression (C=1, "
+                    f"scikit-learn's default) on class probabilities, the combination Ting & Witten found "
+                    f"reliable, fitted on 5-fold out-of-fold member probabilities of the training part (5 "
+                    f"folds: each member still sees 80% of it), {_WHY_BALANCED}; grid: the meta-learner's C "
+                    f"on decades"),
     Recipe("keras_head", "End-to-end Keras transfer learning: frozen backbone, new dense head trained",
            "Yosinski, Clune, Bengio & Lipson (2014), How transferable are features in deep neural networks?, "
            "NeurIPS",
-           lambda b, m, rs: (None, _keras(b, rs, unfreeze=0, patience=None)),
+           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=0, patience=None)),
            {"classifier__learning_rate": [1e-3, 1e-4], "classifier__dropout": [0.2, 0.5]},
-           uses_cnn=True, end_to_end=True),
+           uses_cnn=True, end_to_end=True, defaults=_WHY_KERAS),
     Recipe("keras_finetune", "End-to-end Keras transfer learning: head, then the last 20 backbone layers "
                              "fine-tuned (fixed epochs)",
            "Tajbakhsh et al. (2016), Convolutional neural networks for medical image analysis: full training "
            "or fine tuning?, IEEE TMI 35(5):1299-1312",
-           lambda b, m, rs: (None, _keras(b, rs, unfreeze=20, fine_tune_epochs=10, patience=None)),
+           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=20, fine_tune_epochs=10, patience=None)),
            {"classifier__fine_tune_learning_rate": [1e-5, 1e-4], "classifier__unfreeze": [10, 20]},
-           uses_cnn=True, end_to_end=True),
+           uses_cnn=True, end_to_end=True,
+           defaults=f"the last 20 layers (about the last block) unfrozen for 10 epochs (Tajbakhsh et al.'s "
+                    f"shallow fine-tuning); {_WHY_KERAS}"),
     Recipe("keras_finetune_earlystop", "As keras_finetune, with early stopping on a validation split and "
                                        "learning-rate reduction on plateau",
            "Al-Dhabyani, Gomaa, Khaled & Fahmy (2019), Deep learning approaches for data augmentation and "
            "classification of breast masses using ultrasound images, IJACSA 10(5)",
-           lambda b, m, rs: (None, _keras(b, rs, unfreeze=20, fine_tune_epochs=10, patience=5)),
+           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=20, fine_tune_epochs=10, patience=5)),
            {"classifier__fine_tune_learning_rate": [1e-5, 1e-4], "classifier__unfreeze": [10, 20]},
-           uses_cnn=True, end_to_end=True),
+           uses_cnn=True, end_to_end=True,
+           defaults=f"as keras_finetune, with patience 5 epochs on a validation split as published; {_WHY_KERAS}"),
     Recipe("stacked_autoencoder", "Greedy layer-wise stacked autoencoder on 32x32 pixels + softmax "
                                   "(logistic regression) on the codes",
            "Vincent, Larochelle, Lajoie, Bengio & Manzagol (2010), Stacked denoising autoencoders, JMLR "
            "11:3371-3408",
-           lambda b, m, rs: (_autoencoder(rs), _logistic()),
-           {"features__hidden_units": [(256, 64), (128, 32)], "classifier__C": [0.1, 1.0, 10.0]}),
+           lambda b, m, rs, cw: (_autoencoder(rs), _logistic(cw)),
+           {"features__hidden_units": [(256, 64), (128, 32)], "classifier__C": [0.1, 1.0, 10.0]},
+           defaults=f"32x32 input and two layers (256, 64) halving the code size per layer, the usual "
+                    f"halving of a stacked autoencoder; logistic regression C=1 (scikit-learn's default), "
+                    f"{_WHY_BALANCED}; grid: layer widths halved, C on decades"),
 ]}
 
 
-def _logistic():
+#: Recipes whose features cannot read a mask: with ``use_mask=True`` the image is cropped to it.
+_CROPS_TO_MASK = frozenset({"convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "hybrid_svm",
+                            "keras_head", "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder"})
+
+
+def _logistic(class_weight):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(max_iter=1000)
-
+    return LogisticRegression(max_iter=1000, class_weight=class_weight)
 
 # ----------------------------------------------------------------------------- API
 def get(name):
@@ -373,7 +563,8 @@ def _sampler(balancing, random_state):
     raise ValueError(f"balancing must be one of {builtins.list(BALANCING)}; got {balancing!r}")
 
 
-def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=False, random_state=0):
+def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=False, class_weight="balanced",
+         random_state=0):
     """Build recipe ``name`` as an :class:`imblearn.pipeline.Pipeline` (unfitted).
 
     Parameters
@@ -392,8 +583,20 @@ def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=Fa
         ``"efficientnet_lite0"``, whose ImageNet weights need no network).
         Ignored by the handcrafted recipes.
     use_mask : bool, default=False
-        Handcrafted features describe the lesion mask's region instead of the
-        whole image. Only for data whose images to classify come with masks.
+        Describe the annotated region (the sample's mask) instead of the
+        whole image; see "Lesion-region tasks" in the module docstring.
+        Handcrafted features read the mask themselves; the recipes whose
+        features cannot (CNN, hybrid, Keras, autoencoder) get a ``"roi"``
+        step, :class:`~featurepipe.preprocessing.CropToMask` with
+        :data:`ROI_MARGIN` pixels of context, before them. A sample without a
+        mask, or with an empty one, is then refused (never silently kept
+        whole). Only for data whose images to classify come with masks.
+    class_weight : {"balanced", None}, default="balanced"
+        Class weighting of the classifier: ``"balanced"`` weights each
+        class inversely to its frequency in the training part (SVMs, random
+        forests, logistic regression, Keras). The ELM recipe cannot weight
+        classes (:class:`~featurepipe.classifiers.ELMClassifier` takes no
+        weights): use ``balancing=`` there.
     random_state : int or None, default=0
         Seed of the stochastic steps (SVM, forests, ELM, k-means, samplers, Keras).
 
@@ -407,19 +610,45 @@ def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=Fa
     recipe = get(name)
     if not isinstance(use_mask, bool):
         raise TypeError(f"use_mask must be True or False; got {use_mask!r}")
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {builtins.list(CLASS_WEIGHTS)}; got {class_weight!r}")
     if backbone is None:
         backbone = _DEFAULT_BACKBONE
     elif not isinstance(backbone, str) or not backbone:
         raise ValueError(f"backbone must be a backbone name (see featurepipe.cnn.list_backbones()); got {backbone!r}")
     steps = _preprocessing_steps(preprocessing)
     sampler = _sampler(balancing, random_state)
+    if recipe.members:
+        from sklearn.ensemble import VotingClassifier
+
+        # Each member is a whole recipe pipeline (own features, scaler, calibrated classifier): the
+        # vote averages calibrated probabilities. Members' feature extractors cache per sample, so
+        # images are described once however often the vote is refitted.
+        members = [(alias, make(member, balancing=balancing, backbone=backbone, use_mask=use_mask,
+                                class_weight=class_weight, random_state=random_state))
+                   for alias, member in recipe.members]
+        if recipe.combiner == "stack":
+            from sklearn.ensemble import StackingClassifier
+
+            # cv=5: stratified inner folds of the training part only (not grouped by patient or
+            # duplicate cluster; see "Fusion").
+            combined = StackingClassifier(members, final_estimator=_logistic(class_weight), cv=5,
+                                          stack_method="predict_proba")
+        else:
+            combined = VotingClassifier(members, voting="soft")
+        steps.append(("classifier", combined))
+        return Pipeline(steps)
+    if use_mask and recipe.name in _CROPS_TO_MASK:
+        from .preprocessing import CropToMask
+
+        steps.append(("roi", CropToMask(margin=ROI_MARGIN)))
     if name == "shape_texture_rf" and not use_mask:
         from .preprocessing import OtsuROI
 
         # Shape descriptors need a region: without expert masks, the Otsu
         # foreground region of each image (computed per image, no fitting).
         steps.append(("region", OtsuROI(output="mask")))
-    features, classifier = recipe.build(backbone, use_mask, random_state)
+    features, classifier = recipe.build(backbone, use_mask, random_state, class_weight)
     if recipe.end_to_end:
         if sampler is not None:
             raise ValueError(f"balancing={balancing!r} is not available for the end-to-end recipe {name!r} (it has "

@@ -18,8 +18,9 @@ NAMES = [name for name, _, _ in recipes.list()]
 EXPECTED = {
     "convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "firstorder_glcm_svm", "glcm_svm",
     "lbp_svm", "hog_svm", "curvelet_svm", "bovw_svm", "shape_texture_rf", "hybrid_svm", "keras_head",
-    "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder",
+    "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote", "fusion_stack",
 }
+FUSION = {"fusion_soft_vote", "fusion_stack"}
 
 
 def _images(n_per_class, size=32, seed=0):
@@ -76,9 +77,14 @@ def test_every_recipe_builds_clones_and_accepts_its_first_grid_point(name):
 
 def test_which_recipes_are_calibrated_and_convnet_svm_linear_is_a_one_vs_rest_linear_svm():
     end_to_end_or_logistic = {"keras_head", "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder"}
-    for name in EXPECTED:
+    for name in EXPECTED - FUSION:
         calibrated = isinstance(recipes.make(name).named_steps["classifier"], CalibratedClassifierCV)
         assert calibrated == (name not in end_to_end_or_logistic), name
+    # The fusion averages calibrated members.
+    vote = recipes.make("fusion_soft_vote").named_steps["classifier"]
+    assert vote.voting == "soft" and vote.weights is None
+    for _, member in vote.estimators:
+        assert isinstance(member.named_steps["classifier"], CalibratedClassifierCV)
     # One weight vector per class (class activation maps need it), still a linear SVM.
     assert isinstance(recipes.make("convnet_svm_linear").named_steps["classifier"].estimator, LinearSVC)
 
@@ -245,6 +251,8 @@ def _fast_settings(name, pipe, backbone):
     if name == "stacked_autoencoder":
         params.update(features__input_size=16, features__hidden_units=(16, 8), features__epochs=2,
                       features__fine_tune_epochs=1)
+    if name in FUSION:
+        params["classifier__deep__features__cache"] = False
     pipe.set_params(**params)
     return pipe
 
@@ -319,3 +327,238 @@ def test_calibration_is_fitted_on_inner_folds_of_the_training_part_only(n_classe
     before = pipe.predict_proba(X_test)
     refit = recipes.make("glcm_svm").fit(X_train, y_train)
     np.testing.assert_allclose(refit.predict_proba(X_test), before, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- class weights (issue 14 #6)
+def _inner_classifiers(pipe):
+    """The classifiers a recipe pipeline fits (the members' for a fusion), unwrapped from calibration."""
+    from sklearn.ensemble import StackingClassifier, VotingClassifier
+
+    classifier = pipe.named_steps["classifier"]
+    if isinstance(classifier, StackingClassifier):
+        return [classifier.final_estimator] + [c for _, m in classifier.estimators for c in _inner_classifiers(m)]
+    if isinstance(classifier, VotingClassifier):
+        return [c for _, member in classifier.estimators for c in _inner_classifiers(member)]
+    return [classifier.estimator if isinstance(classifier, CalibratedClassifierCV) else classifier]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_classes_are_weighted_by_default_wherever_the_classifier_supports_it(name):
+    from featurepipe.classifiers import ELMClassifier
+
+    for classifier in _inner_classifiers(recipes.make(name)):
+        if isinstance(classifier, ELMClassifier):
+            # ELMClassifier takes no class or sample weights (use balancing= there).
+            assert "class_weight" not in classifier.get_params()
+            continue
+        assert classifier.get_params()["class_weight"] == "balanced", (name, type(classifier).__name__)
+    for classifier in _inner_classifiers(recipes.make(name, class_weight=None)):
+        assert classifier.get_params().get("class_weight") is None, name
+
+
+def test_class_weight_option_is_validated():
+    with pytest.raises(ValueError, match=r"class_weight must be one of \['balanced', None\]; got 'auto'"):
+        recipes.make("hog_svm", class_weight="auto")
+
+
+def _imbalanced(n_major, n_minor, seed, size=32, shift=0.05):
+    """Noise images; the minority class is slightly brighter, with overlap (per-image brightness jitter)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, n, mean in (("major", n_major, 0.5), ("minor", n_minor, 0.5 + shift)):
+        for _ in range(n):
+            level = mean + rng.normal(0, 0.02)
+            images.append(np.clip(rng.normal(level, 0.1, (size, size)), 0, 1).astype(np.float32))
+            labels.append(label)
+    return images, np.array(labels)
+
+
+def test_rbf_svm_recipe_does_not_predict_only_the_majority_class_on_90_10_data():
+    from sklearn.metrics import balanced_accuracy_score
+
+    X_train, y_train = _imbalanced(90, 10, seed=1)
+    X_test, y_test = _imbalanced(90, 10, seed=2)
+    # Without class weights (the old default) the RBF SVM gives up the minority class entirely.
+    unweighted = recipes.make("firstorder_glcm_svm", class_weight=None).fit(X_train, y_train)
+    assert set(unweighted.predict(X_test)) == {"major"}
+    pred = recipes.make("firstorder_glcm_svm").fit(X_train, y_train).predict(X_test)
+    assert (pred == "minor").sum() >= 3
+    assert balanced_accuracy_score(y_test, pred) >= 0.65
+
+
+# ----------------------------------------------------------------------------- use_mask (issue 14 #4)
+def _region_task(n_per_class, seed, size=64, side=10):
+    """The class shows only inside the mask: a bright or dark square on a cluttered background.
+
+    The background is a random brightness level plus large random bright/dark blobs, the same for
+    both classes; the masked square is 0.9 ("bright") or 0.1 ("dark").
+    """
+    from featurepipe.sample import Sample
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    samples, labels = [], []
+    for label, value in (("bright", 0.9), ("dark", 0.1)):
+        for _ in range(n_per_class):
+            img = np.full((size, size), rng.uniform(0.3, 0.7), np.float32)
+            for _ in range(4):
+                cy, cx = rng.uniform(0, size, 2)
+                img[(yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(6, 14) ** 2] = rng.choice([0.05, 0.95])
+            r0, c0 = rng.integers(4, size - side - 4, 2)
+            mask = np.zeros((size, size), bool)
+            mask[r0:r0 + side, c0:c0 + side] = True
+            img[mask] = value
+            samples.append(Sample.from_array(img, mask))
+            labels.append(label)
+    return samples, np.array(labels)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_use_mask_is_never_silently_ignored(name):
+    from featurepipe.preprocessing import CropToMask
+
+    whole, region = recipes.make(name), recipes.make(name, use_mask=True)
+    assert repr(whole.get_params(deep=True)) != repr(region.get_params(deep=True)), name
+    pipes = [m for _, m in region.named_steps["classifier"].estimators] if name in FUSION else [region]
+    for pipe in pipes:
+        crop = pipe.named_steps.get("roi")
+        if crop is not None:
+            # Features that cannot read masks see the crop, with context.
+            assert isinstance(crop, CropToMask) and crop.margin == recipes.ROI_MARGIN
+            assert [n for n, _ in pipe.steps].index("roi") < len(pipe.steps) - 1
+        else:
+            # Mask-aware features describe the region themselves.
+            params = pipe.named_steps["features"].get_params()
+            flags = [v for k, v in params.items() if k.endswith("use_mask")]
+            rois = [v for k, v in params.items() if k.endswith("roi")]
+            assert (flags and all(flags)) or (rois and all(r in ("mask", "mask_bbox") for r in rois)) \
+                or name == "shape_texture_rf", name
+    assert ("roi" in region.named_steps) == (recipes.get(name).uses_cnn and name not in FUSION
+                                             or name == "stacked_autoencoder")
+
+
+def test_cnn_recipe_with_use_mask_describes_the_crop_and_learns_what_only_the_region_shows(tiny_backbone):
+    from featurepipe.cnn import CNNFeatures
+    from featurepipe.preprocessing import mask_bbox
+    from featurepipe.sample import Sample
+
+    X, y = _region_task(12, seed=31)
+    X_test, y_test = _region_task(8, seed=32)
+    pipe = recipes.make("convnet_svm_linear", backbone=tiny_backbone, use_mask=True)
+    pipe.set_params(roi__margin=2, features__cache=False)
+    # The features are exactly those of the hand-cropped region (+2 px context).
+    image, mask = X[0].load()
+    r0, r1, c0, c1 = mask_bbox(mask)
+    crop = image[max(r0 - 2, 0):r1 + 2, max(c0 - 2, 0):c1 + 2]
+    by_hand = CNNFeatures(backbone=tiny_backbone, weights="imagenet", cache=False).fit_transform(
+        [Sample.from_array(crop)])
+    np.testing.assert_allclose(pipe[:-2].fit_transform(X[:1]), by_hand, rtol=1e-5, atol=1e-6)
+    pipe.fit(X, y)
+    assert np.mean(pipe.predict(X_test) == y_test) >= 0.9
+    # The same recipe on whole images does worse: the region is a small part of a cluttered image.
+    whole = recipes.make("convnet_svm_linear", backbone=tiny_backbone).set_params(features__cache=False).fit(X, y)
+    assert np.mean(whole.predict(X_test) == y_test) < np.mean(pipe.predict(X_test) == y_test)
+
+
+def test_use_mask_refuses_samples_without_a_region(tiny_backbone):
+    from featurepipe.sample import Sample
+
+    X, y = _region_task(3, seed=33)
+    empty = Sample.from_array(np.full((64, 64), 0.5, np.float32), np.zeros((64, 64), bool))
+    pipe = recipes.make("convnet_svm_linear", backbone=tiny_backbone, use_mask=True)
+    pipe.set_params(features__cache=False)
+    with pytest.raises(ValueError, match="mask is empty"):
+        pipe.fit(X + [empty], np.append(y, "dark"))
+    with pytest.raises(ValueError, match="no mask"):
+        pipe.fit(X + [Sample.from_array(np.full((64, 64), 0.5, np.float32))], np.append(y, "dark"))
+
+
+# ----------------------------------------------------------------------------- fusion (issue 14 #3)
+def test_fusion_soft_vote_averages_its_members_probabilities(tiny_backbone):
+    X, y = _three_classes(8, seed=41)
+    X_test, _ = _three_classes(3, seed=42)
+    fusion = recipes.make("fusion_soft_vote", backbone=tiny_backbone).set_params(
+        classifier__deep__features__cache=False).fit(X, y)
+    members = [clone(m).fit(X, y) for _, m in fusion.named_steps["classifier"].estimators]
+    expected = np.mean([m.predict_proba(X_test) for m in members], axis=0)
+    np.testing.assert_allclose(fusion.predict_proba(X_test), expected, rtol=1e-9, atol=1e-12)
+    assert list(fusion.classes_) == sorted(set(y))
+    # exact: class labels
+    np.testing.assert_array_equal(fusion.predict(X_test), fusion.classes_[expected.argmax(axis=1)])
+
+
+def test_fusion_computes_each_images_cnn_features_once_across_folds(tiny_backbone, monkeypatch):
+    from sklearn.model_selection import cross_val_score
+
+    from featurepipe.cache import clear_memory_cache
+    from featurepipe.cnn import CNNFeatures
+    from featurepipe.sample import as_samples
+
+    computed = []
+    original = CNNFeatures._extract_many
+
+    def counting(self, samples):
+        computed.extend(s.key for s in samples)
+        return original(self, samples)
+
+    monkeypatch.setattr(CNNFeatures, "_extract_many", counting)
+    clear_memory_cache()
+    X, y = _three_classes(6, seed=43)
+    fusion = recipes.make("fusion_soft_vote", backbone=tiny_backbone)  # per-sample memory cache on
+    scores = cross_val_score(fusion, X, y, cv=StratifiedKFold(3))
+    assert len(scores) == 3
+    # 3 outer fits x (1 full + 3 calibration fits) of the deep member, each transforming training
+    # and test images: every image went through the network exactly once.
+    assert sorted(computed) == sorted({s.key for s in as_samples(X)})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_recipe_says_how_its_defaults_were_chosen_and_has_a_small_grid(name):
+    recipe = recipes.get(name)
+    assert len(recipe.defaults) > 60, name
+    assert "grid" in recipe.defaults, name  # the default grid is explained too
+    assert len(ParameterGrid(recipes.grid(name))) <= 9, name
+
+
+@pytest.mark.parametrize("name", ["hybrid_svm", "keras_head", "stacked_autoencoder", "fusion_soft_vote",
+                                  "fusion_stack"])
+def test_recipes_that_crop_to_the_mask_fit_and_predict_on_the_crops(name, tiny_backbone, monkeypatch):
+    from featurepipe.preprocessing import CropToMask
+
+    X, y = _region_task(6, seed=51)
+    pipe = _fast_settings(name, recipes.make(name, backbone=tiny_backbone, use_mask=True), tiny_backbone)
+    seen = []
+    original = CropToMask._transform_image
+
+    def recording(self, image, mask):
+        cropped = original(self, image, mask)
+        seen.append(cropped[0].shape[:2])
+        return cropped
+
+    monkeypatch.setattr(CropToMask, "_transform_image", recording)
+    proba = pipe.fit(X, y).predict_proba(X[:4])
+    assert proba.shape == (4, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    # Every image that reached the model was a 10-px region plus at most ROI_MARGIN px on each side.
+    assert seen and all(10 <= side <= 10 + 2 * recipes.ROI_MARGIN for shape in seen for side in shape)
+    assert min(min(shape) for shape in seen) < 64  # cropped: smaller than the 64-px images
+
+
+def test_fusion_stack_fits_a_logistic_regression_on_out_of_fold_member_probabilities(tiny_backbone):
+    from sklearn.model_selection import cross_val_predict
+
+    X, y = _three_classes(9, seed=61)
+    X_test, _ = _three_classes(3, seed=62)
+    stack = recipes.make("fusion_stack", backbone=tiny_backbone).set_params(
+        classifier__deep__features__cache=False).fit(X, y)
+    classifier = stack.named_steps["classifier"]
+    # By hand: each member's 5-fold out-of-fold probabilities (stratified, as StackingClassifier
+    # splits), side by side, are the meta-learner's training matrix.
+    members = [m for _, m in classifier.estimators]
+    oof = np.hstack([cross_val_predict(clone(m), X, y, cv=StratifiedKFold(5), method="predict_proba")
+                     for m in members])
+    meta = clone(classifier.final_estimator).fit(oof, y)
+    np.testing.assert_allclose(classifier.final_estimator_.coef_, meta.coef_, rtol=1e-6, atol=1e-8)
+    # Predictions: members refitted on all the training images, then the meta-learner.
+    refitted = np.hstack([clone(m).fit(X, y).predict_proba(X_test) for m in members])
+    np.testing.assert_allclose(stack.predict_proba(X_test), meta.predict_proba(refitted), rtol=1e-6, atol=1e-9)
