@@ -69,8 +69,9 @@ MODEL_FORMAT = 1
 #: Each is a data-holding class whose loading only restores attributes: imbalanced-learn's pipeline
 #: and samplers (the recipes' ``balance`` step), scikit-learn's fitted calibrators (calibrated
 #: recipes), decision trees' ``Tree`` (random forests), CV splitters and the pass-through scorer
-#: (fitted searches). NumPy arrays/dtypes/random states and SciPy sparse matrices are already
-#: trusted by skops itself; Keras models travel as bytes (see the module docstring).
+#: (fitted searches), scikit-learn's ``Bunch`` (the fusion recipes' named members). NumPy
+#: arrays/dtypes/random states and SciPy sparse matrices are already trusted by skops itself;
+#: Keras models travel as bytes (see the module docstring).
 TRUSTED_TYPES = (
     "imblearn.pipeline.Pipeline",
     "imblearn.over_sampling._random_over_sampler.RandomOverSampler",
@@ -90,6 +91,7 @@ TRUSTED_TYPES = (
     "sklearn.model_selection._split.GroupKFold",
     "sklearn.model_selection._split.RepeatedStratifiedKFold",
     "sklearn.metrics._scorer._PassthroughScorer",
+    "sklearn.utils._bunch.Bunch",  # a dict with attribute access: VotingClassifier.named_estimators_
 )
 
 #: Suffix of BUSI-style mask files (``x_mask.png``, ``x_mask_1.png`` beside ``x.png``).

@@ -159,6 +159,7 @@ def test_allow_list_entries_are_data_holding_classes():
     ("shape_texture_rf", {"use_mask": True}),
     ("bovw_svm", {"balancing": "random"}),
     ("lbp_svm", {}),
+    ("fusion_soft_vote", {}),
 ])
 def test_recipe_models_load_with_the_safe_loader_alone(tmp_path, name, options):
     # Every type these fitted recipes hold is trusted by default: no --trust needed, same predictions.
