@@ -90,6 +90,13 @@ def register(subparsers):
                      help="channels to read (default: the layout's default, else what the files store); "
                           "recorded in the model, and `predict` reads images the same way")
     fit.add_argument("--seed", type=_seed, default=0, help="random seed of the recipe (default 0)")
+    estimate = fit.add_mutually_exclusive_group()
+    estimate.add_argument("--cv", type=_folds, default=None, metavar="N",
+                          help="also cross-validate the same pipeline (N stratified folds grouped by patient and "
+                               "duplicate cluster) and put the estimate with confidence intervals in the model card")
+    estimate.add_argument("--from-results", default=None, metavar="DIR",
+                          help="take the model card's estimate from a benchmark results folder (its results.json) "
+                               "that ran this recipe with the same options on the same data")
     _add_recipe_options(fit)
     fit.set_defaults(func=run_fit)
 
@@ -127,6 +134,17 @@ def _seed(text):
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}") from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}")
+    return value
+
+
+def _folds(text):
+    """``--cv`` value: an integer number of folds >= 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (folds); got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (folds); got {text!r}")
     return value
 
 
@@ -220,6 +238,7 @@ def _slug(name):
 def run_fit(args):
     """``featurepipe fit``: fit, save, and list the dataset files that were left out."""
     from . import recipes
+    from .card import build_card, cv_estimate, estimate_from_results, write_card
     from .models import fit_model, save_model
 
     recipes.get(args.recipe)
@@ -230,14 +249,27 @@ def run_fit(args):
         for path, reason in dataset.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     start = time.perf_counter()
-    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **_recipe_options(args))
+    options = _recipe_options(args)
+    estimate = None
+    if args.from_results is not None:  # checked before the fit: a mismatch fails fast
+        estimate = estimate_from_results(args.from_results, args.recipe, dataset=dataset,
+                                         estimator=recipes.make(args.recipe, random_state=args.seed, **options))
+    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **options)
+    if args.cv is not None:
+        print(f"featurepipe fit: cross-validating {args.recipe} ({args.cv} grouped folds) for the model card",
+              file=sys.stderr)
+        estimate = cv_estimate(recipes.make(args.recipe, random_state=args.seed, **options), dataset,
+                               n_splits=args.cv, random_state=args.seed, name=args.recipe)
     fmt = _format_of(args.output, args.format)
     path = save_model(model, args.output, fmt)
+    card_md, _ = write_card(build_card(model, dataset, model_path=path, source=args.dataset, estimate=estimate),
+                            path)
     contract = model.contract_
     print(f"fitted {args.recipe} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
           f"{time.perf_counter() - start:.1f} s; saved to {path} ({fmt}); it expects "
           f"{contract['mode'] or 'unchanged'} images" + (" with lesion masks" if contract["use_mask"] else "")
           + (f"; {len(dataset.skipped)} files left out (listed above)" if dataset.skipped else ""))
+    print(f"model card: {card_md} (and {card_md.with_suffix('.json').name})")
     return 0
 
 
@@ -259,8 +291,10 @@ def run_predict(args):
     """``featurepipe predict``: exit status 1 when some files failed."""
     import warnings
 
+    from .card import read_card
     from .models import load_model, predict_files
 
+    print(f"featurepipe predict: {read_card(args.model)[2]}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         model = load_model(args.model, trusted=[t for group in args.trust for t in group],
