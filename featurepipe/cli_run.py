@@ -1,4 +1,4 @@
-"""``featurepipe recipes | benchmark | fit | predict``: compare recipes, train one, save it, classify images.
+"""``featurepipe recipes | benchmark | fit | predict | serve``: compare recipes, train one, save it, classify images.
 
 ::
 
@@ -6,8 +6,10 @@
     featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
                           [--output DIR] [--backend dask --scheduler ADDR]
     featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
+                    [--cv N | --from-results DIR]
     featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
                         [--trust TYPE[,TYPE]] [--unsafe-pickle]
+    featurepipe serve model.skops | --demo [--host 127.0.0.1] [--port 8501] [--trust TYPE[,TYPE]]
 
 Saved models
 ------------
@@ -20,6 +22,10 @@ outside featurepipe's estimators and the enumerated
 :data:`~featurepipe.models.TRUSTED_TYPES` is refused with the list of those
 types (``--trust TYPE[,TYPE]`` allows them), and a pickle is loaded only with
 ``--unsafe-pickle``, since unpickling runs whatever code the file contains.
+``fit`` also writes the model card beside the model (``m.card.md``,
+``m.card.json``; :mod:`featurepipe.card`), with a cross-validated estimate
+when ``--cv N`` or ``--from-results DIR`` is given; ``predict`` and ``serve``
+say which card they use. ``serve`` runs the web app of :mod:`featurepipe.app`.
 
 This module only parses arguments and prints; the library API is
 :mod:`featurepipe.models` (:func:`~featurepipe.models.fit_model`,
@@ -30,13 +36,13 @@ This module only parses arguments and prints; the library API is
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes"]
+__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes", "run_serve",
+           "serve_command"]
 
 #: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -125,6 +131,23 @@ def register(subparsers):
                            "use it for files you made")
     pred.set_defaults(func=run_predict)
 
+    serve = subparsers.add_parser(
+        "serve", help="try a saved model in the browser (local web app)",
+        description="Start a local web app (Streamlit) on a model written by `featurepipe fit`: upload images, see "
+                    "the predicted class, per-class probabilities (or decision scores), the class activation map "
+                    "when the model has one, the model card, and classify a folder into a CSV. The model is "
+                    "loaded with the same safe loader as `predict` (pickle files are refused). Needs the app "
+                    "extra: pip install 'featurepipe[app]'.")
+    serve.add_argument("model", nargs="?", help="model file written by `featurepipe fit` (skops)")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve a model fitted on the SYNTHETIC demo data (fitted offline on first use, cached)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this computer only)")
+    serve.add_argument("--port", type=_port, default=8501, help="port (default 8501)")
+    serve.add_argument("--trust", type=_type_list, action="append", default=[], metavar="TYPE[,TYPE]",
+                       help="also trust these types of a skops file, as for `predict`")
+    serve.set_defaults(func=run_serve)
+
 
 def _seed(text):
     """``--seed`` value: an integer seed in [0, 2**32 - 1] (what NumPy and scikit-learn accept)."""
@@ -134,6 +157,17 @@ def _seed(text):
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}") from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}")
+    return value
+
+
+def _port(text):
+    """``--port`` value: an integer in [1, 65535]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535]; got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535]; got {text!r}")
     return value
 
 
@@ -292,7 +326,7 @@ def run_predict(args):
     import warnings
 
     from .card import read_card
-    from .models import load_model, predict_files
+    from .models import load_model, predict_files, write_predictions_csv
 
     print(f"featurepipe predict: {read_card(args.model)[2]}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
@@ -305,15 +339,9 @@ def run_predict(args):
             print(f"featurepipe predict: warning: {warning.message}", file=sys.stderr)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    fields = ["path", "prediction"]
-    for row in rows:
-        fields += [k for k in row if k not in fields and k != "error"]
-    fields.append("error")
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
-        writer = csv.DictWriter(out, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+        write_predictions_csv(rows, out)
     finally:
         if args.output:
             out.close()
@@ -324,3 +352,50 @@ def run_predict(args):
     print(f"{done} of {len(rows)} images classified" + (f"; {len(failed)} failed (listed above)" if failed else "")
           + (f"; written to {args.output}" if args.output else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- serve
+def serve_command(model, *, host="127.0.0.1", port=8501, trusted=()):
+    """The command line that runs the Streamlit app on ``model`` (a list for :func:`subprocess.run`)."""
+    script = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(script),
+               "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--global.developmentMode", "false", "--", "--model", str(model)]
+    for name in trusted:
+        command += ["--trust", name]
+    return command
+
+
+def run_serve(args):
+    """``featurepipe serve``: check the model, then run the Streamlit app until interrupted."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ValueError("featurepipe serve needs Streamlit: pip install 'featurepipe[app]'")
+    if args.demo == (args.model is not None):
+        raise ValueError("featurepipe serve: give a MODEL file or --demo (not both)")
+    if args.demo:
+        from .app.core import demo_model
+
+        model = demo_model(progress=lambda text: print(f"featurepipe serve: {text}", file=sys.stderr))
+    else:
+        model = Path(args.model)
+        if not model.is_file():
+            raise ValueError(f"model file {str(model)!r} does not exist (or is not a file)")
+    trusted = [t for group in args.trust for t in group]
+    from .app.core import open_model
+
+    loaded = open_model(model, trusted=trusted)  # same check as the page: say it here too
+    if loaded.error:
+        print(f"featurepipe serve: warning: the page will show that this model cannot be loaded: {loaded.error}",
+              file=sys.stderr)
+    else:
+        print(f"featurepipe serve: {loaded.card_note}", file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"featurepipe serve: warning: listening on {args.host}: other computers that reach this address can "
+              "use the app and read files through its folder mode", file=sys.stderr)
+    print(f"featurepipe serve: open http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port} "
+          "(Ctrl-C stops)", file=sys.stderr)
+    return subprocess.call(serve_command(model, host=args.host, port=args.port, trusted=trusted))
