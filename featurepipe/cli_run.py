@@ -361,7 +361,7 @@ def serve_command(model, *, host="127.0.0.1", port=8501, trusted=()):
     command = [sys.executable, "-m", "streamlit", "run", str(script),
                "--server.address", host, "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-               "--global.developmentMode", "false", "--", "--model", str(model)]
+               "--global.developmentMode", "false", "--client.toolbarMode", "viewer", "--", "--model", str(model)]
     for name in trusted:
         command += ["--trust", name]
     return command

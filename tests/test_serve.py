@@ -93,8 +93,8 @@ def test_scores_are_shown_as_scores_and_probabilities_as_percentages(tiny_model,
     np.testing.assert_allclose([b.fraction for b in bars], np.abs(values) / np.abs(values).max(), rtol=1e-12)
     assert [b.predicted for b in bars] == [c == row["prediction"] for c in ("benign", "malignant", "normal")]
     page = core.bars_html(bars, kind)
-    assert "not a probability" in page and "%" not in page.replace("width:", "").split("</div>", 1)[1].replace(
-        "%;", "")
+    assert "not a probability" in page and not any(b.text.endswith("%") for b in bars)
+    assert page.count("fp-bar-value") == 3
 
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
@@ -185,6 +185,47 @@ def _fit_hog(data):
     return ImageModel(recipes.make("hog_svm"), mode="gray").fit(data.samples, data.y)
 
 
+# ----------------------------------------------------------------------------- the page without a browser
+def _app_test(monkeypatch, model_path):
+    testing = pytest.importorskip("streamlit.testing.v1", reason="the app needs Streamlit (featurepipe[app])")
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--model", str(model_path)])
+    app = testing.AppTest.from_file(str(REPO / "featurepipe" / "app" / "streamlit_app.py"), default_timeout=60)
+    return app.run()
+
+
+def test_page_shows_a_refused_model_file(monkeypatch, tmp_path, tiny_model):
+    pickled = save_model(load_model(tiny_model), tmp_path / "m.joblib", format="joblib")
+    app = _app_test(monkeypatch, pickled)
+    assert len(app.error) == 1 and "This model file was not loaded" in app.error[0].value
+    assert "--unsafe-pickle" in app.error[0].value and not app.tabs  # the page stops there
+
+
+def test_page_refuses_uploads_for_a_model_that_needs_masks(monkeypatch, tmp_path, demo_files):
+    from featurepipe.datasets import load_dataset
+
+    data = load_dataset(str(demo_files))
+    path = save_model(ImageModel(recipes.make("hog_svm"), use_mask=True, mode="gray").fit(data.samples, data.y),
+                      tmp_path / "masked.skops")
+    app = _app_test(monkeypatch, path)
+    assert [e.value for e in app.error] == [core.serving_problem(load_model(path))] * 2  # both tabs say why
+    assert len(app.tabs) == 3 and not app.get("file_uploader")
+
+
+def test_page_labels_a_synthetic_model(monkeypatch, tmp_path):
+    from featurepipe.card import build_card, write_card
+    from featurepipe.dataset import Dataset
+    from featurepipe.models import fit_model
+
+    demo = load_demo()
+    subset = Dataset(demo.samples[::15], name=demo.name, root=demo.root, info=demo.info)
+    path = save_model(fit_model("hog_svm", subset), tmp_path / "demo.skops")
+    write_card(build_card(fit_model("hog_svm", subset), subset, model_path=path), path)
+    app = _app_test(monkeypatch, path)
+    assert [w.value for w in app.warning] == [
+        "SYNTHETIC: this model was trained on generated demo images, not real medical data."]
+    assert not app.error and any("SYNTHETIC training data" in m.value for m in app.markdown)
+
+
 # ----------------------------------------------------------------------------- the browser
 def _chromium():
     for name in ("chromium", "chromium-browser"):
@@ -238,14 +279,14 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
     server = subprocess.Popen([sys.executable, "-m", "featurepipe", "serve", str(tiny_model), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
                               start_new_session=True)
-    screenshot = tmp_path / "serve-page.png"
+    screenshot, card_screenshot = tmp_path / "serve-page.png", tmp_path / "serve-card.png"
     try:
         _wait_healthy(url, server)
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True,
                                          args=["--no-sandbox", "--disable-dev-shm-usage"])
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page = browser.new_page(viewport={"width": 1280, "height": 1500})
                 page.goto(url, timeout=60_000)
                 page.get_by_text("Classes: benign, malignant, normal", exact=True).wait_for(timeout=60_000)
                 page.locator("input[type=file]").set_input_files([str(upload), str(corrupt)])
@@ -258,6 +299,10 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
                 error = page.locator("[data-testid=stAlert]", has_text="corrupt.png").first.inner_text()
                 note = page.get_by_text("No class activation map").first.inner_text()
                 page.screenshot(path=str(screenshot), full_page=True)
+                page.get_by_role("tab", name="Model card").click()
+                page.get_by_text("Intended use", exact=True).wait_for(timeout=30_000)
+                card_text = page.locator("[data-testid=stMarkdownContainer]", has_text="Training data").inner_text()
+                page.screenshot(path=str(card_screenshot), full_page=True)
             finally:
                 browser.close()
     finally:
@@ -268,11 +313,12 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=20)
         log.close()
-    print(f"\nscreenshot of the page: {screenshot}")
+    print(f"\nscreenshots of the page: {screenshot} (classify tab), {card_screenshot} (model card tab)")
     assert shown_class.strip() == f"Predicted class: {expected['prediction']}"
     assert labels == classes
     # the page shows decision scores (this model has no probabilities), as featurepipe predict's values
     assert values == [f"{float(expected[f'score_{c}']):+.3f}" for c in classes]
     assert "Could not classify corrupt.png: ImageReadError" in error
     assert "no CNN features" in note
-    assert screenshot.stat().st_size > 10_000
+    assert "NOT a medical device" in card_text and "images: 12 (benign: 4, malignant: 4, normal: 4)" in card_text
+    assert screenshot.stat().st_size > 10_000 and card_screenshot.stat().st_size > 10_000

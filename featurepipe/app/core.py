@@ -241,20 +241,31 @@ def score_bars(row, classes):
 
 
 def bars_html(bars, kind):
-    """HTML of colour-coded horizontal bars (class names escaped)."""
+    """HTML of colour-coded horizontal bars (class names escaped).
+
+    Probabilities fill a bar from the left; decision scores are drawn from a centre line,
+    to the left when negative and to the right when positive.
+    """
     head = ("probability (calibrated)" if kind == "proba"
             else "decision score: not a probability (sign and size only; larger = more this class)")
     parts = [f'<div class="fp-bars" data-kind="{kind}"><div style="font-size:0.85em;color:#555">{head}</div>']
+    track = "flex:1;display:flex;background:#eee;height:1.1em;border-radius:3px"
     for bar in bars:
         weight = "700" if bar.predicted else "400"
+        width = f"{100.0 * bar.fraction:.1f}%"
+        fill = f'<span style="display:block;height:100%;width:{width};background:{bar.colour}"></span>'
+        if kind == "proba":
+            body = f'<span style="{track}">{fill}</span>'
+        else:
+            negative, positive = (fill, "") if bar.value < 0 else ("", fill)
+            body = (f'<span style="{track}">'
+                    f'<span style="flex:1;display:flex;justify-content:flex-end;border-right:1px solid #333">'
+                    f'{negative}</span><span style="flex:1;display:flex">{positive}</span></span>')
         parts.append(
             f'<div class="fp-bar" data-class="{html.escape(bar.label)}" style="display:flex;align-items:center;'
             f'gap:0.5em;margin:2px 0">'
             f'<span class="fp-bar-label" style="width:9em;font-weight:{weight}">{html.escape(bar.label)}</span>'
-            f'<span style="flex:1;background:#eee;height:1.1em;border-radius:3px">'
-            f'<span style="display:block;height:100%;width:{100.0 * bar.fraction:.1f}%;background:{bar.colour};'
-            f'border-radius:3px"></span></span>'
-            f'<span class="fp-bar-value" style="width:5em;text-align:right;font-weight:{weight}">'
+            f'{body}<span class="fp-bar-value" style="width:5em;text-align:right;font-weight:{weight}">'
             f'{html.escape(bar.text)}</span></div>')
     parts.append("</div>")
     return "".join(parts)
