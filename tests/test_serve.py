@@ -160,7 +160,7 @@ def test_cam_overlay_is_the_cnn_head_map(tmp_path, demo_files):
     """A linear head on CNN features gets its CAM overlay; the same numbers as calling cnn.cam directly."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC, LinearSVC
 
     from featurepipe.cnn import CNNFeatures
     from featurepipe.cnn.cam import cam_overlay, class_activation_map
@@ -172,13 +172,20 @@ def test_cam_overlay_is_the_cnn_head_map(tmp_path, demo_files):
                          LinearSVC(random_state=0))
     model = ImageModel(pipe, mode="gray").fit(data.samples, data.y)
     image = next(demo_files.rglob("*.png"))
-    overlay, note = core.activation_overlay(model, image)
+    row = predict_files(model, [image])[0]
+    overlay, note = core.activation_overlay(model, image, row)  # one-vs-rest LinearSVC: CAM explains it
+    assert overlay is not None, note
     sample = Sample.from_path(image, mode="gray")
     cam = class_activation_map(model.estimator_, sample)
     np.testing.assert_array_equal(overlay, cam_overlay(sample.load()[0], cam.heatmap))  # exact: same calls, same process
     assert note.startswith(f"Class activation map for '{cam.target}'")
     none, why = core.activation_overlay(_fit_hog(data), image)
     assert none is None and "no CNN features" in why
+    # SVC(kernel="linear") is one-vs-one: its coef_ rows are class pairs, so a map cannot reproduce its
+    # decision scores; the app shows none (whether cnn.cam refuses the head itself or the check here does)
+    ovo = ImageModel(pipe.set_params(linearsvc=SVC(kernel="linear")), mode="gray").fit(data.samples, data.y)
+    none, why = core.activation_overlay(ovo, image, predict_files(ovo, [image])[0])
+    assert none is None and why.startswith("No class activation map"), why
 
 
 def _fit_hog(data):
@@ -322,3 +329,20 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
     assert "no CNN features" in note
     assert "NOT a medical device" in card_text and "images: 12 (benign: 4, malignant: 4, normal: 4)" in card_text
     assert screenshot.stat().st_size > 10_000 and card_screenshot.stat().st_size > 10_000
+
+
+def test_serve_command_line(tiny_model, capsys):
+    from featurepipe.cli_run import serve_command
+
+    command = serve_command(tiny_model, port=8765)
+    at = command.index("--server.address")
+    assert command[at:at + 4] == ["--server.address", "127.0.0.1", "--server.port", "8765"]
+    assert command[-2:] == ["--model", str(tiny_model)] and command[1:4] == ["-m", "streamlit", "run"]
+    assert main(["serve"]) == 2
+    assert "give a MODEL file or --demo (not both)" in capsys.readouterr().err
+    assert main(["serve", str(tiny_model), "--demo"]) == 2
+    assert main(["serve", str(tiny_model) + ".missing"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", str(tiny_model), "--port", "70000"])
+    assert "--port: must be an integer in [1, 65535]; got '70000'" in capsys.readouterr().err

@@ -271,12 +271,16 @@ def bars_html(bars, kind):
     return "".join(parts)
 
 
-def activation_overlay(model, image_path):
+def activation_overlay(model, image_path, row=None, *, rtol=1e-4):
     """``(overlay uint8 (H, W, 3), note)`` of the class activation map for the predicted class.
 
     Uses :func:`featurepipe.cnn.cam.class_activation_map` on the model's pipeline; when it
     cannot explain the model (no CNN features, a non-linear head …) the overlay is ``None``
-    and ``note`` gives its reason.
+    and ``note`` gives its reason. With ``row`` (the image's
+    :func:`~featurepipe.models.predict_files` row) the map is shown only if it explains that
+    very decision: its class is the predicted one and, for decision scores, its score
+    (spatial mean + bias) equals the model's ``score_<class>`` within ``rtol`` — a map that
+    does not reproduce the model's number explains something else and is not shown.
     """
     from ..sample import Sample
 
@@ -295,6 +299,14 @@ def activation_overlay(model, image_path):
         overlay = cam_overlay(pixels, cam.heatmap)
     except (ValueError, TypeError) as exc:
         return None, f"No class activation map for this model: {exc}"
+    if row is not None:
+        if str(cam.target) != row.get("prediction"):
+            return None, (f"No class activation map: the map's linear head picks '{cam.target}' but the model "
+                          f"predicts '{row.get('prediction')}', so the map would not explain this decision.")
+        expected = row.get(f"score_{cam.target}")
+        if expected is not None and not abs(cam.score - expected) <= rtol * max(1.0, abs(expected)):
+            return None, (f"No class activation map: the map's score for '{cam.target}' ({cam.score:+.3f}) differs "
+                          f"from the model's decision score ({expected:+.3f}), so it would not explain this decision.")
     return overlay, (f"Class activation map for '{cam.target}' (decision score {cam.score:+.3f}): warm colours "
                      "mark where the linear head found evidence for that class.")
 

@@ -15,6 +15,7 @@ import streamlit as st
 from featurepipe.app import core
 
 
+
 def _arguments():
     parser = argparse.ArgumentParser(prog="featurepipe serve (page)")
     parser.add_argument("--model", required=True)
@@ -40,10 +41,10 @@ def _show_result(loaded, upload):
     if upload.row["error"]:
         st.error(f"Could not classify {upload.name}: {upload.row['error']}")
         return
-    left, right = st.columns([1, 2])
-    with left:
-        st.image(upload.image.clip(0, 1), caption=upload.name, use_container_width=True)
-    with right:
+    image_col, cam_col, score_col = st.columns([1, 1, 2])
+    with image_col:
+        st.image(upload.image.clip(0, 1), caption=upload.name, width="stretch")
+    with score_col:
         st.markdown(f"Predicted class: **{upload.row['prediction']}**")
         bars, kind = core.score_bars(upload.row, loaded.classes)
         if bars:
@@ -51,10 +52,11 @@ def _show_result(loaded, upload):
         if kind == "score":
             st.caption("This model has no calibrated probabilities: the values are decision scores, "
                        "not percentages.")
+    with cam_col:
         with st.spinner("Class activation map…"):
-            overlay, note = core.activation_overlay(loaded.model, upload.path)
+            overlay, note = core.activation_overlay(loaded.model, upload.path, upload.row)
         if overlay is not None:
-            st.image(overlay, caption=note, use_container_width=True)
+            st.image(overlay, caption=note, width="stretch")
         else:
             st.caption(note)
 
@@ -113,7 +115,7 @@ def main():
                 csv_text = core.predictions_csv(rows)
                 st.download_button("Download predictions.csv", csv_text, file_name="predictions.csv",
                                    mime="text/csv")
-                st.dataframe(rows, use_container_width=True)
+                st.dataframe(rows)
 
 
 main()
