@@ -328,11 +328,11 @@ def run_predict(args):
     from .card import read_card
     from .models import load_model, predict_files, write_predictions_csv
 
-    print(f"featurepipe predict: {read_card(args.model)[2]}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         model = load_model(args.model, trusted=[t for group in args.trust for t in group],
                            unsafe_pickle=args.unsafe_pickle)
+        print(f"featurepipe predict: {read_card(args.model)[2]}", file=sys.stderr)  # once the model loaded
         rows = predict_files(model, args.inputs, mode=None if args.mode == "keep" else args.mode, masks=args.masks)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
