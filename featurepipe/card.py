@@ -158,6 +158,10 @@ def estimate_from_results(results_dir, pipeline_name, *, estimator=None, dataset
     if pipeline_name not in result.summary:
         raise ValueError(f"--from-results {str(results_dir)!r}: no pipeline {pipeline_name!r} in its results; "
                          f"it holds {sorted(result.summary)}")
+    if result.pipelines.get(pipeline_name, {}).get("param_grid"):
+        raise ValueError(f"--from-results {str(results_dir)!r}: pipeline {pipeline_name!r} was tuned by nested CV "
+                         "over a parameter grid; `fit` does not tune, so that estimate does not describe this model "
+                         "(use --cv N, or benchmark without --grid)")
     if estimator is not None:
         recorded = result.pipelines.get(pipeline_name, {}).get("params", {})
         ours = _jsonable(_pipeline_params(estimator))

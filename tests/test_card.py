@@ -162,3 +162,18 @@ def test_fit_from_results_takes_the_benchmark_estimate(manifest, tmp_path, capsy
     assert main(["fit", "glcm_svm", str(manifest), "-o", str(tmp_path / "n.skops"), "--from-results",
                  str(tmp_path / "nowhere")]) == 2
     assert "no benchmark results at" in capsys.readouterr().err
+    tuned = tmp_path / "tuned"
+    assert main(["benchmark", str(manifest), "--recipes", "glcm_svm", "--splits", "3", "--no-plots", "--grid",
+                 "--output", str(tuned)]) == 0
+    capsys.readouterr()
+    assert main(["fit", "glcm_svm", str(manifest), "-o", str(tmp_path / "n.skops"), "--from-results",
+                 str(tuned)]) == 2
+    assert "was tuned by nested CV over a parameter grid" in capsys.readouterr().err
+
+
+def test_docstring_examples():
+    import doctest
+
+    import featurepipe.card
+
+    assert doctest.testmod(featurepipe.card).failed == 0

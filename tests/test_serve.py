@@ -346,3 +346,10 @@ def test_serve_command_line(tiny_model, capsys):
     with pytest.raises(SystemExit):
         main(["serve", str(tiny_model), "--port", "70000"])
     assert "--port: must be an integer in [1, 65535]; got '70000'" in capsys.readouterr().err
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(core)
+    assert result.attempted >= 1 and result.failed == 0
