@@ -89,13 +89,14 @@ def main():
         files = st.file_uploader("Images (PNG, JPEG, GIF, TIFF, BMP, PGM)", type=list(core.UPLOAD_TYPES),
                                  accept_multiple_files=True)
         if files:
-            workdir = tempfile.mkdtemp(prefix="featurepipe-serve-")
-            with st.spinner("Classifying…"):
-                results = core.classify_uploads(loaded.model, [(f.name, f.getvalue()) for f in files], workdir)
-            st.download_button("Download these results (CSV)", core.predictions_csv([r.row for r in results]),
-                               file_name="predictions.csv", mime="text/csv")
-            for upload in results:
-                _show_result(loaded, upload)
+            # the uploads live on disk only while this run of the page shows them
+            with tempfile.TemporaryDirectory(prefix="featurepipe-serve-") as workdir:
+                with st.spinner("Classifying…"):
+                    results = core.classify_uploads(loaded.model, [(f.name, f.getvalue()) for f in files], workdir)
+                st.download_button("Download these results (CSV)", core.predictions_csv([r.row for r in results]),
+                                   file_name="predictions.csv", mime="text/csv")
+                for upload in results:
+                    _show_result(loaded, upload)
     with tab_batch:
         st.markdown("Classify every image under a folder **on this computer**; the CSV has the columns of "
                     "`featurepipe predict`.")
