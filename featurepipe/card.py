@@ -41,6 +41,7 @@ __all__ = [
     "card_paths",
     "cv_estimate",
     "estimate_from_results",
+    "is_calibrated",
     "read_card",
     "write_card",
 ]
@@ -57,6 +58,19 @@ INTENDED_USE = ("Research use only: comparing and demonstrating image-classifica
 _SHOWN_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc", "mcc")
 _VERSION_PACKAGES = ("numpy", "scipy", "scikit-learn", "imbalanced-learn", "scikit-image", "opencv-python-headless",
                      "pillow", "skops", "tensorflow-cpu", "tensorflow", "keras")
+
+
+def is_calibrated(model):
+    """Whether ``model``'s probabilities come from a fitted calibration (a ``CalibratedClassifierCV`` head).
+
+    Other ``predict_proba`` outputs (random-forest vote shares, an SVM's internal Platt scaling …)
+    are probability estimates that nobody checked: the app does not show them as percentages.
+    """
+    final = getattr(model, "estimator_", model)
+    while hasattr(final, "steps"):  # Pipeline: its last step
+        final = final.steps[-1][1]
+    final = getattr(final, "best_estimator_", final)  # a fitted search
+    return hasattr(model, "predict_proba") and getattr(final, "calibrated_classifiers_", None) is not None
 
 
 def card_paths(model_path):
@@ -211,12 +225,14 @@ def build_card(model, dataset, *, model_path=None, source=None, estimate=None, d
     groups = [s.group for s in dataset.samples]
     synthetic = bool((dataset.info or {}).get("synthetic", False))
     estimator = getattr(model, "estimator_", model)
-    calibrated = hasattr(model, "predict_proba")
+    calibrated = is_calibrated(model)
     model_section = {"recipe": contract.get("recipe"), "options": contract.get("options"),
                      "pipeline": repr(estimator), "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
                      "parameters": _jsonable(_pipeline_params(estimator)),
-                     "outputs": "probabilities (predict_proba)" if calibrated
-                     else "decision scores (no predict_proba): not probabilities"}
+                     "outputs": ("calibrated probabilities (predict_proba of a fitted calibration)" if calibrated
+                                 else "probability estimates (predict_proba), not calibrated"
+                                 if hasattr(model, "predict_proba")
+                                 else "decision scores (no predict_proba): not probabilities")}
     if model_path is not None:
         path = Path(model_path)
         model_section.update(file=path.name, sha256=file_sha256(path), bytes=path.stat().st_size)
@@ -230,8 +246,9 @@ def build_card(model, dataset, *, model_path=None, source=None, estimate=None, d
         limitations.insert(0, "SYNTHETIC training data (featurepipe.demo): not real medical images; this model "
                               "demonstrates the software only.")
     if not calibrated:
-        limitations.append("The model outputs decision scores, not calibrated probabilities: do not read them "
-                           "as the chance of a class.")
+        limitations.append("The model outputs " + ("uncalibrated probability estimates" if hasattr(model, "predict_proba")
+                                                    else "decision scores") +
+                           ", not calibrated probabilities: do not read them as the chance of a class.")
     if contract.get("use_mask"):
         limitations.append("Needs a lesion mask with every image (its features describe the mask).")
     if estimate is None:

@@ -112,6 +112,18 @@ def test_scores_are_shown_as_scores_and_probabilities_as_percentages(tiny_model,
     assert [b.text for b in bars] == [f"{100 * p:.1f}%" for p in proba]
     np.testing.assert_allclose([b.fraction for b in bars], proba, rtol=1e-12)
     assert "probability (calibrated)" in core.bars_html(bars, kind)
+    assert core.is_calibrated(calibrated) and not core.is_calibrated(model)
+
+    # predict_proba without calibration (random-forest vote shares): numbers in [0, 1], never percentages
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = ImageModel(recipes.make("hog_svm").set_params(classifier=RandomForestClassifier(20, random_state=0)),
+                        mode="gray").fit(data.samples, data.y)
+    row = predict_files(forest, [query_image])[0]
+    bars, kind = core.score_bars(row, forest.contract_["classes"], calibrated=core.is_calibrated(forest))
+    assert kind == "estimate" and not core.is_calibrated(forest)
+    assert [b.text for b in bars] == [f"{row[f'proba_{c}']:.3f}" for c in forest.contract_["classes"]]
+    assert "NOT calibrated" in core.bars_html(bars, kind)
 
 
 def test_folder_csv_equals_featurepipe_predict(tiny_model, demo_files, capsys):
@@ -262,7 +274,28 @@ def _wait_healthy(url, server, timeout=90.0):
     raise AssertionError(f"featurepipe serve did not answer on {url} within {timeout:.0f} s")
 
 
-def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, query_image, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def calibrated_model(demo_files, tmp_path_factory):
+    """hog + SVC calibrated by CalibratedClassifierCV (has predict_proba), saved with its card."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    from featurepipe.card import build_card, write_card
+    from featurepipe.datasets import load_dataset
+
+    data = load_dataset(str(demo_files))
+    pipe = recipes.make("hog_svm").set_params(classifier=CalibratedClassifierCV(SVC(), cv=2))
+    model = ImageModel(pipe, mode="gray").fit(data.samples, data.y)
+    path = save_model(model, tmp_path_factory.mktemp("serve-calibrated") / "calibrated.skops")
+    write_card(build_card(model, data, model_path=path, source=demo_files), path)
+    return path
+
+
+@pytest.mark.parametrize("which", ["fitted_by_cli", "calibrated"])
+def test_the_page_in_a_real_browser_matches_featurepipe_predict(which, tiny_model, calibrated_model, query_image,
+                                                                 tmp_path, capsys):
+    """Probabilities show as percentages, decision scores as signed scores: both equal `featurepipe predict`."""
+    model_path = tiny_model if which == "fitted_by_cli" else calibrated_model
     pytest.importorskip("streamlit", reason="the app needs Streamlit (pip install 'featurepipe[app]')")
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright for Python (test extra)")
     browser_path = _chromium()
@@ -270,7 +303,7 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
         pytest.skip("no chromium binary on PATH (Debian: apt-get install -y chromium; .ci/run installs it)")
 
     capsys.readouterr()
-    assert main(["predict", str(tiny_model), str(query_image)]) == 0
+    assert main(["predict", str(model_path), str(query_image)]) == 0
     expected = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     classes = ["benign", "malignant", "normal"]
     upload = tmp_path / "upload.png"
@@ -283,10 +316,10 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
-    server = subprocess.Popen([sys.executable, "-m", "featurepipe", "serve", str(tiny_model), "--host", "127.0.0.1",
+    server = subprocess.Popen([sys.executable, "-m", "featurepipe", "serve", str(model_path), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
                               start_new_session=True)
-    screenshot, card_screenshot = tmp_path / "serve-page.png", tmp_path / "serve-card.png"
+    screenshot, card_screenshot = tmp_path / f"serve-page-{which}.png", tmp_path / f"serve-card-{which}.png"
     try:
         _wait_healthy(url, server)
         with sync_api.sync_playwright() as pw:
@@ -323,8 +356,14 @@ def test_the_page_in_a_real_browser_matches_featurepipe_predict(tiny_model, quer
     print(f"\nscreenshots of the page: {screenshot} (classify tab), {card_screenshot} (model card tab)")
     assert shown_class.strip() == f"Predicted class: {expected['prediction']}"
     assert labels == classes
-    # the page shows decision scores (this model has no probabilities), as featurepipe predict's values
-    assert values == [f"{float(expected[f'score_{c}']):+.3f}" for c in classes]
+    if "proba_benign" in expected and core.is_calibrated(load_model(model_path)):
+        # calibrated probabilities: percentages, as featurepipe predict's values
+        assert values == [f"{100 * float(expected[f'proba_{c}']):.1f}%" for c in classes]
+    elif "proba_benign" in expected:  # uncalibrated probability estimates: plain numbers, no percentages
+        assert values == [f"{float(expected[f'proba_{c}']):.3f}" for c in classes]
+    else:  # no probabilities (today's hog_svm recipe): signed decision scores, never percentages
+        assert values == [f"{float(expected[f'score_{c}']):+.3f}" for c in classes]
+    assert which == "fitted_by_cli" or values[0].endswith("%")  # the calibrated model shows percentages
     assert "Could not classify corrupt.png: ImageReadError" in error
     assert "no CNN features" in note
     assert "NOT a medical device" in card_text and "images: 12 (benign: 4, malignant: 4, normal: 4)" in card_text

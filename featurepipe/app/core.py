@@ -25,6 +25,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..card import is_calibrated
+
 __all__ = [
     "DEMO_RECIPE",
     "PALETTE",
@@ -37,6 +39,7 @@ __all__ = [
     "classify_uploads",
     "demo_model",
     "format_score",
+    "is_calibrated",
     "open_model",
     "predictions_csv",
     "score_bars",
@@ -210,31 +213,39 @@ class Bar:
 
 
 def format_score(value, kind):
-    """Text of one class's value: ``"82.3%"`` for a probability, ``"+1.234"`` for a decision score.
+    """Text of one class's value.
 
-    >>> format_score(0.8234, "proba"), format_score(-1.23456, "score")
-    ('82.3%', '-1.235')
+    ``"proba"`` (calibrated probability) as a percentage, ``"estimate"`` (an uncalibrated
+    probability estimate) as a plain number in [0, 1], ``"score"`` (decision value) signed.
+
+    >>> format_score(0.8234, "proba"), format_score(0.8234, "estimate"), format_score(-1.23456, "score")
+    ('82.3%', '0.823', '-1.235')
     """
     if kind == "proba":
         return f"{100.0 * value:.1f}%"
+    if kind == "estimate":
+        return f"{value:.3f}"
     return f"{value:+.3f}"
 
 
-def score_bars(row, classes):
-    """The bars of one result row, and their kind (``"proba"``, ``"score"`` or ``None``).
+def score_bars(row, classes, *, calibrated=True):
+    """The bars of one result row, and their kind (``"proba"``, ``"estimate"``, ``"score"`` or ``None``).
 
-    Probabilities fill ``value`` of the bar's width; decision scores fill ``|value|`` relative to
-    the largest ``|value|`` of the row (they have no fixed scale and are not percentages).
+    ``proba_<class>`` columns are ``"proba"`` (percentages) when ``calibrated``, else ``"estimate"``;
+    ``score_<class>`` columns are ``"score"``. Probabilities fill ``value`` of the bar's width;
+    decision scores fill ``|value|`` relative to the largest ``|value|`` of the row (they have no
+    fixed scale and are not percentages).
     """
-    kind = "proba" if any(k.startswith("proba_") for k in row) else (
+    column = "proba" if any(k.startswith("proba_") for k in row) else (
         "score" if any(k.startswith("score_") for k in row) else None)
-    if kind is None or row.get("error"):
-        return [], kind
-    values = [float(row[f"{kind}_{c}"]) for c in classes]
+    if column is None or row.get("error"):
+        return [], column
+    kind = "estimate" if column == "proba" and not calibrated else column
+    values = [float(row[f"{column}_{c}"]) for c in classes]
     largest = max(abs(v) for v in values) or 1.0
     bars = []
     for i, (label, value) in enumerate(zip(classes, values, strict=True)):
-        fraction = min(max(value, 0.0), 1.0) if kind == "proba" else abs(value) / largest
+        fraction = min(max(value, 0.0), 1.0) if column == "proba" else abs(value) / largest
         bars.append(Bar(label=label, value=value, text=format_score(value, kind), fraction=fraction,
                         colour=PALETTE[i % len(PALETTE)], predicted=label == row["prediction"]))
     return bars, kind
@@ -246,15 +257,16 @@ def bars_html(bars, kind):
     Probabilities fill a bar from the left; decision scores are drawn from a centre line,
     to the left when negative and to the right when positive.
     """
-    head = ("probability (calibrated)" if kind == "proba"
-            else "decision score: not a probability (sign and size only; larger = more this class)")
+    head = {"proba": "probability (calibrated)",
+            "estimate": "probability estimate of the model, NOT calibrated: not a percentage chance",
+            }.get(kind, "decision score: not a probability (sign and size only; larger = more this class)")
     parts = [f'<div class="fp-bars" data-kind="{kind}"><div style="font-size:0.85em;color:#555">{head}</div>']
     track = "flex:1;display:flex;background:#eee;height:1.1em;border-radius:3px"
     for bar in bars:
         weight = "700" if bar.predicted else "400"
         width = f"{100.0 * bar.fraction:.1f}%"
         fill = f'<span style="display:block;height:100%;width:{width};background:{bar.colour}"></span>'
-        if kind == "proba":
+        if kind in ("proba", "estimate"):
             body = f'<span style="{track}">{fill}</span>'
         else:
             negative, positive = (fill, "") if bar.value < 0 else ("", fill)

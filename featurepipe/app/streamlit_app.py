@@ -46,12 +46,13 @@ def _show_result(loaded, upload):
         st.image(upload.image.clip(0, 1), caption=upload.name, width="stretch")
     with score_col:
         st.markdown(f"Predicted class: **{upload.row['prediction']}**")
-        bars, kind = core.score_bars(upload.row, loaded.classes)
+        bars, kind = core.score_bars(upload.row, loaded.classes, calibrated=core.is_calibrated(loaded.model))
         if bars:
             st.markdown(core.bars_html(bars, kind), unsafe_allow_html=True)
-        if kind == "score":
-            st.caption("This model has no calibrated probabilities: the values are decision scores, "
-                       "not percentages.")
+        if kind in ("score", "estimate"):
+            st.caption("This model has no calibrated probabilities: the values are "
+                       + ("decision scores" if kind == "score" else "its own probability estimates")
+                       + ", not percentages.")
     with cam_col:
         with st.spinner("Class activation map…"):
             overlay, note = core.activation_overlay(loaded.model, upload.path, upload.row)
