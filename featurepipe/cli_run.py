@@ -372,18 +372,18 @@ def run_serve(args):
     import importlib.util
     import subprocess
 
-    if importlib.util.find_spec("streamlit") is None:
-        raise ValueError("featurepipe serve needs Streamlit: pip install 'featurepipe[app]'")
     if args.demo == (args.model is not None):
         raise ValueError("featurepipe serve: give a MODEL file or --demo (not both)")
+    if args.model is not None and not Path(args.model).is_file():
+        raise ValueError(f"model file {args.model!r} does not exist (or is not a file)")
+    if importlib.util.find_spec("streamlit") is None:
+        raise ValueError("featurepipe serve needs Streamlit: pip install 'featurepipe[app]'")
     if args.demo:
         from .app.core import demo_model
 
         model = demo_model(progress=lambda text: print(f"featurepipe serve: {text}", file=sys.stderr))
     else:
         model = Path(args.model)
-        if not model.is_file():
-            raise ValueError(f"model file {str(model)!r} does not exist (or is not a file)")
     trusted = [t for group in args.trust for t in group]
     from .app.core import open_model
 
