@@ -337,8 +337,9 @@ def card_markdown(card):
     if est is None:
         lines.append("None computed (`featurepipe fit --cv N` or `--from-results DIR` adds one).")
     else:
-        where = f" (`{est['results_path']}`)" if est.get("results_path") else ""
-        lines += [f"From {est['source']}{where}: {est.get('cv_description')}; duplicates: {est.get('duplicates')}; "
+        where = (f"the benchmark results in `{est['results_path']}`" if est.get("results_path")
+                 else "a cross-validation of the same pipeline run by `featurepipe fit --cv`")
+        lines += [f"From {where}: {est.get('cv_description')}; duplicates: {est.get('duplicates')}; "
                   f"{est['n_folds_ok']} folds" + (f", {est['n_folds_failed']} failed" if est["n_folds_failed"] else "")
                   + f". Interval: {est.get('ci_method')} at {_fmt(est.get('confidence'), 2)}.", "",
                   "| metric | mean | std | CI low | CI high |", "|---|---|---|---|---|"]
