@@ -230,6 +230,20 @@ def test_page_refuses_uploads_for_a_model_that_needs_masks(monkeypatch, tmp_path
     assert len(app.tabs) == 3 and not app.get("file_uploader")
 
 
+def test_page_folder_mode_classifies_every_image(monkeypatch, tiny_model, demo_files, tmp_path):
+    folder = tmp_path / "folder"
+    shutil.copytree(demo_files, folder)
+    (folder / "benign" / "broken.png").write_bytes(CORRUPT)
+    app = _app_test(monkeypatch, tiny_model)
+    app.text_input[0].input(str(folder)).run()
+    texts = [m.value for m in app.markdown]
+    assert "12 of 13 images classified; 1 failed (see the error column)" in texts
+    rows, _ = core.classify_folder(load_model(tiny_model), folder)
+    assert [r["error"] != "" for r in rows].count(True) == 1
+    app.text_input[0].input(str(folder / "nowhere")).run()
+    assert [e.value for e in app.error] == [f"{str(folder / 'nowhere')!r} is not a folder on this computer"]
+
+
 def test_page_labels_a_synthetic_model(monkeypatch, tmp_path):
     from featurepipe.card import build_card, write_card
     from featurepipe.dataset import Dataset
