@@ -1,4 +1,4 @@
-"""``featurepipe recipes | benchmark | fit | predict``: compare recipes, train one, save it, classify images.
+"""``featurepipe recipes | benchmark | fit | predict | serve``: compare recipes, train one, save it, classify images.
 
 ::
 
@@ -6,8 +6,10 @@
     featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
                           [--output DIR] [--backend dask --scheduler ADDR]
     featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
+                    [--cv N | --from-results DIR]
     featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
                         [--trust TYPE[,TYPE]] [--unsafe-pickle]
+    featurepipe serve model.skops | --demo [--host 127.0.0.1] [--port 8501] [--trust TYPE[,TYPE]]
 
 Saved models
 ------------
@@ -20,6 +22,10 @@ outside featurepipe's estimators and the enumerated
 :data:`~featurepipe.models.TRUSTED_TYPES` is refused with the list of those
 types (``--trust TYPE[,TYPE]`` allows them), and a pickle is loaded only with
 ``--unsafe-pickle``, since unpickling runs whatever code the file contains.
+``fit`` also writes the model card beside the model (``m.card.md``,
+``m.card.json``; :mod:`featurepipe.card`), with a cross-validated estimate
+when ``--cv N`` or ``--from-results DIR`` is given; ``predict`` and ``serve``
+say which card they use. ``serve`` runs the web app of :mod:`featurepipe.app`.
 
 This module only parses arguments and prints; the library API is
 :mod:`featurepipe.models` (:func:`~featurepipe.models.fit_model`,
@@ -30,7 +36,6 @@ This module only parses arguments and prints; the library API is
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -38,7 +43,8 @@ from pathlib import Path
 
 from .cli_data import add_allow_outside_root
 
-__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes"]
+__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes", "run_serve",
+           "serve_command"]
 
 #: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -104,6 +110,13 @@ def register(subparsers):
                      help="channels to read (default: the layout's default, else what the files store); "
                           "recorded in the model, and `predict` reads images the same way")
     fit.add_argument("--seed", type=_seed, default=0, help="random seed of the recipe (default 0)")
+    estimate = fit.add_mutually_exclusive_group()
+    estimate.add_argument("--cv", type=_folds, default=None, metavar="N",
+                          help="also cross-validate the same pipeline (N stratified folds grouped by patient and "
+                               "duplicate cluster) and put the estimate with confidence intervals in the model card")
+    estimate.add_argument("--from-results", default=None, metavar="DIR",
+                          help="take the model card's estimate from a benchmark results folder (its results.json) "
+                               "that ran this recipe with the same options on the same data")
     _add_recipe_options(fit)
     add_allow_outside_root(fit)
     fit.set_defaults(func=run_fit)
@@ -133,6 +146,23 @@ def register(subparsers):
                            "use it for files you made")
     pred.set_defaults(func=run_predict)
 
+    serve = subparsers.add_parser(
+        "serve", help="try a saved model in the browser (local web app)",
+        description="Start a local web app (Streamlit) on a model written by `featurepipe fit`: upload images, see "
+                    "the predicted class, per-class probabilities (or decision scores), the class activation map "
+                    "when the model has one, the model card, and classify a folder into a CSV. The model is "
+                    "loaded with the same safe loader as `predict` (pickle files are refused). Needs the app "
+                    "extra: pip install 'featurepipe[app]'.")
+    serve.add_argument("model", nargs="?", help="model file written by `featurepipe fit` (skops)")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve a model fitted on the SYNTHETIC demo data (fitted offline on first use, cached)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this computer only)")
+    serve.add_argument("--port", type=_port, default=8501, help="port (default 8501)")
+    serve.add_argument("--trust", type=_type_list, action="append", default=[], metavar="TYPE[,TYPE]",
+                       help="also trust these types of a skops file, as for `predict`")
+    serve.set_defaults(func=run_serve)
+
 
 def _seed(text):
     """``--seed`` value: an integer seed in [0, 2**32 - 1] (what NumPy and scikit-learn accept)."""
@@ -142,6 +172,28 @@ def _seed(text):
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}") from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 4294967295]; got {text!r}")
+    return value
+
+
+def _port(text):
+    """``--port`` value: an integer in [1, 65535]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535]; got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535]; got {text!r}")
+    return value
+
+
+def _folds(text):
+    """``--cv`` value: an integer number of folds >= 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (folds); got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (folds); got {text!r}")
     return value
 
 
@@ -241,6 +293,7 @@ def _slug(name):
 def run_fit(args):
     """``featurepipe fit``: fit, save, and list the dataset files that were left out."""
     from . import recipes
+    from .card import build_card, cv_estimate, estimate_from_results, write_card
     from .models import fit_model, save_model
 
     recipes.get(args.recipe)
@@ -251,14 +304,27 @@ def run_fit(args):
         for path, reason in dataset.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     start = time.perf_counter()
-    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **_recipe_options(args))
+    options = _recipe_options(args)
+    estimate = None
+    if args.from_results is not None:  # checked before the fit: a mismatch fails fast
+        estimate = estimate_from_results(args.from_results, args.recipe, dataset=dataset,
+                                         estimator=recipes.make(args.recipe, random_state=args.seed, **options))
+    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **options)
+    if args.cv is not None:
+        print(f"featurepipe fit: cross-validating {args.recipe} ({args.cv} grouped folds) for the model card",
+              file=sys.stderr)
+        estimate = cv_estimate(recipes.make(args.recipe, random_state=args.seed, **options), dataset,
+                               n_splits=args.cv, random_state=args.seed, name=args.recipe)
     fmt = _format_of(args.output, args.format)
     path = save_model(model, args.output, fmt)
+    card_md, _ = write_card(build_card(model, dataset, model_path=path, source=args.dataset, estimate=estimate),
+                            path)
     contract = model.contract_
     print(f"fitted {args.recipe} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
           f"{time.perf_counter() - start:.1f} s; saved to {path} ({fmt}); it expects "
           f"{contract['mode'] or 'unchanged'} images" + (" with lesion masks" if contract["use_mask"] else "")
           + (f"; {len(dataset.skipped)} files left out (listed above)" if dataset.skipped else ""))
+    print(f"model card: {card_md} (and {card_md.with_suffix('.json').name})")
     return 0
 
 
@@ -280,27 +346,23 @@ def run_predict(args):
     """``featurepipe predict``: exit status 1 when some files failed."""
     import warnings
 
-    from .models import load_model, predict_files
+    from .card import read_card
+    from .models import load_model, predict_files, write_predictions_csv
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         model = load_model(args.model, trusted=[t for group in args.trust for t in group],
                            unsafe_pickle=args.unsafe_pickle)
+        print(f"featurepipe predict: {read_card(args.model)[2]}", file=sys.stderr)  # once the model loaded
         rows = predict_files(model, args.inputs, mode=None if args.mode == "keep" else args.mode, masks=args.masks)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             print(f"featurepipe predict: warning: {warning.message}", file=sys.stderr)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    fields = ["path", "prediction"]
-    for row in rows:
-        fields += [k for k in row if k not in fields and k != "error"]
-    fields.append("error")
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
-        writer = csv.DictWriter(out, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+        write_predictions_csv(rows, out)
     finally:
         if args.output:
             out.close()
@@ -311,3 +373,50 @@ def run_predict(args):
     print(f"{done} of {len(rows)} images classified" + (f"; {len(failed)} failed (listed above)" if failed else "")
           + (f"; written to {args.output}" if args.output else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- serve
+def serve_command(model, *, host="127.0.0.1", port=8501, trusted=()):
+    """The command line that runs the Streamlit app on ``model`` (a list for :func:`subprocess.run`)."""
+    script = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(script),
+               "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--global.developmentMode", "false", "--client.toolbarMode", "viewer", "--", "--model", str(model)]
+    for name in trusted:
+        command += ["--trust", name]
+    return command
+
+
+def run_serve(args):
+    """``featurepipe serve``: check the model, then run the Streamlit app until interrupted."""
+    import importlib.util
+    import subprocess
+
+    if args.demo == (args.model is not None):
+        raise ValueError("featurepipe serve: give a MODEL file or --demo (not both)")
+    if args.model is not None and not Path(args.model).is_file():
+        raise ValueError(f"model file {args.model!r} does not exist (or is not a file)")
+    if importlib.util.find_spec("streamlit") is None:
+        raise ValueError("featurepipe serve needs Streamlit: pip install 'featurepipe[app]'")
+    if args.demo:
+        from .app.core import demo_model
+
+        model = demo_model(progress=lambda text: print(f"featurepipe serve: {text}", file=sys.stderr))
+    else:
+        model = Path(args.model)
+    trusted = [t for group in args.trust for t in group]
+    from .app.core import open_model
+
+    loaded = open_model(model, trusted=trusted)  # same check as the page: say it here too
+    if loaded.error:
+        print(f"featurepipe serve: warning: the page will show that this model cannot be loaded: {loaded.error}",
+              file=sys.stderr)
+    else:
+        print(f"featurepipe serve: {loaded.card_note}", file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"featurepipe serve: warning: listening on {args.host}: other computers that reach this address can "
+              "use the app and read files through its folder mode", file=sys.stderr)
+    print(f"featurepipe serve: open http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port} "
+          "(Ctrl-C stops)", file=sys.stderr)
+    return subprocess.call(serve_command(model, host=args.host, port=args.port, trusted=trusted))

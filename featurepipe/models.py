@@ -59,6 +59,7 @@ __all__ = [
     "predict_files",
     "save_model",
     "untrusted_types",
+    "write_predictions_csv",
 ]
 
 #: Version of the model file layout (:class:`ImageModel` and its ``contract_``). A file with a
@@ -549,3 +550,19 @@ def _fill(model, kind, rows, samples, classes):
             for j, c in enumerate(classes):
                 row[f"{kind}_{c}"] = float(scores[i, j])
 
+
+def write_predictions_csv(rows, file):
+    """Write :func:`predict_files` rows to the open text ``file`` as CSV.
+
+    Columns: ``path``, ``prediction``, the ``proba_<class>`` (or ``score_<class>``) columns in
+    the order they first appear, then ``error`` — those of ``featurepipe predict``.
+    """
+    import csv
+
+    fields = ["path", "prediction"]
+    for row in rows:
+        fields += [k for k in row if k not in fields and k != "error"]
+    fields.append("error")
+    writer = csv.DictWriter(file, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
