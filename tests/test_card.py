@@ -27,7 +27,7 @@ def _disc(rng, label, size=32):
     img = (0.1 + 0.1 * xx / size).astype(np.float64)
     # Each image has its own faint speckle: two "smooth" discs are different images, not one
     # image shifted and rescaled (which the duplicate detection rightly groups).
-    speckle = rng.normal(0, 0.15 if label == "rough" else 0.03, (size, size))
+    speckle = rng.normal(0, 0.15 if label == "rough" else 0.1, (size, size))
     inside = 0.7 + speckle + (0.0 if label == "rough" else 0.05 * yy / size)
     img[disc] = inside[disc]
     return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
