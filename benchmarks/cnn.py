@@ -12,7 +12,8 @@ section at full size (``--only`` picks sections; ``--help`` for sizes).
     opt-in bfloat16 precision; MobileNetV2 and EfficientNet-Lite0 at
     224×224, batch 32 (ResNet50 too with ``--full``). Images are RGB arrays
     already in memory, so CNNFeatures' overhead (sample handling,
-    preparation) is included. Methods alternate within each round; img/s
+    preparation) is included. Methods alternate within each round (the
+    order rotating from round to round); img/s
     are medians over rounds and each ratio is the median of the per-round
     ratios (same round, same machine load), so they stay meaningful on a
     shared machine where absolute img/s are noisy. Feature agreement with
@@ -70,6 +71,7 @@ from featurepipe.cache import clear_memory_cache
 from featurepipe.cnn import (
     BackboneWeightsError,
     CNNFeatures,
+    clear_model_cache,
     get_backbone,
     load_backbone,
 )
@@ -142,8 +144,11 @@ def bench_throughput(n_images, batch_size, rounds, backbones):
                 t0 = time.perf_counter()
                 outputs[label] = fn(samples[:batch_size]) if label != "raw Keras tf.function" else fn()
                 print(f"  {name}: {label} ready in {time.perf_counter() - t0:.1f} s")
-            for _ in range(rounds):
-                for label, fn in fns.items():
+            labels = list(fns)
+            for r in range(rounds):
+                # Rotate the order each round so that no method always runs right after the same one.
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    fn = fns[label]
                     t0 = time.perf_counter()
                     outputs[label] = fn(samples) if label != "raw Keras tf.function" else fn()
                     times[label].append(time.perf_counter() - t0)
@@ -161,7 +166,9 @@ def bench_throughput(n_images, batch_size, rounds, backbones):
             print(f"  {label:28s} {rate[label]:7.1f} {ratio[label]:6.2f} {agree['max_abs']:12.2e} "
                   f"{agree['max_rel']:12.2e} {agree['min_cosine']:10.6f}")
             results[name][label] = {"img_per_s": rate[label], "ratio": ratio[label], **agree}
-        del fns, outputs
+        del fns, outputs, model, compiled
+        clear_model_cache()  # frees this backbone's model, graphs and sessions before the next one
+    print(f"peak RSS so far: {_peak_rss_kb() / 1024:.0f} MiB")
     return results
 
 
@@ -196,7 +203,7 @@ def _rss_child(folder, n, batch_size):
     """Run in a fresh process: stream the first n PNGs of folder, print peak RSS and timings as JSON."""
     before = _peak_rss_kb()
     paths = sorted(Path(folder).glob("*.png"))[:n]
-    extractor = CNNFeatures("efficientnet_lite0", batch_size=batch_size, cache=False)
+    extractor = CNNFeatures("efficientnet_lite0", batch_size=batch_size, cache=False)  # runtime="auto"
     warm = extractor.transform([str(paths[0])])  # build + trace: the fixed cost
     after_build = _peak_rss_kb()
     t0 = time.perf_counter()

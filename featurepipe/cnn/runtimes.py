@@ -237,6 +237,9 @@ class _OnnxSession:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # Idle worker threads sleep instead of spinning: 1.42x vs 1.24x raw Keras for MobileNetV2 on a
+        # loaded 2-core machine (alternating rounds), where spinning threads steal the cores that work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(blobs["model.onnx"], sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -251,18 +254,31 @@ class _OpenVINOSession:
     def __init__(self, blobs, precision):
         import openvino as ov
 
-        core = ov.Core()
-        model = core.read_model(model=blobs["model.xml"].decode("utf-8"),
-                                weights=ov.Tensor(np.frombuffer(blobs["model.bin"], dtype=np.uint8)))
-        hint = "bf16" if precision == "bfloat16" else "f32"
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
-        self.request = self.compiled.create_infer_request()
-        self.lock = threading.Lock()  # one infer request: calls from several threads take turns
+        self.core = ov.Core()
+        self.model = self.core.read_model(model=blobs["model.xml"].decode("utf-8"),
+                                          weights=ov.Tensor(np.frombuffer(blobs["model.bin"], dtype=np.uint8)))
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32"}
+        self.requests = {}  # batch size -> (compiled model, infer request)
+        self.lock = threading.Lock()  # calls from several threads take turns
+
+    def _request(self, n):
+        # One static-shape compilation per batch size (in practice two: batch_size and the remainder);
+        # faster than the dynamic-batch graph (1.26x vs 1.10x raw Keras, MobileNetV2 float32).
+        found = self.requests.get(n)
+        if found is None:
+            model = self.model.clone()
+            height, width, channels = (int(d.get_length()) for d in model.input(0).get_partial_shape()[1:])
+            model.reshape([n, height, width, channels])
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            found = self.requests[n] = (compiled, compiled.create_infer_request())
+        return found
 
     def __call__(self, batch):
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self.lock:
-            result = self.request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
-            return np.array(result[self.compiled.output(0)], copy=True)
+            compiled, request = self._request(len(batch))
+            result = request.infer([batch])
+            return np.array(result[compiled.output(0)], copy=True)
 
 
 _CONVERTERS = {"onnxruntime": (_onnx_convert, ("model.onnx",)),
