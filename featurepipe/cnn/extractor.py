@@ -15,6 +15,10 @@ Speed and memory
   pooling) traced once for a ``(None, H, W, 3)`` input, never through
   ``Model.predict`` (about 0.5 s of overhead per call here). XLA is not used:
   on CPU it was several times slower for depthwise-convolution networks.
+* ``runtime="auto"`` runs that function converted to ONNX Runtime or
+  OpenVINO when installed (:mod:`featurepipe.cnn.runtimes`; same features
+  within ``runtimes.FLOAT32_RTOL``); ``precision="bfloat16"`` opts in to
+  OpenVINO's faster, approximate bf16 inference.
 * Images are read and resized batch by batch in a background thread while
   the network runs on the previous batch, so memory holds at most two
   batches of pixels whatever the number of images.
