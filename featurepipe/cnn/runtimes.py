@@ -34,9 +34,11 @@ Each runtime runs with its own default threading (all physical cores).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -197,12 +199,38 @@ def _write_atomic(folder, key_text, blobs):
 
 # ---------------------------------------------------------------------------------------------
 # Converters and sessions
+@contextlib.contextmanager
+def _quiet_tensorflow_log():
+    """Hide TensorFlow's deprecation notices that tf2onnx's TF1-style graph handling logs (not the user's concern)."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _onnx_convert(function, size):
     import tensorflow as tf
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,  # no public API freezes a concrete function
+    )
 
-    spec = [tf.TensorSpec((None, size[0], size[1], 3), tf.float32)]
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=_ONNX_OPSET)
+    concrete = function.get_concrete_function(tf.TensorSpec((None, size[0], size[1], 3), tf.float32))
+    # Freeze first: tf2onnx would otherwise turn captured constant tensors (e.g. the mean/variance
+    # of EfficientNet's Normalization layer) into extra graph inputs.
+    with _quiet_tensorflow_log():
+        frozen = convert_variables_to_constants_v2(concrete)
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(),
+                                                  input_names=[t.name for t in frozen.inputs],
+                                                  output_names=[t.name for t in frozen.outputs], opset=_ONNX_OPSET)
+    if len(proto.graph.input) != 1:
+        raise RuntimeError(f"converting to ONNX gave a model with inputs {[i.name for i in proto.graph.input]}; "
+                           "one image input was expected (use runtime='tensorflow' for this backbone)")
     return {"model.onnx": proto.SerializeToString()}
 
 
