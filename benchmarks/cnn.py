@@ -1,23 +1,30 @@
-"""Frozen-CNN features: speed against raw Keras, memory when streaming, cached grid search, BUSI accuracy.
+"""Frozen-CNN features: runtimes against raw Keras, memory when streaming, cached grid search, BUSI accuracy.
 
-Sections (all by default, or choose with ``--only``):
+Run ``python benchmarks/cnn.py`` for the default (``throughput`` and
+``memory``, a few minutes on 2 cores, small memory) or ``--full`` for every
+section at full size (``--only`` picks sections; ``--help`` for sizes).
 
 ``throughput``
-    Images/s of ``CNNFeatures.transform`` (cache off) against the raw Keras
-    model called on the same pre-made batches in the same run — eagerly
-    (``model(x, training=False)``, what a user would write) and through a
-    plain ``tf.function(model)`` (the best one can do with the same graph) —
-    for MobileNetV2, EfficientNet-Lite0 and ResNet50 at 224×224, batch 32.
-    Images are 224×224 RGB arrays already in memory, so CNNFeatures does no
-    resizing and its overhead (sample handling, preparation, pooling) is
-    what the ratio shows. Passes alternate between the methods; the best
-    pass of each is reported. MobileNetV2 and ResNet50 run with random
-    weights when the ImageNet ones cannot be downloaded (speed does not
-    depend on the weight values).
+    Images/s of a plain ``tf.function`` around the Keras model plus global
+    average pooling (what a user would write; the reference) and of
+    ``CNNFeatures.transform`` (cache off) on each installed runtime:
+    TensorFlow, ONNX Runtime and OpenVINO float32, and OpenVINO with the
+    opt-in bfloat16 precision; MobileNetV2 and EfficientNet-Lite0 at
+    224×224, batch 32 (ResNet50 too with ``--full``). Images are RGB arrays
+    already in memory, so CNNFeatures' overhead (sample handling,
+    preparation) is included. Methods alternate within each round (the
+    order rotating from round to round); img/s
+    are medians over rounds and each ratio is the median of the per-round
+    ratios (same round, same machine load), so they stay meaningful on a
+    shared machine where absolute img/s are noisy. Feature agreement with
+    the reference: max abs diff, max rel diff (to the row's largest
+    feature), min cosine. MobileNetV2 runs with random weights when its
+    ImageNet weights cannot be downloaded (speed does not depend on the
+    weight values).
 ``memory``
     Peak resident memory (``VmHWM``) of a fresh process that streams N
     PNG files from disk through ``CNNFeatures("efficientnet_lite0")`` at
-    224 px, for N = 500 and N = 2000: flat when batches are streamed.
+    224 px, for N = 100 and 400 (``--full``: 500 and 2000): flat when batches are streamed.
 ``grid``
     A 6-setting × 5-fold SVM grid search (``SVC`` C ∈ {0.1, 1, 10} ×
     kernel ∈ {linear, rbf}) over ``Pipeline([CNNFeatures, StandardScaler,
@@ -29,14 +36,13 @@ Sections (all by default, or choose with ``--only``):
 ``busi``
     Cross-validated macro one-vs-rest ROC-AUC of ``CNNFeatures(efficientnet_lite0)
     → StandardScaler → SVC`` (probabilities by Platt scaling,
-    ``CalibratedClassifierCV(SVC(), ensemble=False)``) on all 780 BUSI images (gray
-    replicated to three channels), 5-fold stratified, with ImageNet weights
-    and with random weights (``weights=None``); also with the folds grouped
+    ``CalibratedClassifierCV(SVC(), ensemble=False)``) on 200 BUSI images
+    (``--full``: all 780; gray replicated to three channels), 5-fold
+    stratified, with ImageNet weights in float32 and in the opt-in bfloat16
+    (OpenVINO), and with random weights (``weights=None``); also with the folds grouped
     by duplicate clusters (:func:`featurepipe.duplicates.group_duplicates`),
     since BUSI holds near-duplicate images.
 
-Run ``python benchmarks/cnn.py`` (``--help`` for options). The machine is
-shared: each section is sized to take a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -65,10 +71,14 @@ from featurepipe.cache import clear_memory_cache
 from featurepipe.cnn import (
     BackboneWeightsError,
     CNNFeatures,
+    clear_model_cache,
     get_backbone,
     load_backbone,
 )
 from featurepipe.sample import Sample
+
+
+SECTIONS = ("throughput", "memory", "grid", "busi")
 
 
 def _weights_for(name):
@@ -81,53 +91,84 @@ def _weights_for(name):
 
 
 # ----------------------------------------------------------------------------------------------
-def bench_throughput(n_images, batch_size, repeats):
+def _agreement(features, reference):
+    """Max abs diff, max rel diff (to the largest |feature| of each row), min row cosine vs ``reference``."""
+    diff = np.abs(features - reference)
+    scale = np.abs(reference).max(axis=1, keepdims=True)
+    cosine = (features * reference).sum(axis=1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1))
+    return {"max_abs": float(diff.max()), "max_rel": float((diff / scale).max()), "min_cosine": float(cosine.min())}
+
+
+def bench_throughput(n_images, batch_size, rounds, backbones):
+    """Img/s of raw Keras tf.function and of CNNFeatures on each runtime, alternating rounds, medians."""
     import tensorflow as tf
+
+    from featurepipe.cnn import runtimes
 
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 1, (n_images, 224, 224, 3)).astype(np.float32)
     samples = [Sample.from_array(p) for p in pixels]
-    print(f"\n== throughput: {n_images} images 224x224 RGB in memory, batch {batch_size}, best of {repeats} ==")
+    batches = [pixels[s:s + batch_size] * np.float32(255) for s in range(0, n_images, batch_size)]
+    installed = runtimes.available_runtimes()
+    methods = [("CNNFeatures tensorflow", "tensorflow", "float32")]
+    methods += [(f"CNNFeatures {rt}", rt, "float32") for rt in ("onnxruntime", "openvino") if rt in installed]
+    if "openvino" in installed:
+        methods.append(("CNNFeatures openvino bf16", "openvino", "bfloat16"))
+    auto = runtimes.resolve_runtime("auto")
+    print(f"\n== throughput: {n_images} images 224x224 RGB in memory, batch {batch_size}, {rounds} alternating "
+          f"rounds, medians; runtimes installed {installed}, auto -> {auto!r}, CPU bf16: "
+          f"{runtimes.bf16_supported()} ==")
+    print("   (the machine may be shared: absolute img/s are noisy, ratios measured in the same rounds less so)")
     results = {}
-    for name in ("mobilenet_v2", "efficientnet_lite0", "resnet50"):
+    for name in backbones:
         weights = _weights_for(name)
         spec = get_backbone(name)
         model = load_backbone(name, weights, 224)
-        extractor = CNNFeatures(name, weights=weights, batch_size=batch_size, cache=False)
-        compiled = tf.function(lambda x, m=model: m(x, training=False), jit_compile=False)
-        batches = [pixels[s:s + batch_size] for s in range(0, n_images, batch_size)]
+        compiled = tf.function(lambda x, m=model: tf.reduce_mean(m(x, training=False), axis=[1, 2]),
+                               jit_compile=False)
 
-        def ours(extractor=extractor):
-            return extractor.transform(samples)
+        def raw_function(compiled=compiled, prep=spec.preprocess):
+            return np.vstack([compiled(tf.constant(prep(b))).numpy() for b in batches])
 
-        def raw_eager(model=model, prep=spec.preprocess, batches=batches):
-            return np.vstack([model(prep(b * np.float32(255)), training=False).numpy().mean(axis=(1, 2))
-                              for b in batches])
+        fns = {"raw Keras tf.function": raw_function}
+        for label, runtime, precision in methods:
+            extractor = CNNFeatures(name, weights=weights, batch_size=batch_size, runtime=runtime,
+                                    precision=precision, cache=False)
+            fns[label] = extractor.transform
 
-        def raw_function(compiled=compiled, prep=spec.preprocess, batches=batches):
-            return np.vstack([compiled(tf.constant(prep(b * np.float32(255)))).numpy().mean(axis=(1, 2))
-                              for b in batches])
-
+        times = {label: [] for label in fns}
+        outputs = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for fn in (ours, raw_eager, raw_function):  # warm-up: trace, first-call allocations
-                fn()
-            times = {"ours": [], "raw_eager": [], "raw_function": []}
-            outputs = {}
-            for _ in range(repeats):
-                for key, fn in (("ours", ours), ("raw_eager", raw_eager), ("raw_function", raw_function)):
+            for label, fn in fns.items():  # warm-up: trace/convert, first-call allocations
+                t0 = time.perf_counter()
+                outputs[label] = fn(samples[:batch_size]) if label != "raw Keras tf.function" else fn()
+                print(f"  {name}: {label} ready in {time.perf_counter() - t0:.1f} s")
+            labels = list(fns)
+            for r in range(rounds):
+                # Rotate the order each round so that no method always runs right after the same one.
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    fn = fns[label]
                     t0 = time.perf_counter()
-                    outputs[key] = fn()
-                    times[key].append(time.perf_counter() - t0)
-        best = {k: min(v) for k, v in times.items()}
-        scale = np.abs(outputs["raw_eager"]).max()
-        diff = np.abs(outputs["ours"] - outputs["raw_eager"]).max() / scale
-        rate = {k: n_images / v for k, v in best.items()}
-        print(f"{name:18s} weights={weights!s:8s} CNNFeatures {rate['ours']:6.1f} img/s | raw eager "
-              f"{rate['raw_eager']:6.1f} img/s | raw tf.function {rate['raw_function']:6.1f} img/s | "
-              f"ratio ours/eager {rate['ours'] / rate['raw_eager']:.2f}, ours/tf.function "
-              f"{rate['ours'] / rate['raw_function']:.2f} | max rel. diff {diff:.1e}")
-        results[name] = {"weights": weights, **{f"{k}_img_per_s": v for k, v in rate.items()}}
+                    outputs[label] = fn(samples) if label != "raw Keras tf.function" else fn()
+                    times[label].append(time.perf_counter() - t0)
+        reference = outputs["raw Keras tf.function"]
+        rate = {label: n_images / np.median(v) for label, v in times.items()}
+        # Per-round ratios (same round, same load) and their median: robust to load drifting between rounds.
+        ratio = {label: float(np.median(np.array(times["raw Keras tf.function"]) / np.array(v)))
+                 for label, v in times.items()}
+        print(f"{name} (weights={weights}):")
+        print(f"  {'method':28s} {'img/s':>7s} {'ratio':>6s} {'max abs diff':>12s} {'max rel diff':>12s} "
+              f"{'min cosine':>10s}")
+        results[name] = {"weights": weights}
+        for label in fns:
+            agree = _agreement(outputs[label], reference)
+            print(f"  {label:28s} {rate[label]:7.1f} {ratio[label]:6.2f} {agree['max_abs']:12.2e} "
+                  f"{agree['max_rel']:12.2e} {agree['min_cosine']:10.6f}")
+            results[name][label] = {"img_per_s": rate[label], "ratio": ratio[label], **agree}
+        del fns, outputs, model, compiled
+        clear_model_cache()  # frees this backbone's model, graphs and sessions before the next one
+    print(f"peak RSS so far: {_peak_rss_kb() / 1024:.0f} MiB")
     return results
 
 
@@ -162,7 +203,7 @@ def _rss_child(folder, n, batch_size):
     """Run in a fresh process: stream the first n PNGs of folder, print peak RSS and timings as JSON."""
     before = _peak_rss_kb()
     paths = sorted(Path(folder).glob("*.png"))[:n]
-    extractor = CNNFeatures("efficientnet_lite0", batch_size=batch_size, cache=False)
+    extractor = CNNFeatures("efficientnet_lite0", batch_size=batch_size, cache=False)  # runtime="auto"
     warm = extractor.transform([str(paths[0])])  # build + trace: the fixed cost
     after_build = _peak_rss_kb()
     t0 = time.perf_counter()
@@ -286,9 +327,15 @@ def bench_busi(n_images=None):
     groups = grouped.groups
     print(f"duplicate clusters: {len(set(groups.tolist()))} groups for {len(X)} images "
           f"({time.perf_counter() - t0:.1f} s)")
+    from featurepipe.cnn import runtimes
+
+    configs = [("imagenet", "float32")]
+    if "openvino" in runtimes.available_runtimes():
+        configs.append(("imagenet", "bfloat16"))
+    configs.append((None, "float32"))
     results = {}
-    for weights in ("imagenet", None):
-        pipe = Pipeline([("cnn", CNNFeatures("efficientnet_lite0", weights=weights)),
+    for weights, precision in configs:
+        pipe = Pipeline([("cnn", CNNFeatures("efficientnet_lite0", weights=weights, precision=precision)),
                          ("scale", StandardScaler()),
                          # Platt-scaled SVC probabilities (what SVC(probability=True) did before 1.9)
                          ("svc", CalibratedClassifierCV(SVC(), ensemble=False))])
@@ -301,45 +348,57 @@ def bench_busi(n_images=None):
                                     scoring="roc_auc_ovr")
             grp = cross_val_score(pipe, X, y, groups=groups, cv=StratifiedGroupKFold(5, shuffle=True, random_state=0),
                                   scoring="roc_auc_ovr")
-        label = "ImageNet (offline)" if weights else "random weights"
+        label = f"ImageNet {precision}" if weights else "random weights"
         print(f"{label:20s} ROC-AUC stratified 5-fold {strat.mean():.3f} ± {strat.std():.3f} | grouped by "
               f"duplicates {grp.mean():.3f} ± {grp.std():.3f} | extraction {t_extract:.0f} s "
               f"({len(X) / t_extract:.1f} img/s incl. PNG decoding)")
-        results[str(weights)] = {"stratified": strat.tolist(), "grouped": grp.tolist()}
+        results[f"{weights}-{precision}"] = {"stratified": strat.tolist(), "grouped": grp.tolist()}
     return results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["throughput", "memory", "grid", "busi"],
-                        default=["throughput", "memory", "grid", "busi"])
-    parser.add_argument("--n-throughput", type=int, default=128, help="images per throughput pass")
-    parser.add_argument("--repeats", type=int, default=2, help="throughput passes per method")
+    parser.add_argument("--full", action="store_true",
+                        help="the long version: all sections, more images and rounds, ResNet50 too, all of BUSI")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="sections to run (default: throughput, "
+                        "memory; with --full all)")
+    parser.add_argument("--n-throughput", type=int, help="images per throughput round (default 64; --full 256)")
+    parser.add_argument("--rounds", type=int, help="alternating throughput rounds (default 5; --full 15)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--memory-sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--memory-sizes", type=int, nargs="+", help="images per memory run (default 100 400; "
+                        "--full 500 2000)")
     parser.add_argument("--n-grid", type=int, default=120, help="BUSI images in the grid search")
-    parser.add_argument("--n-busi", type=int, default=None, help="BUSI images in the evaluation (default all)")
+    parser.add_argument("--n-busi", type=int, default=None, help="BUSI images in the evaluation (default 200; "
+                        "--full all)")
     parser.add_argument("--rss-child", nargs=3, metavar=("FOLDER", "N", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
         _rss_child(args.rss_child[0], int(args.rss_child[1]), int(args.rss_child[2]))
         return
+    full = args.full
+    only = args.only or (list(SECTIONS) if full else ["throughput", "memory"])
+    n_throughput = args.n_throughput or (256 if full else 64)
+    rounds = args.rounds or (15 if full else 5)
+    memory_sizes = sorted(args.memory_sizes or ([500, 2000] if full else [100, 400]))
+    n_busi = args.n_busi if args.n_busi is not None else (None if full else 200)
+    backbones = ("mobilenet_v2", "efficientnet_lite0") + (("resnet50",) if full else ())
     import tensorflow as tf
 
     print(f"TensorFlow {tf.__version__}, devices {[d.device_type for d in tf.config.list_physical_devices()]}, "
           f"{os.cpu_count()} CPUs")
-    needs_busi = {"grid", "busi"} & set(args.only)
+    needs_busi = {"grid", "busi"} & set(only)
     if needs_busi and not BUSI.is_dir():
         print(f"skipping {sorted(needs_busi)}: BUSI not found at {BUSI}")
-        args.only = [s for s in args.only if s not in needs_busi]
-    if "throughput" in args.only:
-        bench_throughput(args.n_throughput, args.batch_size, args.repeats)
-    if "memory" in args.only:
-        bench_memory(sorted(args.memory_sizes), args.batch_size)
-    if "grid" in args.only:
+        only = [s for s in only if s not in needs_busi]
+    if "throughput" in only:
+        bench_throughput(n_throughput, args.batch_size, rounds, backbones)
+    if "memory" in only:
+        bench_memory(memory_sizes, args.batch_size)
+    if "grid" in only:
         bench_grid(args.n_grid)
-    if "busi" in args.only:
-        bench_busi(args.n_busi)
+    if "busi" in only:
+        bench_busi(n_busi)
+    print(f"\npeak RSS of this process: {_peak_rss_kb() / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,12 @@ BUILTINS = [
 RTOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _model_cache(tmp_path_factory, monkeypatch):
+    """Models converted for a fast runtime (runtime="auto") go to a test folder, not the user's cache."""
+    monkeypatch.setenv("FEATUREPIPE_CACHE", str(tmp_path_factory.getbasetemp() / "fpcache"))
+
+
 def _size(name):
     # Small inputs with a 2x2 (or larger) last feature map where the architecture allows.
     return max(64, get_backbone(name).min_input_size)
@@ -217,7 +223,8 @@ def test_weights_none_warns():
     ({"batch_size": 0}, r"batch_size must be an integer >= 1; got 0"),
     ({"weights": "/no/such/file.h5"}, r"weights must be .*existing weights file"),
     ({"n_jobs": 0}, r"n_jobs must be None, -1 or an integer >= 1"),
-    ({"precision": "float16"}, r"precision must be one of \('float32', 'mixed_float16', 'mixed_bfloat16'\)"),
+    ({"precision": "float16"}, r"precision must be one of \('float32', 'bfloat16', 'mixed_float16', "
+                               r"'mixed_bfloat16'\)"),
 ])
 def test_bad_parameters_are_named(params, message):
     f = CNNFeatures(**{"weights": None, **params})

@@ -15,6 +15,10 @@ Speed and memory
   pooling) traced once for a ``(None, H, W, 3)`` input, never through
   ``Model.predict`` (about 0.5 s of overhead per call here). XLA is not used:
   on CPU it was several times slower for depthwise-convolution networks.
+* ``runtime="auto"`` runs that function converted to ONNX Runtime or
+  OpenVINO when installed (:mod:`featurepipe.cnn.runtimes`; same features
+  within ``runtimes.FLOAT32_RTOL``); ``precision="bfloat16"`` opts in to
+  OpenVINO's faster, approximate bf16 inference.
 * Images are read and resized batch by batch in a background thread while
   the network runs on the previous batch, so memory holds at most two
   batches of pixels whatever the number of images.
@@ -32,9 +36,11 @@ import cv2
 import numpy as np
 
 from .._validation import is_int as _is_int
+from .._version import __version__
 from .._validation import is_real as _is_real
 from ..base import FeatureExtractor, _file_token
 from . import registry
+from . import runtimes
 from .registry import get_backbone, load_backbone
 
 __all__ = [
@@ -165,25 +171,34 @@ class _Forward:
 
 
 class _Runner:
-    """A compiled batch function plus what feature names need (tapped layer names and channels)."""
+    """A compiled batch function plus what feature names need (tapped layer names and channels).
 
-    def __init__(self, function, layer_names, channels, model):
+    ``key`` identifies the runner in this process (sessions of the other
+    runtimes are cached under it); ``size`` is the input ``(height, width)``.
+    """
+
+    def __init__(self, function, layer_names, channels, model, key=None, size=None):
         self.function = function
         self.layer_names = layer_names
         self.channels = channels
         self.model = model  # keeps the model alive as long as the runner is cached
+        self.key = key
+        self.size = size
 
 
 _RUNNERS: dict = {}
 _POLICY_COPIES: dict = {}
 _RUNNER_LOCK = threading.RLock()
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+#: ``"bfloat16"`` is OpenVINO's bf16 inference (opt-in, fast on CPUs with bf16 units); the ``mixed_*``
+#: values are Keras mixed-precision policies (TensorFlow runtime only; for GPUs).
+PRECISIONS = ("float32", "bfloat16", "mixed_float16", "mixed_bfloat16")
 
 
 def _forget_runners():
     with _RUNNER_LOCK:
         _RUNNERS.clear()
         _POLICY_COPIES.clear()
+    runtimes.clear_session_cache()
 
 
 def _with_precision(model, precision):
@@ -255,6 +270,8 @@ def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3
     """
     import tensorflow as tf
 
+    if precision == "bfloat16":  # OpenVINO's inference hint: the graph itself stays float32
+        precision = "float32"
     spec = get_backbone(backbone)
     size = registry._normalise_size(input_size, spec)
     layer_key = None if layer is None else tuple(layer) if isinstance(layer, (list, tuple)) else (layer,)
@@ -279,7 +296,7 @@ def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3
         # One trace for any batch size; jit_compile=False: XLA was 4-7x slower on CPU for depthwise convs.
         run = tf.function(forward, input_signature=[tf.TensorSpec((None, size[0], size[1], 3), tf.float32)],
                           jit_compile=False)
-        runner = _Runner(run, names, channels, model)
+        runner = _Runner(run, names, channels, model, key=key, size=size)
         _RUNNERS[key] = runner
         return runner
 
@@ -320,12 +337,30 @@ class CNNFeatures(FeatureExtractor):
         list of those whose pooled maps are concatenated in order.
     batch_size : int, default=32
         Images per network call (memory grows with it, not with the dataset).
-    precision : {"float32", "mixed_float16", "mixed_bfloat16"}, default="float32"
-        Compute precision of the network (variables stay float32, features
-        are returned as float64 in any case). ``"mixed_float16"`` speeds up
-        GPUs with tensor cores, ``"mixed_bfloat16"`` recent CPUs/TPUs with
-        bfloat16 units; elsewhere they are slower. Features then differ from
-        float32 ones by about 1e-3 (float16) or 1e-2 (bfloat16) relative.
+    precision : {"float32", "bfloat16", "mixed_float16", "mixed_bfloat16"}, default="float32"
+        Compute precision of the network (features are returned as float64
+        in any case). ``"bfloat16"`` (opt-in, OpenVINO only) runs the network
+        with OpenVINO's bf16 inference hint: about 2x faster than float32 on
+        CPUs with bfloat16 units (AVX-512 BF16, AMX), features within ~10 %
+        relative of float32 ones (cosine >= 0.99; ``benchmarks/cnn.py``
+        prints the agreement); on CPUs without them OpenVINO computes in
+        float32 (a warning says so). ``"mixed_float16"``/``"mixed_bfloat16"``
+        are Keras mixed-precision policies (TensorFlow runtime only) that
+        speed up GPUs with tensor cores; on CPUs they are slower. Reduced
+        precisions are part of the feature-cache key.
+    runtime : {"auto", "tensorflow", "onnxruntime", "openvino"}, default="auto"
+        What runs the network (see :mod:`featurepipe.cnn.runtimes`):
+        ``"auto"`` picks the fastest installed runtime whose float32
+        features equal TensorFlow's within
+        :data:`featurepipe.cnn.runtimes.FLOAT32_RTOL` (ONNX Runtime, then
+        OpenVINO; TensorFlow when neither is installed — ``pip install
+        featurepipe[fast]`` —, when TensorFlow sees a GPU, or for random
+        ``weights=None`` networks, whose conversion could not be kept), OpenVINO
+        for ``precision="bfloat16"``. The network is converted once per process
+        and kept on disk (:func:`featurepipe.cnn.runtimes.model_cache_dir`).
+        Not part of the feature-cache key (float32 runtimes agree within
+        that tolerance). The runtime used is in ``runtime_`` after ``fit``
+        or ``transform``.
     cache : bool or path, default=True
         Per-sample cache (see :mod:`featurepipe.cache`).
     n_jobs : int, optional
@@ -345,10 +380,13 @@ class CNNFeatures(FeatureExtractor):
     ``cnn_<backbone>_<layer>_<0000>`` for tapped layers.
     """
 
-    _non_key_params = ("cache", "n_jobs", "batch_size", "verbose")
+    # runtime: the float32 runtimes give equal features within runtimes.FLOAT32_RTOL (tested for every
+    # backbone); bfloat16 is a precision, which is part of the key.
+    _non_key_params = ("cache", "n_jobs", "batch_size", "verbose", "runtime")
 
     def __init__(self, backbone="efficientnet_lite0", weights="imagenet", input_size=None, pooling="avg",
-                 gem_p=3.0, layer=None, batch_size=32, precision="float32", cache=True, n_jobs=None):
+                 gem_p=3.0, layer=None, batch_size=32, precision="float32", runtime="auto", cache=True,
+                 n_jobs=None):
         self.backbone = backbone
         self.weights = weights
         self.input_size = input_size
@@ -357,6 +395,7 @@ class CNNFeatures(FeatureExtractor):
         self.layer = layer
         self.batch_size = batch_size
         self.precision = precision
+        self.runtime = runtime
         self.cache = cache
         self.n_jobs = n_jobs
 
@@ -397,6 +436,14 @@ class CNNFeatures(FeatureExtractor):
             self._fail("batch_size", self.batch_size, "an integer >= 1")
         if self.precision not in PRECISIONS:
             self._fail("precision", self.precision, f"one of {PRECISIONS}")
+        if self.runtime not in runtimes.RUNTIMES:
+            self._fail("runtime", self.runtime, f"one of {runtimes.RUNTIMES}")
+        if self.precision.startswith("mixed_") and self.runtime not in ("auto", "tensorflow"):
+            self._fail("precision", self.precision, f"'float32' or 'bfloat16' with runtime={self.runtime!r} "
+                                                    "(the mixed_* Keras policies need runtime='tensorflow')")
+        if self.precision == "bfloat16" and self.runtime not in ("auto", "openvino"):
+            self._fail("precision", self.precision, f"'float32' with runtime={self.runtime!r} (bfloat16 runs on "
+                                                    "runtime='openvino' or 'auto')")
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0 or self.n_jobs < -1):
             self._fail("n_jobs", self.n_jobs, "None, -1 or an integer >= 1")
         return spec
@@ -418,16 +465,41 @@ class CNNFeatures(FeatureExtractor):
 
     # -- scikit-learn API -------------------------------------------------------------------------
     def fit(self, X, y=None):
-        """Validate the parameters (nothing is learned). Returns ``self``."""
+        """Validate the parameters and pick the runtime (``runtime_``; nothing is learned). Returns ``self``."""
         self._check_params()
         self._warn_random()
+        self.runtime_ = self._resolved_runtime()
         return self
 
     def transform(self, X):
         """Feature matrix ``(n_samples, n_features)``, float64, cached per sample."""
         self._check_params()
         self._warn_random()
+        self.runtime_ = self._resolved_runtime()
         return super().transform(X)
+
+    def _resolved_runtime(self):
+        if self.runtime == "auto" and self.weights is None and self.precision == "float32":
+            # A random network differs in every process, so its conversion could not be kept on disk
+            # and would cost more (~10 s) than the test-sized runs random weights are meant for.
+            return "tensorflow"
+        runtime = runtimes.resolve_runtime(self.runtime, self.precision)
+        if self.precision == "bfloat16" and not runtimes.bf16_supported():
+            warnings.warn("CNNFeatures(precision='bfloat16'): this CPU has no bfloat16 units, so OpenVINO "
+                          "computes in float32 (same features as precision='float32', not faster)",
+                          UserWarning, stacklevel=4)
+        return runtime
+
+    def _session(self):
+        """The per-process ``session(batch) -> features`` of the resolved runtime (converted once)."""
+        runner = self._runner()
+        runtime = getattr(self, "runtime_", None) or self._resolved_runtime()
+        disk_key = None
+        if self.weights is not None:  # random networks differ in every process: never kept on disk
+            layer = self.layer if self.layer is None or isinstance(self.layer, (list, tuple)) else [self.layer]
+            disk_key = (f"{self.backbone}|size={list(runner.size)}|layer={layer}|pooling={self.pooling}|"
+                        f"gem_p={float(self.gem_p)}{self._cache_token_extra()}|featurepipe-{__version__}")
+        return runtimes.get_session(runner, runner.key, runtime, self.precision, disk_key)
 
     def _warn_random(self):
         if self.weights is None:
@@ -465,9 +537,8 @@ class CNNFeatures(FeatureExtractor):
         return out
 
     def _extract_many(self, samples):
-        import tensorflow as tf
-
         runner = self._runner()
+        session = self._session()
         spec = get_backbone(self.backbone)
         size = registry._normalise_size(self.input_size, spec)
         n_out = sum(runner.channels)
@@ -486,7 +557,7 @@ class CNNFeatures(FeatureExtractor):
                 if k + 1 < len(starts):
                     nxt = starts[k + 1]
                     pending = ahead.submit(self._load_batch, readers, samples[nxt:nxt + batch], size)
-                values = runner.function(tf.constant(pixels)).numpy()
+                values = session(pixels)
                 out[start:start + len(pixels)] = values
                 del pixels
         if not np.all(np.isfinite(out)):
