@@ -700,3 +700,20 @@ def test_an_image_that_cannot_be_processed_is_excluded_for_every_pipeline(tmp_pa
     # on_error="raise" keeps the old behaviour: the first bad image stops the run
     with pytest.raises(Exception, match="cannot read image"):
         run_benchmark(ds, pipelines, cv=CV, progress=False, on_error="raise")
+
+
+def test_a_fold_whose_training_part_is_too_small_for_the_calibration_is_named(tmp_path):
+    """MIAS-like: a class with 2 images in a training part cannot feed a calibrated recipe's inner
+    3-fold CV; the error names the pipeline, the fold and the training part's class counts."""
+    rng = np.random.default_rng(0)
+    X, y, groups = [], [], []
+    for k in range(21):
+        label = "rare" if k < 3 else ("a" if k % 2 else "b")
+        X.append(Sample.from_array(rng.uniform(0, 0.3 + 0.5 * (label == "a"), (16, 16)).astype(np.float32)))
+        y.append(label)
+        groups.append(f"p{k}")
+    with pytest.raises(ValueError) as info:
+        run_benchmark((X, y, groups), ["firstorder_glcm_svm"], cv=3, duplicates="none", progress=False, plots=False)
+    message = str(info.value)
+    assert "pipeline 'firstorder_glcm_svm', repeat 0 fold" in message
+    assert "rare: 2" in message and "fewer outer folds" in message

@@ -356,7 +356,15 @@ def _evaluate_fold(name, config, estimator, grid, Z, y, split, labels, pos_label
         )
     except Exception as exc:
         if on_error != "record":
-            raise
+            if not isinstance(exc, ValueError):
+                raise
+            # Name the pipeline, the fold and what its training part held: a bare estimator error
+            # ("less than 3 examples for at least one class") does not say where or why.
+            counts = ", ".join(f"{label}: {int(np.sum(y[split.train] == label))}" for label in labels)
+            raise ValueError(f"pipeline {name!r}, repeat {split.repeat} fold {split.fold}: {type(exc).__name__}: "
+                             f"{exc} (training part: {len(split.train)} images; {counts}). Inner cross-validation "
+                             "(calibration, grids) needs several images of every class in each training part: "
+                             "use fewer outer folds, or more data.") from exc
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=5))
     return to_jsonable(record)
