@@ -217,7 +217,7 @@ def test_conversion_is_kept_on_disk_verified_and_redone_when_corrupt(runtime, tm
     monkeypatch.setattr(runtimes, "_write_atomic", lambda *a: writes.append(a) or write(*a))
     runtimes.clear_session_cache()
     again = CNNFeatures("mobilenet_v2", weights=str(weights), input_size=32, runtime=runtime, cache=False)
-    np.testing.assert_array_equal(again.transform(images), expected)  # same converted model, same kernels
+    np.testing.assert_array_equal(again.transform(images), expected)  # exact: the same converted model on the same input, one process
     assert calls == [] and writes == []
 
     # A corrupted file fails its SHA-256 check: converted again (with a warning) and rewritten, never used.
@@ -229,7 +229,7 @@ def test_conversion_is_kept_on_disk_verified_and_redone_when_corrupt(runtime, tm
     with pytest.warns(RuntimeWarning, match="failed its SHA-256 check"):
         redone = CNNFeatures("mobilenet_v2", weights=str(weights), input_size=32, runtime=runtime,
                              cache=False).transform(images)
-    np.testing.assert_array_equal(redone, expected)
+    np.testing.assert_array_equal(redone, expected)  # exact: a byte-identical reconversion (asserted below)
     assert len(calls) == 1 and len(writes) == 1 and data_file.read_bytes() == saved[names[-1]]
     assert runtimes._read_verified(folders[0], "another key", names) is None  # another network: not used
 
