@@ -33,7 +33,7 @@ from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_m
 from ..sample import Sample, as_samples
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
-from .leakage import leakage_report
+from .leakage import leakage_report, mask_cue_probe, single_class_predictions
 from ..duplicates import find_duplicates
 from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, make_splits, splits_fingerprint
@@ -514,9 +514,30 @@ def _uses_masks(prefix, probe):
         with_mask = as_samples([Sample.from_array(image, mask) for image, mask in probe])
         without = as_samples([Sample.from_array(image) for image, _ in probe])
         step.fit(with_mask)
-        return bool(_outputs_differ(step.transform(with_mask), step.transform(without)))
+        masked = step.transform(with_mask)
     except Exception as exc:  # the probe must never stop a benchmark
         return f"not checked ({type(exc).__name__}: {exc})"
+    try:
+        unmasked = step.transform(without)
+    except Exception:  # works with masks, refuses without them (CropToMask): it reads them
+        return True
+    try:
+        return bool(_outputs_differ(masked, unmasked))
+    except Exception as exc:
+        return f"not checked ({type(exc).__name__}: {exc})"
+
+
+def _mask_fractions(samples):
+    """Fraction of each sample's pixels inside its mask (0 without a mask), for the mask-cue probe."""
+    out = np.zeros(len(samples), dtype=np.float64)
+    for i, sample in enumerate(samples):
+        try:
+            mask = sample.mask
+        except Exception:  # unreadable images were excluded before; the probe must never stop a benchmark
+            continue
+        if mask is not None and mask.size:
+            out[i] = float(np.count_nonzero(mask)) / mask.size
+    return out
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -1054,11 +1075,16 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
 
     probe = _mask_probe(samples)
     mask_use = {name: _uses_masks(prefixes[name], probe) for name in pipelines}
+    # "Was it cropped?": only worth decoding every mask when some pipeline reads them.
+    mask_cue = (mask_cue_probe(_mask_fractions(samples), y, splits)
+                if probe and any(v is True for v in mask_use.values()) else None)
+    single_class = {name: single_class_predictions([r for r in folds if r["pipeline"] == name])
+                    for name in pipelines}
     leak = leakage_report(
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
         tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe), structure=structure,
-        excluded=excluded,
+        excluded=excluded, single_class=single_class, mask_cue=mask_cue,
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)
