@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_data import add_allow_outside_root
+from .cli_data import add_allow_outside_root, add_task_options, task_options
 
 __all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes"]
 
@@ -64,6 +64,7 @@ def register(subparsers):
     bench.add_argument("--recipes", default=None,
                        help=f"comma-separated recipe names (default: {','.join(DEMO_RECIPES)})")
     _add_recipe_options(bench)
+    add_task_options(bench)
     add_allow_outside_root(bench)
     bench.add_argument("--grid", action="store_true",
                        help="tune each recipe with its default grid by nested CV (slower)")
@@ -105,6 +106,7 @@ def register(subparsers):
                           "recorded in the model, and `predict` reads images the same way")
     fit.add_argument("--seed", type=_seed, default=0, help="random seed of the recipe (default 0)")
     _add_recipe_options(fit)
+    add_task_options(fit)
     add_allow_outside_root(fit)
     fit.set_defaults(func=run_fit)
 
@@ -176,12 +178,14 @@ def run_recipes(args):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def _load(target, layout, allow_outside_root=False, **options):
+def _load(target, layout, allow_outside_root=False, args=None, **options):
     from .datasets import detect_layout, load_dataset
 
     if not os.path.exists(target):
         raise ValueError(f"dataset {target!r} does not exist (pass a manifest CSV or a dataset folder)")
     layout = detect_layout(target) if layout == "auto" else layout
+    if args is not None:
+        options.update(task_options(args, layout))
     if allow_outside_root:
         if layout != "manifest":
             raise ValueError("--allow-outside-root applies to manifests only")
@@ -214,7 +218,7 @@ def run_benchmark_command(args):
         print(f"dataset: {dataset.name}: {len(dataset)} images, SYNTHETIC demo data "
               f"({dataset.info.get('note', '')})", file=sys.stderr)
     else:
-        dataset = _load(args.dataset, args.layout, args.allow_outside_root)
+        dataset = _load(args.dataset, args.layout, args.allow_outside_root, args)
     options = _recipe_options(args)
     pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
@@ -245,7 +249,7 @@ def run_fit(args):
 
     recipes.get(args.recipe)
     mode = None if args.mode == "keep" else args.mode
-    dataset = _load(args.dataset, args.layout, args.allow_outside_root, **({"mode": mode} if mode else {}))
+    dataset = _load(args.dataset, args.layout, args.allow_outside_root, args, **({"mode": mode} if mode else {}))
     if dataset.skipped:
         print(f"featurepipe fit: {len(dataset.skipped)} files left out of the training set:", file=sys.stderr)
         for path, reason in dataset.skipped:
