@@ -195,6 +195,13 @@ def _load(target, layout, allow_outside_root=False, args=None, **options):
 
 def run_benchmark_command(args):
     """``featurepipe benchmark``: run the recipes, print the table and the report folder."""
+    from .sample import decode_once
+
+    with decode_once():  # the dataset's validation decodes each image once for the whole command
+        return _benchmark_command(args)
+
+
+def _benchmark_command(args):
     from . import recipes
     from .benchmark import run_benchmark
 

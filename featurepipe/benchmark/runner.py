@@ -30,7 +30,7 @@ from ..base import FeatureExtractor, ImageStep, step_token
 from ..cache import get_cache
 from ..dataset import Dataset
 from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
-from ..sample import Sample, as_samples
+from ..sample import Sample, as_samples, decode_once
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report, mask_cue_probe, single_class_predictions
@@ -381,6 +381,9 @@ class _Materialized:
 
     def load(self):
         return self.image, self.mask
+
+    def load_image(self):
+        return self.image
 
     def describe(self):
         return self.where
@@ -789,10 +792,13 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     samplers inside an imblearn Pipeline instead.
     """
     args = dict(locals())
-    if output_dir is None:
-        return _run_benchmark(**args)
-    with output_lock(output_dir):
-        return _run_benchmark(**args)
+    # Each image file is decoded once for the duplicate search, every feature family and the plots
+    # (bounded: see featurepipe.sample.decode_once).
+    with decode_once():
+        if output_dir is None:
+            return _run_benchmark(**args)
+        with output_lock(output_dir):
+            return _run_benchmark(**args)
 
 
 def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scoring, metrics, rank_by, pos_label,
