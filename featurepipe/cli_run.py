@@ -219,6 +219,8 @@ def _benchmark_command(args):
     if args.rank_by not in METRIC_NAMES:
         raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
     if args.demo or args.dataset is None:
+        if args.task is not None or args.unit is not None:
+            raise ValueError("--task/--unit apply to a dataset's layout, not to the demo set")
         from .demo import load_demo
 
         dataset = load_demo()

@@ -41,3 +41,5 @@ def test_benchmark_and_fit_refuse_task_options_a_layout_does_not_have(tmp_path, 
     assert "--unit applies to the mias layout, not to 'folder'" in capsys.readouterr().err
     assert main(["fit", "firstorder_glcm_svm", str(folder), "--task", "binary", "-o", str(tmp_path / "m.skops")]) == 2
     assert "--task applies to the mias and breakhis layouts, not to 'folder'" in capsys.readouterr().err
+    assert main(["benchmark", "--demo", "--task", "normal-abnormal"]) == 2
+    assert "--task/--unit apply to a dataset's layout, not to the demo set" in capsys.readouterr().err
