@@ -94,23 +94,42 @@ def add_allow_outside_root(parser):
                              "(refused by default: a manifest may only name files under its root)")
 
 
+def add_task_options(parser):
+    """Add ``--task`` and ``--unit`` (what a layout's samples and labels are) to a command's parser."""
+    parser.add_argument("--task", default=None,
+                        help="labels for layouts that offer several: mias (normal-benign-malignant, "
+                             "normal-abnormal, benign-malignant), breakhis (binary, subtype)")
+    parser.add_argument("--unit", choices=("image", "patch"), default=None,
+                        help="mias: whole mammograms (image, default) or a patch around each annotated "
+                             "abnormality plus one inside each normal breast (patch)")
+
+
+def task_options(args, layout):
+    """Builder options from ``--task``/``--unit`` for ``layout``; a clear error where the layout has none."""
+    options = {}
+    if getattr(args, "task", None) is not None:
+        if layout not in ("mias", "breakhis"):
+            raise ValueError(f"--task applies to the mias and breakhis layouts, not to {layout!r}")
+        options["task"] = args.task
+    if getattr(args, "unit", None) is not None:
+        if layout != "mias":
+            raise ValueError(f"--unit applies to the mias layout, not to {layout!r}")
+        options["unit"] = args.unit
+    return options
+
+
 def _add_common(parser):
     parser.add_argument("--mode", choices=tuple(_MODE_CHOICES), default=None,
                         help="channels to read: keep what the file stores, gray or rgb "
                              "(default: the layout's own default, e.g. gray for BUSI and MIAS)")
-    parser.add_argument("--task", default=None,
-                        help="labels for layouts that offer several: mias (normal-benign-malignant, "
-                             "normal-abnormal, benign-malignant), breakhis (binary, subtype)")
+    add_task_options(parser)
 
 
 def _builder_options(args, layout):
     options = {}
     if args.mode is not None:
         options["mode"] = _MODE_CHOICES[args.mode]
-    if args.task is not None:
-        if layout not in ("mias", "breakhis"):
-            raise ValueError(f"--task applies to the mias and breakhis layouts, not to {layout!r}")
-        options["task"] = args.task
+    options.update(task_options(args, layout))
     return options
 
 
@@ -172,7 +191,8 @@ def run_check(args):
 
     out = sys.stdout
     print(f"dataset {args.target}", file=out)
-    print(f"layout  {layout}" + (f"  (task {dataset.info['task']})" if dataset.info.get("task") else ""), file=out)
+    print(f"layout  {layout}" + (f"  (task {dataset.info['task']})" if dataset.info.get("task") else "")
+          + (f"  (unit {dataset.info['unit']})" if dataset.info.get("unit") else ""), file=out)
     labels = [dataset.samples[i].label for i in keep]
     counts = {}
     for label in labels:

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_data import add_allow_outside_root
+from .cli_data import add_allow_outside_root, add_task_options, task_options
 
 __all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes", "run_serve",
            "serve_command"]
@@ -70,6 +70,7 @@ def register(subparsers):
     bench.add_argument("--recipes", default=None,
                        help=f"comma-separated recipe names (default: {','.join(DEMO_RECIPES)})")
     _add_recipe_options(bench)
+    add_task_options(bench)
     add_allow_outside_root(bench)
     bench.add_argument("--grid", action="store_true",
                        help="tune each recipe with its default grid by nested CV (slower)")
@@ -118,6 +119,7 @@ def register(subparsers):
                           help="take the model card's estimate from a benchmark results folder (its results.json) "
                                "that ran this recipe with the same options on the same data")
     _add_recipe_options(fit)
+    add_task_options(fit)
     add_allow_outside_root(fit)
     fit.set_defaults(func=run_fit)
 
@@ -228,12 +230,14 @@ def run_recipes(args):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def _load(target, layout, allow_outside_root=False, **options):
+def _load(target, layout, allow_outside_root=False, args=None, **options):
     from .datasets import detect_layout, load_dataset
 
     if not os.path.exists(target):
         raise ValueError(f"dataset {target!r} does not exist (pass a manifest CSV or a dataset folder)")
     layout = detect_layout(target) if layout == "auto" else layout
+    if args is not None:
+        options.update(task_options(args, layout))
     if allow_outside_root:
         if layout != "manifest":
             raise ValueError("--allow-outside-root applies to manifests only")
@@ -243,6 +247,13 @@ def _load(target, layout, allow_outside_root=False, **options):
 
 def run_benchmark_command(args):
     """``featurepipe benchmark``: run the recipes, print the table and the report folder."""
+    from .sample import decode_once
+
+    with decode_once():  # the dataset's validation decodes each image once for the whole command
+        return _benchmark_command(args)
+
+
+def _benchmark_command(args):
     from . import recipes
     from .benchmark import run_benchmark
 
@@ -260,13 +271,15 @@ def run_benchmark_command(args):
     if args.rank_by not in METRIC_NAMES:
         raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
     if args.demo or args.dataset is None:
+        if args.task is not None or args.unit is not None:
+            raise ValueError("--task/--unit apply to a dataset's layout, not to the demo set")
         from .demo import load_demo
 
         dataset = load_demo()
         print(f"dataset: {dataset.name}: {len(dataset)} images, SYNTHETIC demo data "
               f"({dataset.info.get('note', '')})", file=sys.stderr)
     else:
-        dataset = _load(args.dataset, args.layout, args.allow_outside_root)
+        dataset = _load(args.dataset, args.layout, args.allow_outside_root, args)
     options = _recipe_options(args)
     pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
@@ -298,7 +311,7 @@ def run_fit(args):
 
     recipes.get(args.recipe)
     mode = None if args.mode == "keep" else args.mode
-    dataset = _load(args.dataset, args.layout, args.allow_outside_root, **({"mode": mode} if mode else {}))
+    dataset = _load(args.dataset, args.layout, args.allow_outside_root, args, **({"mode": mode} if mode else {}))
     if dataset.skipped:
         print(f"featurepipe fit: {len(dataset.skipped)} files left out of the training set:", file=sys.stderr)
         for path, reason in dataset.skipped:

@@ -18,8 +18,10 @@ Keys
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 from types import MappingProxyType
 
@@ -35,7 +37,11 @@ from .io import (
     to_float_image,
 )
 
-__all__ = ["Sample", "as_samples", "derive_key", "hash_bytes"]
+__all__ = ["Sample", "as_samples", "derive_key", "hash_bytes", "decode_once", "DecodeCache",
+           "DEFAULT_DECODE_CACHE_BYTES"]
+
+#: Default byte budget of :func:`decode_once` (decoded float32 pixels and bool masks).
+DEFAULT_DECODE_CACHE_BYTES = 1 << 30
 
 
 def hash_bytes(*chunks):
@@ -74,6 +80,85 @@ def _check_mask(mask, image, where):
     return mask.astype(bool, copy=False)
 
 
+class DecodeCache:
+    """Decoded file pixels kept for one run, up to ``max_bytes`` (see :func:`decode_once`).
+
+    Admission stops when the budget is full (nothing is evicted): a run reads
+    its images in the same order several times (validation, duplicate
+    search, each feature family, the plots), and with that order a
+    least-recently-used cache smaller than the data would never hit, while
+    this one keeps hitting on the images that fit.
+
+    Attributes
+    ----------
+    max_bytes : int
+    nbytes : int
+        Bytes held now.
+    """
+
+    def __init__(self, max_bytes=DEFAULT_DECODE_CACHE_BYTES):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be a non-negative integer (bytes); got {max_bytes!r}")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._arrays = {}
+        self._lock = threading.Lock()
+
+    def get_or_decode(self, key, decode):
+        """A private copy of the array stored under ``key``, decoded by ``decode()`` on a miss."""
+        array = self._arrays.get(key)
+        if array is None:
+            array = decode()
+            with self._lock:
+                if key not in self._arrays and self.nbytes + array.nbytes <= self.max_bytes:
+                    self._arrays[key] = array
+                    self.nbytes += array.nbytes
+        # A copy: callers may write into their pixels without changing what later readers get.
+        return array.copy()
+
+
+_ACTIVE_DECODE_CACHE = None
+
+
+@contextlib.contextmanager
+def decode_once(max_bytes=DEFAULT_DECODE_CACHE_BYTES):
+    """Decode every image and mask file at most once inside the ``with`` block (bounded memory).
+
+    While active, file samples keep their decoded pixels in a
+    :class:`DecodeCache` of ``max_bytes`` bytes and hand out copies, so the
+    stages of one run (validation, duplicate search, feature families,
+    plots) share one decode per file. The pixels are dropped when the block
+    ends; a nested ``decode_once`` reuses the outer cache.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+    >>> Image.fromarray(np.full((4, 5), 255, np.uint8)).save(path)
+    >>> with decode_once(max_bytes=1000) as cache:
+    ...     image = Sample.from_path(path).image
+    ...     again = Sample.from_path(path).image
+    ...     print(cache.nbytes, float(again.max()))
+    80 1.0
+    """
+    global _ACTIVE_DECODE_CACHE
+    if _ACTIVE_DECODE_CACHE is not None:
+        yield _ACTIVE_DECODE_CACHE
+        return
+    cache = DecodeCache(max_bytes)
+    _ACTIVE_DECODE_CACHE = cache
+    try:
+        yield cache
+    finally:
+        _ACTIVE_DECODE_CACHE = None
+
+
+def _decoded(key, decode):
+    cache = _ACTIVE_DECODE_CACHE
+    return decode() if cache is None else cache.get_or_decode(key, decode)
+
+
 class _ArraySource:
     __slots__ = ("image", "mask")
 
@@ -83,6 +168,9 @@ class _ArraySource:
 
     def load(self):
         return self.image, self.mask
+
+    def load_image(self):
+        return self.image
 
     def describe(self):
         return "<array>"
@@ -98,12 +186,18 @@ class _FileSource:
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
 
+    def load_image(self):
+        limits = {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes}
+        return _decoded(("image", os.fspath(self.path), self.mode, self.max_pixels, self.max_bytes),
+                        lambda: read_image(self.path, self.mode, **limits))
+
     def load(self):
         limits = {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes}
-        image = read_image(self.path, self.mode, **limits)
+        image = self.load_image()
         mask = None
         for mask_path in self.mask_paths:
-            part = read_mask(mask_path, **limits)
+            part = _decoded(("mask", os.fspath(mask_path), self.max_pixels, self.max_bytes),
+                            lambda mask_path=mask_path: read_mask(mask_path, **limits))
             if part.shape != image.shape[:2]:
                 raise ImageReadError(
                     mask_path, f"mask is {part.shape[1]}x{part.shape[0]} but its image {self.path!r} "
@@ -278,7 +372,9 @@ class Sample:
 
     @property
     def image(self):
-        return self.load()[0]
+        """The image alone (a file sample's masks are not decoded)."""
+        load_image = getattr(self._source, "load_image", None)
+        return self.load()[0] if load_image is None else load_image()
 
     @property
     def mask(self):

@@ -491,3 +491,35 @@ def test_detect_layout_and_load_dataset(tmp_path, messy_tree):
         detect_layout(tmp_path / "missing")
     with pytest.raises(ValueError, match="layout"):
         load_dataset(root, layout="kaggle")
+
+
+def test_mias_full_database_rows_with_notes_are_kept_for_whole_image_tasks(tmp_path):
+    """The full Info.txt has rows such as ``mdb216 D CALC M *NOTE 3*`` (abnormal, no coordinates, a note)."""
+    root = tmp_path / "mias-full"
+    size = 200
+    for ref in ("mdb215", "mdb216", "mdb217", "mdb218"):
+        _save(root / f"{ref}.png", _mammogram(size, (50, 60), 8) if ref == "mdb217" else _mammogram(size))
+    (root / "Info.txt").write_text(_INFO_HEADER + "\n".join([
+        "mdb215 D NORM",
+        "mdb216 D CALC M *NOTE 3*",      # widely distributed calcifications: no coordinates, a note
+        "mdb217 G CIRC B 60 150 8",
+        "mdb218 G CALC B *NOTE 3*",
+    ]) + "\n")
+    records, problems = parse_mias_info(root / "Info.txt")
+    assert problems == []
+    assert [(r.ref, r.abnormality, r.severity, r.x, r.note) for r in records] == [
+        ("mdb215", "NORM", None, None, None), ("mdb216", "CALC", "M", None, "*NOTE 3*"),
+        ("mdb217", "CIRC", "B", 60, None), ("mdb218", "CALC", "B", None, "*NOTE 3*")]
+    for task, labels in (("normal-benign-malignant", ["normal", "malignant", "benign", "benign"]),
+                         ("normal-abnormal", ["normal", "abnormal", "abnormal", "abnormal"]),
+                         ("benign-malignant", ["malignant", "benign", "benign"])):
+        ds = load_mias(root, task=task)
+        assert [s.label for s in ds] == labels, task
+        assert ds.skipped == [], task  # every image is valid for a whole-image task
+        assert (ds.info["task"], ds.info["unit"]) == (task, "image")
+    patches = load_mias(root, unit="patch", patch_size=16, task="benign-malignant")
+    assert [s.meta["ref"] for s in patches] == ["mdb217"]
+    assert (patches.info["task"], patches.info["unit"]) == ("benign-malignant", "patch")
+    skipped = dict(patches.skipped)
+    assert set(skipped) == {str(root / "mdb216.png"), str(root / "mdb218.png")}
+    assert "has no coordinates" in skipped[str(root / "mdb216.png")]

@@ -21,10 +21,17 @@ Checked by inspecting each evaluated pipeline:
   learn nothing from data, so this is not leakage (listed for the record);
 * **tuning** — with a parameter grid, hyper-parameters are chosen by an
   inner CV on each outer training part only (nested CV);
+* **single-class predictions** — a pipeline that predicts one class on a
+  fold (MCC 0, balanced accuracy 1/k: it learned nothing, typically the
+  majority class of an imbalanced set) is flagged with the folds affected;
+* **the mask cue** ("was it cropped?") — when a pipeline reads the masks and
+  their mere presence predicts the label in-fold (BUSI's normal images have
+  empty masks), its scores may come from the annotation, not the image;
 * **annotation masks** — when the images carry masks (lesion outlines drawn
   by experts), the runner recomputes each pipeline's stateless prefix on two
   images with and without their masks: if the output changes, the pipeline
-  reads the masks of *test* images too, so its scores are those of a method
+  reads the masks of *test* images too (a prefix that works with masks and
+  refuses images without them, like ``CropToMask``, reads them too), so its scores are those of a method
   that is handed the expert segmentation at prediction time (and an empty
   mask can give a class away). That is flagged, not forbidden: shape
   features need masks, but the paper must say so.
@@ -40,7 +47,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-__all__ = ["straddling_groups", "find_samplers", "leakage_report"]
+__all__ = ["straddling_groups", "find_samplers", "single_class_predictions", "mask_cue_probe", "leakage_report"]
+
+#: The mask cue is reported as a leak when its in-fold balanced accuracy exceeds chance by more than this.
+MASK_CUE_MARGIN = 0.1
 
 UNDETECTABLE_NOTE = (
     "Oversampling or augmentation applied to the data before they reached the runner cannot be "
@@ -111,8 +121,120 @@ def find_samplers(estimator, path="", inside_imblearn=False):
     return found
 
 
+def single_class_predictions(folds):
+    """Folds on which a pipeline predicted a single class (a classifier that learned nothing).
+
+    Parameters
+    ----------
+    folds : list of dict
+        The pipeline's finished fold records (``repeat``, ``fold``, ``y_pred``,
+        ``metrics`` with ``mcc`` and ``balanced_accuracy``); failed ones are ignored.
+
+    Returns
+    -------
+    dict
+        ``n_folds``, ``n_single_class_folds``, ``classes`` (class -> number of
+        folds predicting only it), ``pooled`` (the class if all pooled
+        predictions are one class, else ``None``), ``folds`` (repeat, fold,
+        class, mcc, balanced_accuracy of each such fold) and ``message`` (a
+        sentence for the report, ``None`` when no fold is affected).
+
+    Examples
+    --------
+    >>> rec = {"repeat": 0, "fold": 0, "status": "ok", "y_pred": ["a", "a"],
+    ...        "metrics": {"mcc": 0.0, "balanced_accuracy": 0.5}}
+    >>> single_class_predictions([rec])["message"]
+    "predicts only 'a' on 1 of 1 folds (MCC 0, balanced accuracy 0.5)"
+    """
+    recs = [r for r in folds if r.get("status", "ok") == "ok"]
+    single, classes = [], {}
+    for r in recs:
+        predicted = {str(v) for v in r["y_pred"]}
+        if len(predicted) == 1:
+            cls = predicted.pop()
+            classes[cls] = classes.get(cls, 0) + 1
+            single.append({"repeat": r["repeat"], "fold": r["fold"], "class": cls,
+                           "mcc": r["metrics"].get("mcc"), "balanced_accuracy": r["metrics"].get("balanced_accuracy")})
+    pooled = {str(v) for r in recs for v in r["y_pred"]}
+    message = None
+    if single:
+        def mean(metric):
+            values = [f[metric] for f in single if f[metric] is not None and np.isfinite(f[metric])]
+            return f"{float(np.mean(values)):.3g}" if values else "n/a"
+
+        what = (f"only {next(iter(classes))!r}" if len(classes) == 1 else "a single class")
+        detail = "" if len(classes) == 1 else ", ".join(f"{c!r} on {n}" for c, n in sorted(classes.items())) + "; "
+        message = (f"predicts {what} on {len(single)} of {len(recs)} folds "
+                   f"({detail}MCC {mean('mcc')}, balanced accuracy {mean('balanced_accuracy')})")
+    return {"n_folds": len(recs), "n_single_class_folds": len(single), "classes": classes,
+            "pooled": next(iter(pooled)) if len(pooled) == 1 else None, "folds": single, "message": message}
+
+
+def mask_cue_probe(mask_fraction, y, splits):
+    """How well the annotation mask alone — is there one, how large — predicts the label, in-fold.
+
+    A logistic regression (balanced class weights) on the mask's presence
+    (any foreground pixel) is fitted on each split's training part and scored
+    on its test part. When a class has no masks (BUSI's normal images),
+    presence alone gives that class away, and any pipeline that reads masks
+    (crops to them, or describes their region) can learn "was it cropped?"
+    instead of the anatomy. The same with the mask's area fraction added is
+    reported for information only: lesion size is a legitimate cue.
+
+    Parameters
+    ----------
+    mask_fraction : array-like of shape (n_samples,)
+        Fraction of each image's pixels inside its mask (0 for no mask or an empty one).
+    y : array-like of shape (n_samples,)
+    splits : list of Split
+
+    Returns
+    -------
+    dict
+        ``balanced_accuracy`` of mask presence (mean over the splits),
+        ``balanced_accuracy_with_area``, ``chance`` (1 / number of classes),
+        ``classes_without_mask`` (classes whose images all lack a mask) and
+        ``predicts_label`` (presence's balanced accuracy above chance by more
+        than :data:`MASK_CUE_MARGIN`).
+
+    Examples
+    --------
+    >>> from featurepipe.benchmark.splits import CVSpec, make_splits
+    >>> y = np.array(["normal", "lesion"] * 10)
+    >>> fraction = np.where(y == "normal", 0.0, 0.2)
+    >>> probe = mask_cue_probe(fraction, y, make_splits(y, np.arange(20), CVSpec(5, 1, 0)))
+    >>> probe["balanced_accuracy"], probe["predicts_label"], probe["classes_without_mask"]
+    (1.0, True, ['normal'])
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    fraction = np.asarray(mask_fraction, dtype=np.float64)
+    y = np.asarray(y)
+    present = (fraction > 0).astype(np.float64)[:, None]
+    labels = sorted(set(y.tolist()), key=str)
+
+    def in_fold(cues):
+        scores = []
+        for split in splits:
+            train, test = np.asarray(split.train), np.asarray(split.test)
+            if len(set(y[train].tolist())) < 2:
+                continue
+            model = LogisticRegression(class_weight="balanced").fit(cues[train], y[train])
+            scores.append(balanced_accuracy_score(y[test], model.predict(cues[test])))
+        return float(np.mean(scores)) if scores else float("nan")
+
+    chance = 1.0 / len(labels)
+    presence = in_fold(present)
+    with_area = in_fold(np.hstack([present, fraction[:, None]]))
+    return {"balanced_accuracy": presence, "balanced_accuracy_with_area": with_area,
+            "chance": chance, "classes_without_mask": [str(c) for c in labels if not np.any(fraction[y == c] > 0)],
+            "predicts_label": bool(np.isfinite(presence) and presence > chance + MASK_CUE_MARGIN)}
+
+
 def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_method, pipelines, prefixes,
-                   tuned, mask_use=None, has_masks=False, structure=None, excluded=None):
+                   tuned, mask_use=None, has_masks=False, structure=None, excluded=None, single_class=None,
+                   mask_cue=None):
     """Build the leakage report (a JSON-ready dict).
 
     Parameters
@@ -138,6 +260,13 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     excluded : list of dict, optional
         Images excluded for every pipeline (``name``, ``path``, ``reason``);
         reported as ``report["excluded_images"]``.
+    single_class : dict name -> dict, optional
+        :func:`single_class_predictions` of each pipeline's folds; reported per
+        pipeline and warned about when some fold predicts a single class.
+    mask_cue : dict, optional
+        :func:`mask_cue_probe` on the run's splits; reported as
+        ``report["mask_cue"]`` and warned about when the cue predicts the
+        label and some pipeline reads the masks.
     """
     warnings_out = []
     report = {}
@@ -187,12 +316,28 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
                             "(listed under 'Excluded images')")
 
     mask_use = mask_use or {}
+    single_class = single_class or {}
+    if mask_cue is not None:
+        readers = [name for name in pipelines if mask_use.get(name) is True]
+        report["mask_cue"] = {**mask_cue, "pipelines_reading_masks": readers}
+        if mask_cue["predicts_label"] and readers:
+            without = mask_cue["classes_without_mask"]
+            warnings_out.append(
+                f"the annotation masks predict the label (mask presence alone: in-fold balanced accuracy "
+                f"{mask_cue['balanced_accuracy']:.2f} vs chance {mask_cue['chance']:.2f}"
+                + (f"; class(es) {', '.join(map(repr, without))} have no mask" if without else "")
+                + f") and pipeline(s) {', '.join(map(repr, readers))} read the masks: their scores may come from "
+                "'was it cropped/annotated?' rather than the image (use a task where every image has a region, "
+                "e.g. benign-vs-malignant)")
     per_pipeline = {}
     for name, estimator in pipelines.items():
         uses = mask_use.get(name, "not checked")
         if uses is True:
             warnings_out.append(f"pipeline {name!r} reads the annotation masks of test images (its features "
                                 "change without them): its scores assume expert segmentations at prediction time")
+        single = single_class.get(name)
+        if single is not None and single["message"]:
+            warnings_out.append(f"pipeline {name!r} {single['message']}")
         samplers = find_samplers(estimator)
         for s in samplers:
             if not s["inside_training_folds"]:
@@ -207,6 +352,8 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
                        if tuned.get(name) else "fixed hyper-parameters (no tuning on test folds)"),
             "uses_annotation_masks": uses if has_masks else "no masks in the data",
         }
+        if single is not None:
+            per_pipeline[name]["single_class_predictions"] = single
     report["pipelines"] = per_pipeline
     report["undetectable"] = UNDETECTABLE_NOTE
     report["warnings"] = warnings_out

@@ -30,10 +30,10 @@ from ..base import FeatureExtractor, ImageStep, step_token
 from ..cache import get_cache
 from ..dataset import Dataset
 from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
-from ..sample import Sample, as_samples
+from ..sample import Sample, as_samples, decode_once
 from ..search import _grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
-from .leakage import leakage_report
+from .leakage import leakage_report, mask_cue_probe, single_class_predictions
 from ..duplicates import find_duplicates
 from ..model_selection import group_labels, merge_groups
 from .splits import CVSpec, make_splits, splits_fingerprint
@@ -390,6 +390,9 @@ class _Materialized:
     def load(self):
         return self.image, self.mask
 
+    def load_image(self):
+        return self.image
+
     def describe(self):
         return self.where
 
@@ -522,9 +525,30 @@ def _uses_masks(prefix, probe):
         with_mask = as_samples([Sample.from_array(image, mask) for image, mask in probe])
         without = as_samples([Sample.from_array(image) for image, _ in probe])
         step.fit(with_mask)
-        return bool(_outputs_differ(step.transform(with_mask), step.transform(without)))
+        masked = step.transform(with_mask)
     except Exception as exc:  # the probe must never stop a benchmark
         return f"not checked ({type(exc).__name__}: {exc})"
+    try:
+        unmasked = step.transform(without)
+    except Exception:  # works with masks, refuses without them (CropToMask): it reads them
+        return True
+    try:
+        return bool(_outputs_differ(masked, unmasked))
+    except Exception as exc:
+        return f"not checked ({type(exc).__name__}: {exc})"
+
+
+def _mask_fractions(samples):
+    """Fraction of each sample's pixels inside its mask (0 without a mask), for the mask-cue probe."""
+    out = np.zeros(len(samples), dtype=np.float64)
+    for i, sample in enumerate(samples):
+        try:
+            mask = sample.mask
+        except Exception:  # unreadable images were excluded before; the probe must never stop a benchmark
+            continue
+        if mask is not None and mask.size:
+            out[i] = float(np.count_nonzero(mask)) / mask.size
+    return out
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -776,10 +800,13 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     samplers inside an imblearn Pipeline instead.
     """
     args = dict(locals())
-    if output_dir is None:
-        return _run_benchmark(**args)
-    with output_lock(output_dir):
-        return _run_benchmark(**args)
+    # Each image file is decoded once for the duplicate search, every feature family and the plots
+    # (bounded: see featurepipe.sample.decode_once).
+    with decode_once():
+        if output_dir is None:
+            return _run_benchmark(**args)
+        with output_lock(output_dir):
+            return _run_benchmark(**args)
 
 
 def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scoring, metrics, rank_by, pos_label,
@@ -1062,11 +1089,16 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
 
     probe = _mask_probe(samples)
     mask_use = {name: _uses_masks(prefixes[name], probe) for name in pipelines}
+    # "Was it cropped?": only worth decoding every mask when some pipeline reads them.
+    mask_cue = (mask_cue_probe(_mask_fractions(samples), y, splits)
+                if probe and any(v is True for v in mask_use.values()) else None)
+    single_class = {name: single_class_predictions([r for r in folds if r["pipeline"] == name])
+                    for name in pipelines}
     leak = leakage_report(
         splits, patient_groups=patient, duplicate_clusters=clusters, duplicates_method=dup_method,
         pipelines=pipelines, prefixes={n: d["stateless_prefix"] for n, d in descriptions.items()},
         tuned={n: n in grids for n in pipelines}, mask_use=mask_use, has_masks=bool(probe), structure=structure,
-        excluded=excluded,
+        excluded=excluded, single_class=single_class, mask_cue=mask_cue,
     )
     for message in leak["warnings"]:
         warnings.warn(f"leakage report: {message}", UserWarning, stacklevel=2)

@@ -10,7 +10,8 @@
   abnormality, **origin at the bottom-left corner**: the centre lies at
   column ``X`` and row ``H - Y`` of the image array (``H`` = image height,
   1024). Some abnormal rows have no coordinates (widely distributed
-  calcifications); an image can have several rows.
+  calcifications), and in the full database end with a note reference
+  instead (``mdb216 D CALC M *NOTE 3*``); an image can have several rows.
 
 Consecutive images ``mdb(2k-1)``/``mdb(2k)`` are the two breasts of one
 woman and share the group ``"mias-<k>"`` (3 digits), so a grouped split keeps them in one fold.
@@ -34,8 +35,10 @@ Tasks: ``"normal-abnormal"``, ``"benign-malignant"`` (normal images are
 left out, counted in ``info["excluded"]``) and ``"normal-benign-malignant"``.
 An image whose rows disagree in severity is labelled malignant in image tasks
 (the worst finding); patches carry their own row's severity. Abnormal rows
-without coordinates cannot give a patch and are reported in
-``Dataset.skipped``, never dropped silently.
+without coordinates are valid whole-image samples (their label needs no
+location); they cannot give a patch, and with ``unit="patch"`` they are
+reported in ``Dataset.skipped``, never dropped silently. The task and unit
+are recorded in ``Dataset.info["task"]`` and ``Dataset.info["unit"]``.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class MiasRecord:
 
     ``x``, ``y``, ``radius`` are ``None`` when the row has no coordinates;
     ``y`` is measured from the *bottom* of the image as in the file.
+    ``note`` is a trailing reference to the file's notes (``"*NOTE 3*"`` in
+    the full database: calcifications too widespread for one circle), else ``None``.
     """
 
     ref: str
@@ -94,6 +99,7 @@ class MiasRecord:
     radius: int | None
     line: int
     text: str
+    note: str | None = None
 
     @property
     def has_location(self):
@@ -138,7 +144,7 @@ def parse_mias_info(path):
 
 
 def _parse_tokens(tokens, number, text):
-    expected = "expected 'REF TISSUE CLASS [SEVERITY [X Y RADIUS]]'"
+    expected = "expected 'REF TISSUE CLASS [SEVERITY [X Y RADIUS] [*NOTE n*]]'"
     if len(tokens) < 3:
         return None, f"too few fields; {expected}"
     ref, tissue, abnormality = tokens[0].lower(), tokens[1].upper(), tokens[2].upper()
@@ -154,12 +160,21 @@ def _parse_tokens(tokens, number, text):
         return None, f"an abnormal row needs severity B or M; {expected}"
     severity = tokens[3].upper()
     rest = tokens[4:]
+    note = None
+    # The full database ends some rows with a note reference, "*NOTE 3*" (split into "*NOTE", "3*").
+    starts = [i for i, t in enumerate(rest) if t.startswith("*")]
+    if starts:
+        first = starts[0]
+        if not rest[-1].endswith("*") or (first == len(rest) - 1 and len(rest[-1]) < 2):
+            return None, f"note {' '.join(rest[first:])!r} is not closed by '*' (expected e.g. '*NOTE 3*')"
+        note = " ".join(rest[first:])
+        rest = rest[:first]
     x = y = radius = None
     if len(rest) == 3 and all(t.isdigit() for t in rest):
         x, y, radius = (int(t) for t in rest)
     elif rest:
         return None, f"coordinates {rest} are not three integers X Y RADIUS"
-    return MiasRecord(ref, tissue, abnormality, severity, x, y, radius, number, text), None
+    return MiasRecord(ref, tissue, abnormality, severity, x, y, radius, number, text, note), None
 
 
 def background_patch_centre(image):
