@@ -35,7 +35,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ..metrics import METRIC_LABELS
 
-__all__ = ["CURVE_GRID", "OKABE_ITO", "curve_summary", "fold_curve", "mean_curve", "plot_curves", "slug",
+__all__ = ["CURVE_GRID", "FIGURE_NAMES", "OKABE_ITO", "curve_summary", "figure_caption", "figure_files",
+           "fold_curve", "mean_curve", "plot_curves", "slug",
            "write_plots"]
 
 _MAX_PANELS_PER_ROW = 4
@@ -88,6 +89,67 @@ def _suptitle(fig, result, text):
     if result.dataset.get("synthetic"):
         text += "  [SYNTHETIC DATA]"
     fig.suptitle(f"{text} — {result.dataset['name']}", fontsize=11)
+
+
+#: The figures a benchmark writes, in report order (``misclassified_<pipeline>.png``: one per pipeline).
+FIGURE_NAMES = ("roc_curves.png", "pr_curves.png", "confusion_matrices.png", "confusion_matrices_normalised.png",
+                "fold_scores.png", "intensity_distributions.png", "learning_curves.png")
+
+
+def figure_files(directory):
+    """The benchmark figures (PNG) present in ``directory``, in report order; each may have an SVG twin."""
+    directory = Path(directory)
+    named = [directory / n for n in FIGURE_NAMES if (directory / n).is_file()]
+    return named + sorted(directory.glob("misclassified_*.png"))
+
+
+def figure_caption(result, filename):
+    """What the figure ``filename`` (a name from :func:`figure_files`) shows and how it was computed."""
+    name = Path(filename).name
+    cv = result.config["cv"]
+    folds = f"{cv['n_splits']} folds × {cv['n_repeats']} repeat(s)"
+    synthetic = " Synthetic data: says nothing about clinical performance." if result.dataset.get("synthetic") else ""
+    if name in ("roc_curves.png", "pr_curves.png"):
+        what = ("ROC curves (sensitivity against 1 − specificity)" if name.startswith("roc")
+                else "Precision-recall curves")
+        how = ("linearly interpolated" if name.startswith("roc")
+               else "as the step function whose area is the average precision")
+        text = (f"{what} per pipeline, one-vs-rest per class (binary: the positive class). Each fold's curve is "
+                f"computed from that fold's model's calibrated test scores, evaluated on a common grid of 101 "
+                f"points ({how}); the line is the mean over the {folds} and the band ±1 standard deviation. The AUC "
+                "printed for each class and in the panel title is the table's value: the mean ± std of the "
+                "per-fold AUCs, with the number of folds in which it was defined.")
+    elif name == "confusion_matrices.png":
+        text = ("Confusion matrices per pipeline: counts of test images (rows: true class, columns: predicted), "
+                "summed over the folds of the first repeat, so every image is counted once. Colour and colour bar: "
+                "the count.")
+    elif name == "confusion_matrices_normalised.png":
+        text = ("Row-normalised confusion matrices: each row of the first repeat's summed confusion matrix divided "
+                "by its total, so the diagonal is each class's recall (sensitivity) and a row sums to 1. Colour "
+                "bar: fraction of the true class.")
+    elif name == "fold_scores.png":
+        text = (f"Per-fold test scores of every pipeline ({folds}): box plots (median, quartiles, whiskers at "
+                "1.5 IQR) with each fold as a point (horizontal jitter only). One panel per metric, pipelines in "
+                "table order.")
+    elif name == "intensity_distributions.png":
+        counts = ", ".join(f"{k}: {v}" for k, v in result.dataset["class_counts"].items())
+        text = ("Mean per-class histogram of pixel intensities (grey level, 0 = black, 1 = white; colour images "
+                f"converted with ITU-R 601 luma weights), each image's histogram normalised to unit area and then "
+                f"averaged over all images of the class ({counts}). A check for acquisition differences that a "
+                "classifier could exploit.")
+    elif name == "learning_curves.png":
+        text = ("Training histories of the Keras pipelines, one row per pipeline: loss (left) and accuracy "
+                "(right) per epoch, mean over the folds with a ±1 std band; solid: training, dashed: validation. "
+                "The vertical line marks the epoch where fine-tuning of the backbone starts.")
+    elif name.startswith("misclassified_"):
+        text = ("Misclassified test images of the first repeat (every image was tested once), most confident "
+                "mistakes first: the title gives the file, the true and the predicted class and p(predicted), the "
+                "calibrated probability the fold's model gave the predicted class (or its decision score when "
+                "the model has no probabilities).")
+    else:
+        raise ValueError(f"{filename!r} is not a benchmark figure (expected one of {FIGURE_NAMES} or "
+                         "misclassified_<pipeline>.png)")
+    return text + synthetic
 
 
 def fold_curve(kind, positive, scores, grid=CURVE_GRID):

@@ -8,8 +8,10 @@
 * ``per_class.csv`` — the same per class for the one-vs-rest metrics;
 * ``comparisons.csv`` — paired tests between pipelines;
 * ``summary.md`` — the tables a paper needs, sorted by the chosen metric,
-  with the statistics, the leakage report and a synthetic-data warning
-  when the dataset is generated.
+  with the statistics, the leakage report, links to every figure with its
+  caption, and a synthetic-data warning when the dataset is generated;
+* ``report.html`` — all of that in one self-contained page with sortable
+  tables and the figures embedded (:mod:`featurepipe.benchmark.html`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..metrics import METRIC_LABELS, METRIC_NAMES
+from .plots import figure_caption, figure_files
 
 __all__ = ["write_reports", "markdown_summary", "report_tables", "Table", "Cell"]
 
@@ -209,17 +212,12 @@ def report_tables(result, metric=None):
     return tables
 
 
-def markdown_summary(result, metric=None):
-    """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
+def description_lines(result, metric=None):
+    """The Markdown paragraphs describing the data, the splits and the table cells (synthetic-data warning first)."""
     metric = metric or result.config["rank_by"]
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
-    shown = list(result.config["metrics"])
-    if metric not in shown:
-        shown.insert(0, metric)
     ds = result.dataset
     cv = result.config["cv"]
-    lines = [f"# Benchmark on {ds['name']}", ""]
+    lines = []
     if ds.get("synthetic"):
         note = ds.get("info", {}).get("note") or "generated images, not real medical data"
         lines += [f"> **SYNTHETIC DATA** — {note}. These numbers say nothing about clinical performance.", ""]
@@ -246,27 +244,13 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **Excluded images**: {len(ds['excluded'])} could not be processed and were left out of "
                      "every pipeline alike (all pipelines are compared on the same images): "
                      + "; ".join(f"{_md_escape(e['name'])} ({_md_escape(e['reason'])})" for e in ds["excluded"]) + ".")
-    lines.append("")
+    return lines
 
-    for table in report_tables(result, metric):
-        if table.title:
-            lines += [f"## {table.title}", ""]
-        if table.intro and table.intro_first:
-            lines += [table.intro, ""]
-        lines.append("| " + " | ".join(table.header) + " |")
-        lines.append("|" + "|".join(["---"] * len(table.header)) + "|")
-        lines += ["| " + " | ".join(_md_escape(cell.text) for cell in row) + " |" for row in table.rows]
-        lines.append("")
-        if table.intro and not table.intro_first:
-            lines += [table.intro, ""]
 
-    others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
-              if rows and m not in (metric, result.config["rank_by"])]
-    if others:
-        lines += [f"Paired comparisons of {', '.join(others)}: comparisons.csv.", ""]
-
+def leakage_lines(result):
+    """The leakage report as Markdown lines (bullets, then the warnings)."""
     leak = result.leakage
-    lines += ["## Leakage report", ""]
+    lines = []
     dup = leak["duplicates"]
     if dup["status"] == "not checked":
         lines.append("- **Duplicate images**: NOT CHECKED (duplicates='none').")
@@ -305,21 +289,67 @@ def markdown_summary(result, metric=None):
     lines.append(f"- {leak['undetectable']}")
     if leak["warnings"]:
         lines += ["", "**Warnings:**"] + [f"- {w}" for w in leak["warnings"]]
-    lines.append("")
+    return lines
 
-    failed = [r for r in result.folds if r.get("status") == "failed"]
-    if failed:
-        lines += ["## Failed folds", ""]
-        lines += [f"- {_md_escape(r['pipeline'])}, repeat {r['repeat']} fold {r['fold']}: "
-                  f"{_md_escape(r['error'])}" for r in failed]
-        lines.append("")
+
+def failed_fold_lines(result):
+    """One Markdown bullet per failed fold."""
+    return [f"- {_md_escape(r['pipeline'])}, repeat {r['repeat']} fold {r['fold']}: {_md_escape(r['error'])}"
+            for r in result.folds if r.get("status") == "failed"]
+
+
+def environment_line(result):
+    """Package versions and platform, one line."""
     versions = ", ".join(f"{k} {v}" for k, v in result.versions.items() if k != "platform")
-    lines += ["## Environment", "", f"{versions}; {result.versions.get('platform', '')}.", ""]
+    return f"{versions}; {result.versions.get('platform', '')}."
+
+
+def markdown_summary(result, metric=None):
+    """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
+    metric = metric or result.config["rank_by"]
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+    lines = [f"# Benchmark on {result.dataset['name']}", ""] + description_lines(result, metric) + [""]
+    for table in report_tables(result, metric):
+        if table.title:
+            lines += [f"## {table.title}", ""]
+        if table.intro and table.intro_first:
+            lines += [table.intro, ""]
+        lines.append("| " + " | ".join(table.header) + " |")
+        lines.append("|" + "|".join(["---"] * len(table.header)) + "|")
+        lines += ["| " + " | ".join(_md_escape(cell.text) for cell in row) + " |" for row in table.rows]
+        lines.append("")
+        if table.intro and not table.intro_first:
+            lines += [table.intro, ""]
+
+    others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
+              if rows and m not in (metric, result.config["rank_by"])]
+    if others:
+        lines += [f"Paired comparisons of {', '.join(others)}: comparisons.csv.", ""]
+
+    figures = figure_files(result.output_dir) if result.output_dir is not None else []
+    if figures:
+        lines += ["## Figures", "", "Every figure also as SVG (vector) where listed; report.html embeds them all "
+                  "with these captions.", ""]
+        for png in figures:
+            svg = png.with_suffix(".svg")
+            twin = f" ([SVG]({svg.name}))" if svg.is_file() else ""
+            lines.append(f"- [{png.name}]({png.name}){twin}: {figure_caption(result, png.name)}")
+        lines.append("")
+    lines += ["## Leakage report", ""] + leakage_lines(result) + [""]
+    failed = failed_fold_lines(result)
+    if failed:
+        lines += ["## Failed folds", ""] + failed + [""]
+    lines += ["## Environment", "", environment_line(result), ""]
     return "\n".join(lines)
 
 
 def write_reports(result, out_dir):
-    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv`` and ``summary.md``.
+    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``, ``summary.md``, ``report.html``.
+
+    The figures already in ``out_dir`` (:func:`~featurepipe.benchmark.plots.write_plots`, run first) are
+    linked from ``summary.md`` and embedded in ``report.html``; to re-render both from a finished run:
+    ``write_reports(BenchmarkResult.load(folder), folder)``.
 
     Returns the paths written (plus ``results.json`` and ``folds.jsonl``, which the runner writes).
     """
@@ -383,6 +413,9 @@ def write_reports(result, out_dir):
     path = out_dir / "summary.md"
     path.write_text(markdown_summary(result), encoding="utf-8")
     files.append(str(path))
+    from .html import write_html_report  # html renders this module's tables (imported here: no cycle)
+
+    files.append(write_html_report(result, out_dir))
     files.append(str(out_dir / "results.json"))
     files.append(str(out_dir / "folds.jsonl"))
     return files

@@ -1096,13 +1096,12 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         versions=_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
     )
     if out_dir is not None:
+        from .plots import write_plots
         from .report import write_reports
 
-        result.files = write_reports(result, out_dir)
-        if plots:
-            from .plots import write_plots
-
-            result.files += write_plots(result, out_dir, samples)
+        # Plots first: summary.md links them and report.html embeds them.
+        result.files = write_plots(result, out_dir, samples) if plots else []
+        result.files = write_reports(result, out_dir) + result.files
         (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
         write_experiment(out_dir, {**experiment, "files": [Path(f).name for f in result.files]})
