@@ -208,8 +208,10 @@ def test_report_html_in_a_real_browser(bench):
             assert len(images) == len(figure_files(out)) >= 6
             assert all(done and w > 0 and h > 0 for done, w, h in images), images
             # Sort the main table by accuracy: ascending on the first click, descending on the second.
-            header = page.locator("#table-0 th", has_text="Accuracy").first
-            names = lambda: page.eval_on_selector_all("#table-0 tbody tr", "rows => rows.map(r => r.cells[1].textContent)")  # noqa: E731
+            header = page.locator("#table-0 th").filter(has_text=re.compile(r"^accuracy$"))
+            def names():
+                return page.eval_on_selector_all("#table-0 tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
+
             means = {n: result.summary[n]["accuracy"]["mean"] for n in result.summary}
             header.click()
             shown = [means[n] for n in names()]
@@ -219,7 +221,7 @@ def test_report_html_in_a_real_browser(bench):
             shown = [means[n] for n in names()]
             assert shown == sorted(shown, reverse=True)
             # ... and by the text column: pipeline names alphabetically.
-            page.locator("#table-0 th", has_text="pipeline").first.click()
+            page.locator("#table-0 th").filter(has_text=re.compile(r"^pipeline$")).click()
             assert names() == sorted(means)
             page.screenshot(path=str(out / "report_screenshot.png"), full_page=False)
         finally:
