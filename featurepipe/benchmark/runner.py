@@ -293,7 +293,12 @@ def _history(fitted):
         hist = hist.history
     if not isinstance(hist, dict):
         return None
-    return {str(k): [float(v) for v in np.ravel(vals)] for k, vals in hist.items()}
+    out = {str(k): [float(v) for v in np.ravel(vals)] for k, vals in hist.items()}
+    # Learning-curve plots mark where fine-tuning began (KerasTransferClassifier's phase lengths).
+    final = _final_estimator(fitted)
+    if getattr(final, "n_fine_tune_epochs_", 0) and getattr(final, "n_head_epochs_", None) is not None:
+        out["fine_tuning_start_epoch"] = [float(final.n_head_epochs_ + 1)]
+    return out
 
 
 def _aligned_scores(est, Z, labels):
