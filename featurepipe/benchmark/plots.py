@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from cycler import cycler
 from matplotlib.figure import (
@@ -35,6 +36,8 @@ from matplotlib.figure import (
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ..metrics import METRIC_LABELS
+
+_MPL_VERSION = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
 
 __all__ = ["CURVE_GRID", "FIGURE_NAMES", "OKABE_ITO", "curve_summary", "figure_caption", "figure_files",
            "fold_curve", "mean_curve", "plot_curves", "slug",
@@ -100,8 +103,6 @@ STYLE = {
 def _styled(plot):
     """Draw ``plot`` under :data:`STYLE` (rc parameters are read when artists are created)."""
     import functools
-
-    import matplotlib
 
     @functools.wraps(plot)
     def wrapper(*args, **kwargs):
@@ -457,8 +458,10 @@ def plot_fold_scores(result, path):
     for ax, metric in zip(axes, metrics):
         data = [result.fold_scores(name, metric) for name in names]
         data = [d[np.isfinite(d)] for d in data]
-        ax.boxplot([d if len(d) else [np.nan] for d in data], positions=positions, widths=0.5, vert=False,
-                   showfliers=False, medianprops={"color": OKABE_ITO[1]})
+        # Matplotlib >= 3.10 names it orientation; vert=False (older) is deprecated there.
+        horizontal = {"orientation": "horizontal"} if _MPL_VERSION >= (3, 10) else {"vert": False}
+        ax.boxplot([d if len(d) else [np.nan] for d in data], positions=positions, widths=0.5, showfliers=False,
+                   medianprops={"color": OKABE_ITO[1]}, **horizontal)
         for pos, d in zip(positions, data):
             ax.scatter(d, pos + rng.uniform(-0.12, 0.12, len(d)), s=10, alpha=0.8, color=OKABE_ITO[0], zorder=3)
         ax.set_yticks(positions, [_title(result, n) for n in names])
