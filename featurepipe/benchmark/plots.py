@@ -1,25 +1,32 @@
-"""PNG plots of a benchmark run (matplotlib, Agg renderer, no global pyplot state).
+"""Figures of a benchmark run (matplotlib, no global pyplot state): each a PNG with an SVG twin.
 
-* ``roc_curves.png`` and ``pr_curves.png`` (each with an ``.svg`` twin whose
-  text stays text) — per pipeline, the one-vs-rest ROC and precision-recall
-  curves of every class (binary problems: the positive class), as the mean
-  over the folds (all repeats) of each fold's curve interpolated on a common
-  grid, with a ±1 standard deviation band. The AUC printed for a class is the
-  per-class table's value (``result.per_class``: the mean of the per-fold
-  values), and the panel title gives the summary table's ROC-AUC / PR-AUC
-  (``result.summary``), with the number of folds behind each: the plots print
-  exactly the table's numbers. Curves of one fold use that fold's model only,
-  so scores of different models are never pooled into one curve;
-* ``confusion_matrices.png`` — per pipeline, counts summed over the folds of
-  the first repeat, coloured by row (recall) fraction;
-* ``fold_scores.png`` — per metric, the distribution of the per-fold scores
-  of each pipeline (box plot and points);
-* ``misclassified_<pipeline>.png`` — the most confidently misclassified
-  images of the first repeat, with true and predicted labels;
-* ``intensity_distributions.png`` — per class, the mean histogram of pixel
-  intensities (a quick check of acquisition differences between classes);
-* ``learning_curves.png`` — training histories, for pipelines whose final
-  estimator exposes ``history_`` (Keras baselines).
+Every figure uses one style (:data:`STYLE`: 8-9 pt text for a journal column,
+the colour-blind-safe Okabe-Ito palette), says "SYNTHETIC DATA" once in its
+title for generated data, and is enlarged before saving when text would be
+cut off at its edge (:func:`texts_outside`). :func:`figure_caption` says what
+each shows and how it was computed (``report.html`` and ``summary.md`` print it).
+
+* ``roc_curves`` and ``pr_curves`` — per pipeline, the one-vs-rest ROC and
+  precision-recall curves of every class (binary problems: the positive
+  class), as the mean over the folds (all repeats) of each fold's curve
+  interpolated on a common grid, with a ±1 standard deviation band. The AUC
+  printed for a class is the per-class table's value (``result.per_class``:
+  the mean of the per-fold values), and the panel title gives the summary
+  table's ROC-AUC / PR-AUC (``result.summary``), with the number of folds
+  behind each: the plots print exactly the table's numbers. Curves of one fold
+  use that fold's model only, so scores of different models are never pooled;
+* ``confusion_matrices`` (counts) and ``confusion_matrices_normalised`` (row
+  fractions: recall on the diagonal) — per pipeline, summed over the folds of
+  the first repeat, with a colour bar;
+* ``fold_scores`` — one panel per metric in one row, horizontal box plots and
+  points of every pipeline's per-fold scores, full pipeline names;
+* ``misclassified_<pipeline>`` — the most confidently misclassified images of
+  the first repeat, titled with true and predicted class and ``p(predicted)``;
+* ``intensity_distributions`` — per class, the mean histogram of pixel
+  intensities over all its images (a check of acquisition differences);
+* ``learning_curves`` — training histories, for pipelines whose final
+  estimator exposes ``history_`` (Keras baselines): loss and accuracy on
+  separate axes, mean ± std over folds, the start of fine-tuning marked.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from ..metrics import METRIC_LABELS
 
 _MPL_VERSION = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
 
-__all__ = ["CURVE_GRID", "FIGURE_NAMES", "OKABE_ITO", "curve_summary", "figure_caption", "figure_files",
-           "fold_curve", "mean_curve", "plot_curves", "slug",
-           "write_plots"]
+__all__ = ["CURVE_GRID", "FIGURE_NAMES", "OKABE_ITO", "STYLE", "curve_summary", "figure_caption", "figure_files",
+           "fold_curve", "mean_curve", "plot_confusion", "plot_curves", "plot_fold_scores", "plot_intensities",
+           "plot_learning_curves", "plot_misclassified", "slug", "texts_outside", "write_plots"]
 
 _MAX_PANELS_PER_ROW = 4
 #: Okabe & Ito (2008) colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange,
