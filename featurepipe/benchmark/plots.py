@@ -552,7 +552,7 @@ def plot_intensities(result, samples, path, bins=64):
             ax.plot(centers, np.mean(hists, axis=0), lw=1.5, label=f"{label} (mean of {len(hists)} images)")
     ax.set_xlabel("intensity (0 = black, 1 = white)")
     ax.set_ylabel("probability density")
-    ax.legend()
+    fig.legend(loc="outside lower center", ncol=min(2, len(labels)))  # below the axes: never over a curve
     _suptitle(fig, result, "Mean grey-level histogram per class")
     return _save(fig, path)
 
