@@ -295,6 +295,7 @@ def _benchmark_command(args):
     elapsed = time.perf_counter() - start
     print(result.to_markdown(args.rank_by))
     print(f"\nreport: {Path(output).resolve()} ({len(result.files)} files; wall time {elapsed:.1f} s)")
+    print(f"open in a browser (offline): {(Path(output) / 'report.html').resolve()}")
     return 0
 
 

@@ -1,5 +1,11 @@
 """Benchmark curves: mean over folds of per-fold curves, printing exactly the table's AUC values."""
 
+import copy
+import re
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,8 +16,11 @@ from sklearn.preprocessing import StandardScaler
 
 from featurepipe import recipes
 from featurepipe.benchmark import run_benchmark
-from featurepipe.benchmark.plots import CURVE_GRID, OKABE_ITO, curve_summary, fold_curve, mean_curve, plot_curves
+from featurepipe.benchmark.plots import (CURVE_GRID, OKABE_ITO, curve_summary, fold_curve, mean_curve, plot_confusion,
+                                         plot_curves, plot_fold_scores, plot_intensities, plot_learning_curves,
+                                         plot_misclassified)
 from featurepipe.features import FirstOrderFeatures
+from featurepipe.metrics import METRIC_LABELS
 
 # Two hand-made folds. Fold A: ROC points (0,0) (0,.5) (.5,.5) (.5,1) (1,1), AUC 3/4.
 # Fold B (a tie between a positive and a negative): (0,0) (.5,.5) (.5,1) (1,1), AUC 5/8.
@@ -134,3 +143,109 @@ def test_binary_problem_plots_the_positive_class_only(tmp_path):
     recs = [r for r in res.folds if r["status"] == "ok"]
     assert cell["n"] == len(recs) == 2
     assert cell["mean"] == pytest.approx(np.mean([r["per_class"]["malignant"]["roc_auc"] for r in recs]), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- the other figures' content
+def _texts(svg_path):
+    """The strings drawn in an SVG written with text kept as text."""
+    return re.findall(r"<text[^>]*>([^<]*)</text>", Path(svg_path).read_text(encoding="utf-8"))
+
+
+def _samples(result):
+    """The test fixture's images as the runner's samples (image, label, name), in dataset order."""
+    X, y = _images(12, seed=0)
+    return [SimpleNamespace(image=x, label=label, name=f"img{i:03d}.png") for i, (x, label) in enumerate(zip(X, y))]
+
+
+@pytest.fixture(autouse=False)
+def no_cut_text():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*text cut off.*")
+        yield
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_confusion_matrices_have_a_colour_bar_and_a_row_normalised_variant(result, normalise, tmp_path, no_cut_text):
+    files = plot_confusion(result, tmp_path / "cm.png", normalise=normalise)
+    assert files == [str(tmp_path / "cm.png"), str(tmp_path / "cm.svg")]
+    texts = _texts(files[1])
+    assert texts.count("fraction of true class" if normalise else "images") == len(result.summary)  # bar labels
+    labels = result.dataset["labels"]
+    for name in result.summary:
+        cm = sum(np.array(r["confusion_matrix"]) for r in result.folds if r["pipeline"] == name and r["repeat"] == 0)
+        assert cm.sum() == len(result.dataset["labels"]) * 12  # the first repeat tests every image once
+        cells = (cm / cm.sum(axis=1, keepdims=True)) if normalise else cm
+        expected = [f"{v:.2f}" if normalise else str(v) for v in cells.ravel()]
+        # The panel's cell texts, drawn one after another in row-major order.
+        runs = [texts[i:i + len(expected)] for i in range(len(texts) - len(expected) + 1)]
+        assert expected in runs, (name, expected)
+        assert name in texts
+        if normalise:
+            np.testing.assert_allclose(cells.sum(axis=1), np.ones(len(labels)))
+
+
+def test_fold_scores_one_panel_per_metric_with_full_names(result, tmp_path, no_cut_text):
+    long_name = "firstorder_glcm_svm with a long name"
+    renamed = copy.deepcopy(result)
+    for table in (renamed.summary, renamed.timings, renamed.per_class, renamed.pooled):
+        table[long_name] = table.pop("glcm_svm")
+    for r in renamed.folds:
+        r["pipeline"] = long_name if r["pipeline"] == "glcm_svm" else r["pipeline"]
+    files = plot_fold_scores(renamed, tmp_path / "folds.png")
+    svg = Path(files[1]).read_text(encoding="utf-8")
+    metrics = list(dict.fromkeys([renamed.config["rank_by"]] + [m for m in renamed.config["metrics"] if m in (
+        "accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "mcc")]))
+    assert len(re.findall(r'<g id="axes_\d+">', svg)) == len(metrics)  # every panel drawn holds a metric
+    texts = _texts(files[1])
+    assert texts.count(long_name) == 1 and texts.count("first-order + LR") == 1  # full names, once (shared axis)
+    for metric in metrics:
+        assert METRIC_LABELS[metric] in texts
+
+
+def test_intensities_average_every_image_of_each_class(result, tmp_path, no_cut_text):
+    files = plot_intensities(result, _samples(result), tmp_path / "int.png")
+    texts = _texts(files[1])
+    for label, count in result.dataset["class_counts"].items():
+        assert f"{label} (mean of {count} images)" in texts  # 12 per class: all of them, not a subset
+    assert files[0].endswith("int.png") and Path(files[0]).stat().st_size > 0
+
+
+def test_misclassified_titles_give_the_predicted_class_probability(result, tmp_path, no_cut_text):
+    name = "glcm_svm"
+    files = plot_misclassified(result, name, _samples(result), tmp_path / "mis.png")
+    texts = _texts(files[1])
+    labels = result.dataset["labels"]
+    wrong = [(r["y_score"][k][labels.index(p)], r["test_index"][k], t, p) for r in result.folds
+             if r["pipeline"] == name and r["repeat"] == 0
+             for k, (t, p) in enumerate(zip(r["y_true"], r["y_pred"])) if t != p]
+    score, index, true, pred = max(wrong, key=lambda w: w[0])  # the most confident mistake comes first
+    first = texts.index(f"img{index:03d}.png")
+    assert texts[first + 1:first + 3] == [f"true {true} → {pred}", f"p({pred})={score:.2f}"]
+    assert sum(t.startswith("p(") for t in texts) == min(16, len(wrong))
+
+
+def test_learning_curves_loss_and_accuracy_apart_with_fine_tuning_marked(result, tmp_path, no_cut_text):
+    keras_like = copy.deepcopy(result)
+    for r in keras_like.folds:
+        if r["pipeline"] == "glcm_svm":  # a hand-made two-phase history: 3 head epochs, then fine-tuning
+            r["history"] = {"loss": [1.0, 0.8, 0.7, 0.5, 0.4], "val_loss": [1.1, 0.9, 0.85, 0.7, 0.65],
+                            "accuracy": [0.4, 0.5, 0.6, 0.7, 0.8], "val_accuracy": [0.35, 0.45, 0.5, 0.6, 0.65],
+                            "learning_rate": [1e-3] * 3 + [1e-5] * 2, "fine_tuning_start_epoch": [4.0]}
+    files = plot_learning_curves(keras_like, tmp_path / "lc.png")
+    svg = Path(files[1]).read_text(encoding="utf-8")
+    texts = _texts(files[1])
+    assert len(re.findall(r'<g id="axes_\d+">', svg)) == 2  # loss and accuracy on their own axes
+    assert "loss (cross-entropy)" in texts and "accuracy" in texts
+    # One legend per axis: training, validation, fine-tuning start (not one entry per fold and key).
+    assert texts.count("training") == texts.count("validation") == texts.count("fine-tuning starts") == 2
+    assert "glcm_svm: loss (6 folds)" in texts
+    assert plot_learning_curves(result, tmp_path / "none.png") is None  # no history, no figure
+
+
+def test_synthetic_appears_once_in_a_title(result, tmp_path):
+    for name in ("synthetic-lesions (SYNTHETIC)", "made-up"):
+        demo = copy.deepcopy(result)
+        demo.dataset.update(name=name, synthetic=True)
+        files = plot_fold_scores(demo, tmp_path / "f.png")
+        title = " ".join(t for t in _texts(files[1]) if "Per-fold" in t or "SYNTHETIC" in t)
+        assert title.count("SYNTHETIC") == 1, title  # upper case: the label, not the "synthetic-lesions" name

@@ -8,8 +8,10 @@
 * ``per_class.csv`` — the same per class for the one-vs-rest metrics;
 * ``comparisons.csv`` — paired tests between pipelines;
 * ``summary.md`` — the tables a paper needs, sorted by the chosen metric,
-  with the statistics, the leakage report and a synthetic-data warning
-  when the dataset is generated.
+  with the statistics, the leakage report, links to every figure with its
+  caption, and a synthetic-data warning when the dataset is generated;
+* ``report.html`` — all of that in one self-contained page with sortable
+  tables and the figures embedded (:mod:`featurepipe.benchmark.html`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from ..metrics import METRIC_LABELS, METRIC_NAMES
+from .plots import figure_caption, figure_files
 
-__all__ = ["write_reports", "markdown_summary"]
+__all__ = ["write_reports", "markdown_summary", "report_tables", "Table", "Cell"]
 
 
 def _fmt(value, digits=3):
@@ -74,17 +78,146 @@ def _cell(stats, n_ok):
     return text
 
 
-def markdown_summary(result, metric=None):
-    """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
-    metric = metric or result.config["rank_by"]
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+class Cell(NamedTuple):
+    """One table cell: the ``text`` shown and the number it sorts by (``None``: not a number, sorts last)."""
+
+    text: str
+    sort_key: float | None = None
+
+
+class Table(NamedTuple):
+    """A report table, rendered as Markdown by :func:`markdown_summary` and as HTML by :mod:`.html`."""
+
+    title: str | None
+    intro: str | None
+    header: list
+    rows: list  # of lists of Cell
+    intro_first: bool = True  # the intro reads before the table (False: a note below it)
+
+
+def _num_key(value):
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _stat_cell(stats, n_ok):
+    return Cell(_cell(stats, n_ok), _num_key(stats["mean"]) if stats["n"] else None)
+
+
+def _shown_metrics(result, metric):
     shown = list(result.config["metrics"])
     if metric not in shown:
         shown.insert(0, metric)
+    return shown
+
+
+def report_tables(result, metric=None):
+    """The tables of the report, sorted by ``metric``: fold means, pooled, confidence intervals, comparisons, per class.
+
+    Returns a list of :class:`Table`; every number cell carries its value as ``sort_key``
+    (the mean for ``mean ± std`` cells) so that an HTML table can be sorted by it.
+    """
+    metric = metric or result.config["rank_by"]
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+    shown = _shown_metrics(result, metric)
+    cv = result.config["cv"]
+    n_folds_total = cv["n_splits"] * cv["n_repeats"]
+    order = result.ranking(metric)
+    tables = []
+
+    header = ["#", "pipeline"] + [METRIC_LABELS[m] for m in shown] + [
+        "preprocess ms/img", "features ms/img", "fit s/fold", "predict ms/img", "total s", "folds"]
+    rows = []
+    for rank, name in enumerate(order, 1):
+        n_ok = _n_ok(result, name)
+        t = result.timings[name]
+        rows.append([Cell(str(rank), rank), Cell(name)] + [_stat_cell(result.summary[name][m], n_ok) for m in shown]
+                    + [Cell(_ms(t["preprocess_ms_per_image"]), _num_key(t["preprocess_ms_per_image"])),
+                       Cell(_ms(t["features_ms_per_image"]), _num_key(t["features_ms_per_image"])),
+                       Cell(_s(t["fit_s_per_fold"]), _num_key(t["fit_s_per_fold"])),
+                       Cell(_ms(t["predict_ms_per_image"]), _num_key(t["predict_ms_per_image"])),
+                       Cell(_s(t["total_s"]), _num_key(t["total_s"])), Cell(f"{n_ok}/{n_folds_total}", n_ok)])
+    tables.append(Table(None, (
+        "Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
+        "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
+        "features were already computed by an earlier one (same extractor, same images) reads them "
+        "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
+        "tuning for nested CV; *predict* covers prediction and scores of the test part."), header, rows,
+        intro_first=False))
+
+    if result.pooled:
+        header = ["pipeline", "predictions"] + [METRIC_LABELS[m] for m in shown] + ["confusion matrix (rows: true)"]
+        rows = []
+        for name in order:
+            p = result.pooled.get(name) or {}
+            if not p.get("n_predictions"):
+                rows.append([Cell(name), Cell("0", 0)] + [Cell("n/a")] * (len(header) - 2))
+                continue
+            cm = "; ".join(f"{label}: {row}" for label, row in zip(p["labels"], p["confusion_matrix"]))
+            rows.append([Cell(name), Cell(str(p["n_predictions"]), p["n_predictions"])]
+                        + [Cell(_fmt(p["metrics"].get(m)), _num_key(p["metrics"].get(m))) for m in shown]
+                        + [Cell(cm)])
+        tables.append(Table(
+            "Pooled out-of-fold predictions",
+            "All test predictions of the finished folds pooled into one set (each image counted once per "
+            "repeat): one confusion matrix and one ROC-AUC per pipeline, beside the fold means above. "
+            "Scores of different fold models are ranked together (comparable for calibrated probabilities).",
+            header, rows))
+
+    header = ["pipeline"] + [METRIC_LABELS[m] for m in shown]
+    rows = []
+    for name in order:
+        row = [Cell(name)]
+        for m in shown:
+            s = result.summary[name][m]
+            row.append(Cell(f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]", _num_key(s["ci_low"])))
+        rows.append(row)
+    tables.append(Table(f"{int(round(100 * result.config['confidence']))}% confidence intervals", None, header, rows))
+
+    for cmp_metric, cmp_rows in result.comparisons.items():
+        if not cmp_rows or cmp_metric != metric and cmp_metric != result.config["rank_by"]:
+            continue  # the other metrics' comparisons are in comparisons.csv and results.json
+        rope = result.config.get("rope")
+        intro = (f"{cmp_rows[0]['test']}; p-values Holm-adjusted over all {cmp_rows[0]['n_pairs']} pairs "
+                 "(family-wise α = 0.05)."
+                 + (f" Bayesian correlated t-test (Benavoli et al. 2017) with a region of practical "
+                    f"equivalence of ±{rope}: posterior probabilities that A is better, that they are "
+                    "practically equivalent, that B is better." if rope is not None else ""))
+        header = ["A", "B", "mean A−B", "t", "p", "p (Holm)", "significant"]
+        if rope is not None:
+            header += ["P(A better)", "P(equivalent)", "P(B better)"]
+        rows = []
+        for row in cmp_rows:
+            cells = [Cell(row["a"]), Cell(row["b"]), Cell(_fmt(row.get("mean_diff")), _num_key(row.get("mean_diff"))),
+                     Cell(_fmt(row.get("t"), 2), _num_key(row.get("t"))),
+                     Cell(_fmt_p(row.get("p_value")), _num_key(row.get("p_value"))),
+                     Cell(_fmt_p(row.get("p_holm")), _num_key(row.get("p_holm"))),
+                     Cell("yes" if row.get("significant") else "no")]
+            if rope is not None:
+                b = row.get("bayes") or {}
+                cells += [Cell(_fmt(b.get(k)), _num_key(b.get(k))) for k in ("p_a_better", "p_rope", "p_b_better")]
+            rows.append(cells)
+        tables.append(Table(f"Paired comparisons: {METRIC_LABELS[cmp_metric]}", intro, header, rows))
+
+    if result.per_class:
+        from .runner import PER_CLASS_METRICS
+
+        header = ["pipeline", "class"] + [METRIC_LABELS[m] for m in PER_CLASS_METRICS]
+        rows = []
+        for name in order:
+            n_ok = _n_ok(result, name)
+            for label, stats in result.per_class.get(name, {}).items():
+                rows.append([Cell(name), Cell(str(label))] + [_stat_cell(stats[m], n_ok) for m in PER_CLASS_METRICS])
+        tables.append(Table("Per class (one-vs-rest)", None, header, rows))
+    return tables
+
+
+def description_lines(result, metric=None):
+    """The Markdown paragraphs describing the data, the splits and the table cells (synthetic-data warning first)."""
+    metric = metric or result.config["rank_by"]
     ds = result.dataset
     cv = result.config["cv"]
-    lines = [f"# Benchmark on {ds['name']}", ""]
+    lines = []
     if ds.get("synthetic"):
         note = ds.get("info", {}).get("note") or "generated images, not real medical data"
         lines += [f"> **SYNTHETIC DATA** — {note}. These numbers say nothing about clinical performance.", ""]
@@ -111,106 +244,13 @@ def markdown_summary(result, metric=None):
         lines.append(f"- **Excluded images**: {len(ds['excluded'])} could not be processed and were left out of "
                      "every pipeline alike (all pipelines are compared on the same images): "
                      + "; ".join(f"{_md_escape(e['name'])} ({_md_escape(e['reason'])})" for e in ds["excluded"]) + ".")
-    lines.append("")
+    return lines
 
-    order = result.ranking(metric)
-    header = ["#", "pipeline"] + [METRIC_LABELS[m] for m in shown] + [
-        "preprocess ms/img", "features ms/img", "fit s/fold", "predict ms/img", "total s", "folds"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * len(header)) + "|")
-    for rank, name in enumerate(order, 1):
-        n_ok = _n_ok(result, name)
-        cells = [str(rank), _md_escape(name)]
-        for m in shown:
-            cells.append(_cell(result.summary[name][m], n_ok))
-        t = result.timings[name]
-        cells += [_ms(t["preprocess_ms_per_image"]), _ms(t["features_ms_per_image"]), _s(t["fit_s_per_fold"]),
-                  _ms(t["predict_ms_per_image"]), _s(t["total_s"]), f"{n_ok}/{n_folds_total}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", ("Times (wall clock): *preprocess* runs the image steps of the stateless prefix and "
-                   "*features* its feature extractors, each once per image for the whole run; a pipeline whose "
-                   "features were already computed by an earlier one (same extractor, same images) reads them "
-                   "from the cache and shows almost no feature time. *fit* is per outer fold and includes inner "
-                   "tuning for nested CV; *predict* covers prediction and scores of the test part."), ""]
 
-    if result.pooled:
-        lines += ["## Pooled out-of-fold predictions", "",
-                  "All test predictions of the finished folds pooled into one set (each image counted once per "
-                  "repeat): one confusion matrix and one ROC-AUC per pipeline, beside the fold means above. "
-                  "Scores of different fold models are ranked together (comparable for calibrated probabilities).",
-                  ""]
-        header = ["pipeline", "predictions"] + [METRIC_LABELS[m] for m in shown] + ["confusion matrix (rows: true)"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * len(header)) + "|")
-        for name in order:
-            p = result.pooled.get(name) or {}
-            if not p.get("n_predictions"):
-                lines.append("| " + " | ".join([_md_escape(name), "0"] + ["n/a"] * (len(header) - 2)) + " |")
-                continue
-            cm = "; ".join(f"{label}: {row}" for label, row in zip(p["labels"], p["confusion_matrix"]))
-            cells = [_md_escape(name), str(p["n_predictions"])] + [_fmt(p["metrics"].get(m)) for m in shown]
-            lines.append("| " + " | ".join(cells + [_md_escape(cm)]) + " |")
-        lines.append("")
-
-    lines += [f"## {int(round(100 * result.config['confidence']))}% confidence intervals", ""]
-    header = ["pipeline"] + [METRIC_LABELS[m] for m in shown]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * len(header)) + "|")
-    for name in order:
-        cells = [_md_escape(name)]
-        for m in shown:
-            s = result.summary[name][m]
-            cells.append(f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-
-    for cmp_metric, rows in result.comparisons.items():
-        if not rows or cmp_metric != metric and cmp_metric != result.config["rank_by"]:
-            continue  # the other metrics' comparisons are in comparisons.csv and results.json
-        rope = result.config.get("rope")
-        lines += [f"## Paired comparisons: {METRIC_LABELS[cmp_metric]}", "",
-                  f"{rows[0]['test']}; p-values Holm-adjusted over all {rows[0]['n_pairs']} pairs "
-                  "(family-wise α = 0.05)."
-                  + (f" Bayesian correlated t-test (Benavoli et al. 2017) with a region of practical "
-                     f"equivalence of ±{rope}: posterior probabilities that A is better, that they are "
-                     "practically equivalent, that B is better." if rope is not None else ""), ""]
-        header = ["A", "B", "mean A−B", "t", "p", "p (Holm)", "significant"]
-        if rope is not None:
-            header += ["P(A better)", "P(equivalent)", "P(B better)"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * len(header)) + "|")
-        for row in rows:
-            cells = [_md_escape(row["a"]), _md_escape(row["b"]), _fmt(row.get("mean_diff")),
-                     _fmt(row.get("t"), 2), _fmt_p(row.get("p_value")), _fmt_p(row.get("p_holm")),
-                     "yes" if row.get("significant") else "no"]
-            if rope is not None:
-                b = row.get("bayes") or {}
-                cells += [_fmt(b.get("p_a_better")), _fmt(b.get("p_rope")), _fmt(b.get("p_b_better"))]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-
-    if result.per_class:
-        from .runner import PER_CLASS_METRICS
-
-        lines += ["## Per class (one-vs-rest)", ""]
-        header = ["pipeline", "class"] + [METRIC_LABELS[m] for m in PER_CLASS_METRICS]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * len(header)) + "|")
-        for name in order:
-            n_ok = _n_ok(result, name)
-            for label, stats in result.per_class.get(name, {}).items():
-                cells = [_md_escape(name), _md_escape(label)]
-                cells += [_cell(stats[m], n_ok) for m in PER_CLASS_METRICS]
-                lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-
-    others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
-              if rows and m not in (metric, result.config["rank_by"])]
-    if others:
-        lines += [f"Paired comparisons of {', '.join(others)}: comparisons.csv.", ""]
-
+def leakage_lines(result):
+    """The leakage report as Markdown lines (bullets, then the warnings)."""
     leak = result.leakage
-    lines += ["## Leakage report", ""]
+    lines = []
     dup = leak["duplicates"]
     if dup["status"] == "not checked":
         lines.append("- **Duplicate images**: NOT CHECKED (duplicates='none').")
@@ -249,21 +289,67 @@ def markdown_summary(result, metric=None):
     lines.append(f"- {leak['undetectable']}")
     if leak["warnings"]:
         lines += ["", "**Warnings:**"] + [f"- {w}" for w in leak["warnings"]]
-    lines.append("")
+    return lines
 
-    failed = [r for r in result.folds if r.get("status") == "failed"]
-    if failed:
-        lines += ["## Failed folds", ""]
-        lines += [f"- {_md_escape(r['pipeline'])}, repeat {r['repeat']} fold {r['fold']}: "
-                  f"{_md_escape(r['error'])}" for r in failed]
-        lines.append("")
+
+def failed_fold_lines(result):
+    """One Markdown bullet per failed fold."""
+    return [f"- {_md_escape(r['pipeline'])}, repeat {r['repeat']} fold {r['fold']}: {_md_escape(r['error'])}"
+            for r in result.folds if r.get("status") == "failed"]
+
+
+def environment_line(result):
+    """Package versions and platform, one line."""
     versions = ", ".join(f"{k} {v}" for k, v in result.versions.items() if k != "platform")
-    lines += ["## Environment", "", f"{versions}; {result.versions.get('platform', '')}.", ""]
+    return f"{versions}; {result.versions.get('platform', '')}."
+
+
+def markdown_summary(result, metric=None):
+    """The Markdown report of a :class:`~featurepipe.benchmark.BenchmarkResult`, sorted by ``metric``."""
+    metric = metric or result.config["rank_by"]
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+    lines = [f"# Benchmark on {result.dataset['name']}", ""] + description_lines(result, metric) + [""]
+    for table in report_tables(result, metric):
+        if table.title:
+            lines += [f"## {table.title}", ""]
+        if table.intro and table.intro_first:
+            lines += [table.intro, ""]
+        lines.append("| " + " | ".join(table.header) + " |")
+        lines.append("|" + "|".join(["---"] * len(table.header)) + "|")
+        lines += ["| " + " | ".join(_md_escape(cell.text) for cell in row) + " |" for row in table.rows]
+        lines.append("")
+        if table.intro and not table.intro_first:
+            lines += [table.intro, ""]
+
+    others = [METRIC_LABELS[m] for m, rows in result.comparisons.items()
+              if rows and m not in (metric, result.config["rank_by"])]
+    if others:
+        lines += [f"Paired comparisons of {', '.join(others)}: comparisons.csv.", ""]
+
+    figures = figure_files(result.output_dir) if result.output_dir is not None else []
+    if figures:
+        lines += ["## Figures", "", "Every figure also as SVG (vector) where listed; report.html embeds them all "
+                  "with these captions.", ""]
+        for png in figures:
+            svg = png.with_suffix(".svg")
+            twin = f" ([SVG]({svg.name}))" if svg.is_file() else ""
+            lines.append(f"- [{png.name}]({png.name}){twin}: {figure_caption(result, png.name)}")
+        lines.append("")
+    lines += ["## Leakage report", ""] + leakage_lines(result) + [""]
+    failed = failed_fold_lines(result)
+    if failed:
+        lines += ["## Failed folds", ""] + failed + [""]
+    lines += ["## Environment", "", environment_line(result), ""]
     return "\n".join(lines)
 
 
 def write_reports(result, out_dir):
-    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv`` and ``summary.md``.
+    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``, ``summary.md``, ``report.html``.
+
+    The figures already in ``out_dir`` (:func:`~featurepipe.benchmark.plots.write_plots`, run first) are
+    linked from ``summary.md`` and embedded in ``report.html``; to re-render both from a finished run:
+    ``write_reports(BenchmarkResult.load(folder), folder)``.
 
     Returns the paths written (plus ``results.json`` and ``folds.jsonl``, which the runner writes).
     """
@@ -327,6 +413,9 @@ def write_reports(result, out_dir):
     path = out_dir / "summary.md"
     path.write_text(markdown_summary(result), encoding="utf-8")
     files.append(str(path))
+    from .html import write_html_report  # html renders this module's tables (imported here: no cycle)
+
+    files.append(write_html_report(result, out_dir))
     files.append(str(out_dir / "results.json"))
     files.append(str(out_dir / "folds.jsonl"))
     return files

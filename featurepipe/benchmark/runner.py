@@ -293,7 +293,12 @@ def _history(fitted):
         hist = hist.history
     if not isinstance(hist, dict):
         return None
-    return {str(k): [float(v) for v in np.ravel(vals)] for k, vals in hist.items()}
+    out = {str(k): [float(v) for v in np.ravel(vals)] for k, vals in hist.items()}
+    # Learning-curve plots mark where fine-tuning began (KerasTransferClassifier's phase lengths).
+    final = _final_estimator(fitted)
+    if getattr(final, "n_fine_tune_epochs_", 0) and getattr(final, "n_head_epochs_", None) is not None:
+        out["fine_tuning_start_epoch"] = [float(final.n_head_epochs_ + 1)]
+    return out
 
 
 def _aligned_scores(est, Z, labels):
@@ -1136,13 +1141,12 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         versions=_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
     )
     if out_dir is not None:
+        from .plots import write_plots
         from .report import write_reports
 
-        result.files = write_reports(result, out_dir)
-        if plots:
-            from .plots import write_plots
-
-            result.files += write_plots(result, out_dir, samples)
+        # Plots first: summary.md links them and report.html embeds them.
+        result.files = write_plots(result, out_dir, samples) if plots else []
+        result.files = write_reports(result, out_dir) + result.files
         (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
         write_experiment(out_dir, {**experiment, "files": [Path(f).name for f in result.files]})
