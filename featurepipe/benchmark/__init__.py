@@ -14,7 +14,7 @@ grouped (patients and duplicate clusters) splits, computes each pipeline's
 stateless prefix once, tunes by nested CV when grids are given, and writes
 per-fold results as they finish (``folds.jsonl``; a rerun with the same
 output directory and configuration resumes), ``results.json``, CSV tables,
-``summary.md`` and PNG plots. ``featurepipe.benchmark`` is a package (the
+``summary.md``, ``report.html`` and PNG + SVG figures. ``featurepipe.benchmark`` is a package (the
 runner, reports, plots, the leakage report and the fold store live in its
 modules); the function to call is ``featurepipe.benchmark.run_benchmark``.
 """
