@@ -80,6 +80,9 @@ class _QuietLoader(importlib.abc.Loader):
         with _filtered_native_stderr():
             self._loader.exec_module(module)
 
+    def __getattr__(self, name):  # get_filename, is_package, get_resource_reader, ...: the real loader's
+        return getattr(self._loader, name)
+
 
 class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
     """Meta-path finder that hands ``tensorflow``'s own spec back with a :class:`_QuietLoader`."""

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from .cli_data import add_allow_outside_root
 
-__all__ = ["DEMO_RECIPES", "default_cache_dir", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes"]
+__all__ = ["DEMO_RECIPES", "default_cache_dir", "register", "run_benchmark_command", "run_fit", "run_predict",
+           "run_recipes"]
 
 #: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")

@@ -49,7 +49,8 @@ def tiny_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("argv", [["--help"], ["recipes"], ["benchmark", "--help"], ["data", "check", "--help"]])
 def test_help_and_recipes_import_neither_scikit_learn_nor_tensorflow(argv, tmp_path):
-    script = ("import sys\nfrom featurepipe.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    script = ("import sys\nfrom featurepipe.cli import main\ntry:\n    main(sys.argv[1:])\n"
+              "except SystemExit:\n    pass\n"
               "print([m for m in ('sklearn', 'tensorflow', 'keras', 'scipy') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
