@@ -1,19 +1,24 @@
-"""featurepipe: classical medical-image classification pipelines as scikit-learn estimators."""
+"""featurepipe: classical medical-image classification pipelines as scikit-learn estimators.
 
+The public names are imported on first use (PEP 562), so ``import
+featurepipe`` and ``featurepipe --help`` do not load scikit-learn.
+"""
+
+from ._lazy import lazy_attributes
 from ._version import __version__
-from .base import FeatureExtractor, ImageStep, is_stateless, step_token
-from .io import ImageReadError, read_image, read_mask
-from .sample import Sample, as_samples
 
-__all__ = [
-    "__version__",
-    "FeatureExtractor",
-    "ImageStep",
-    "ImageReadError",
-    "Sample",
-    "as_samples",
-    "is_stateless",
-    "read_image",
-    "read_mask",
-    "step_token",
-]
+_LAZY = {
+    "FeatureExtractor": ".base",
+    "ImageStep": ".base",
+    "is_stateless": ".base",
+    "step_token": ".base",
+    "ImageReadError": ".io",
+    "read_image": ".io",
+    "read_mask": ".io",
+    "Sample": ".sample",
+    "as_samples": ".sample",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -30,7 +30,7 @@ from .cache import cached_per_sample, get_cache
 from .io import ImageReadError
 from .sample import as_samples
 
-__all__ = ["ImageStep", "ImageStepError", "FeatureExtractor", "step_token", "is_stateless"]
+__all__ = ["ImageStep", "ImageStepError", "FeatureExtractor", "step_token", "is_stateless", "set_feature_cache"]
 
 
 class ImageStepError(ValueError):
@@ -279,3 +279,32 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         """Readable output feature names, e.g. ``glcm_contrast_d1_a0``."""
         self._check_params()
         return np.asarray(self._feature_names(), dtype=object)
+
+
+def set_feature_cache(estimator, cache):
+    """Set ``cache`` on every :class:`FeatureExtractor` inside ``estimator`` (itself included); returns it.
+
+    ``estimator`` is any scikit-learn estimator (pipelines, feature unions,
+    voting/stacking ensembles, ...); its nested parameters are walked with
+    ``get_params(deep=True)``. ``cache`` is what a feature extractor's
+    ``cache`` parameter takes: ``True`` (process memory), ``False`` (off) or
+    a directory (verified disk entries, see :mod:`featurepipe.cache`). The
+    cache never changes the features, only whether they are recomputed.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.svm import SVC
+    >>> from featurepipe.features import HOGFeatures
+    >>> pipe = set_feature_cache(make_pipeline(HOGFeatures(), SVC()), False)
+    >>> pipe.get_params()["hogfeatures__cache"]
+    False
+    """
+    if isinstance(estimator, FeatureExtractor):
+        estimator.set_params(cache=cache)
+    params = estimator.get_params(deep=True)
+    updates = {key: cache for key in params
+               if key.endswith("__cache") and isinstance(params[key.rpartition("__")[0]], FeatureExtractor)}
+    if updates:
+        estimator.set_params(**updates)
+    return estimator

@@ -13,6 +13,13 @@ files), 2 usage errors (argparse) and errors in the input (a message
 names the file or option; ``--traceback`` shows the Python traceback),
 130 interrupted (Ctrl-C: one line, plus how to resume when the command
 set ``args.interrupt_hint``).
+
+Start-up: this module and the command modules import only the standard
+library at their top, and the packages import their names on first use, so
+``featurepipe --help`` and ``featurepipe recipes`` load neither
+scikit-learn nor TensorFlow, and a benchmark of handcrafted recipes never
+imports TensorFlow. TensorFlow's C++ start-up notices (oneDNN, absl) are
+kept off stderr unless ``--verbose`` (:func:`featurepipe._logging.quiet_tensorflow`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import importlib
 import sys
 
+from ._logging import quiet_tensorflow
 from ._version import __version__
 
 __all__ = ["main", "build_parser"]
@@ -37,6 +45,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"featurepipe {__version__}")
     parser.add_argument("--traceback", action="store_true",
                         help="show the full Python traceback when a command fails")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let TensorFlow print its start-up log lines (hidden by default)")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -47,6 +57,7 @@ def main(argv=None):
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_tensorflow(verbose=args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         # ``featurepipe`` or ``featurepipe data`` alone: show the relevant help.

@@ -4,9 +4,9 @@
 
     featurepipe recipes
     featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
-                          [--output DIR] [--backend dask --scheduler ADDR]
+                          [--output DIR] [--backend dask --scheduler ADDR] [--cache DIR | --no-cache]
     featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
-                    [--cv N | --from-results DIR]
+                    [--cv N | --from-results DIR] [--cache DIR | --no-cache]
     featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
                         [--trust TYPE[,TYPE]] [--unsafe-pickle]
     featurepipe serve model.skops | --demo [--host 127.0.0.1] [--port 8501] [--trust TYPE[,TYPE]]
@@ -43,8 +43,8 @@ from pathlib import Path
 
 from .cli_data import add_allow_outside_root, add_task_options, task_options
 
-__all__ = ["DEMO_RECIPES", "register", "run_benchmark_command", "run_fit", "run_predict", "run_recipes", "run_serve",
-           "serve_command"]
+__all__ = ["DEMO_RECIPES", "default_cache_dir", "register", "run_benchmark_command", "run_fit", "run_predict",
+           "run_recipes", "run_serve", "serve_command"]
 
 #: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -95,6 +95,7 @@ def register(subparsers):
     bench.add_argument("--n-jobs", type=int, default=None, help="folds in parallel (joblib)")
     bench.add_argument("--backend", default=None, help="joblib backend for the folds, e.g. dask")
     bench.add_argument("--scheduler", default=None, help="Dask scheduler address (implies --backend dask)")
+    _add_cache_options(bench)
     bench.set_defaults(func=run_benchmark_command)
 
     fit = subparsers.add_parser(
@@ -121,6 +122,7 @@ def register(subparsers):
     _add_recipe_options(fit)
     add_task_options(fit)
     add_allow_outside_root(fit)
+    _add_cache_options(fit)
     fit.set_defaults(func=run_fit)
 
     pred = subparsers.add_parser(
@@ -146,6 +148,7 @@ def register(subparsers):
     pred.add_argument("--unsafe-pickle", action="store_true",
                       help="allow a pickle/joblib model file: unpickling runs any code the file contains, so only "
                            "use it for files you made")
+    _add_verbose_option(pred)
     pred.set_defaults(func=run_predict)
 
     serve = subparsers.add_parser(
@@ -164,6 +167,37 @@ def register(subparsers):
     serve.add_argument("--trust", type=_type_list, action="append", default=[], metavar="TYPE[,TYPE]",
                        help="also trust these types of a skops file, as for `predict`")
     serve.set_defaults(func=run_serve)
+
+
+def default_cache_dir():
+    """Folder of the command line's feature cache: ``$FEATUREPIPE_CACHE``, else
+    ``$XDG_CACHE_HOME/featurepipe/features``, else ``~/.cache/featurepipe/features``."""
+    if os.environ.get("FEATUREPIPE_CACHE"):
+        return os.environ["FEATUREPIPE_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "featurepipe", "features")
+
+
+def _add_verbose_option(parser):
+    # SUPPRESS: an absent sub-command flag keeps the value of `featurepipe --verbose <command>`.
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="let TensorFlow print its start-up log lines (hidden by default)")
+
+
+def _add_cache_options(parser):
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="DIR", default=None,
+                       help="keep computed features in DIR between runs (default: $FEATUREPIPE_CACHE, else "
+                            "$XDG_CACHE_HOME/featurepipe/features or ~/.cache/featurepipe/features); entries are "
+                            "keyed by extractor, parameters, version and pixels, and verified by checksum")
+    cache.add_argument("--no-cache", action="store_true",
+                       help="keep features in memory for this run only (nothing written to disk)")
+    _add_verbose_option(parser)
+
+
+def _feature_cache(args):
+    """The ``cache`` value for every feature extractor: ``True`` (memory only) or a directory."""
+    return True if args.no_cache else (args.cache or default_cache_dir())
 
 
 def _seed(text):
@@ -281,7 +315,11 @@ def _benchmark_command(args):
     else:
         dataset = _load(args.dataset, args.layout, args.allow_outside_root, args)
     options = _recipe_options(args)
-    pipelines = {name: recipes.make(name, random_state=args.seed, **options) for name in names}
+    from .base import set_feature_cache
+
+    cache = _feature_cache(args)
+    pipelines = {name: set_feature_cache(recipes.make(name, random_state=args.seed, **options), cache)
+                 for name in names}
     grids = {name: recipes.grid(name) for name in names} if args.grid else None
     output = args.output or f"featurepipe-benchmark-{_slug(dataset.name)}"
     # Printed by featurepipe.cli.main if the run is interrupted (Ctrl-C): finished folds are stored.
@@ -323,7 +361,8 @@ def run_fit(args):
     if args.from_results is not None:  # checked before the fit: a mismatch fails fast
         estimate = estimate_from_results(args.from_results, args.recipe, dataset=dataset,
                                          estimator=recipes.make(args.recipe, random_state=args.seed, **options))
-    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, **options)
+    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, cache=_feature_cache(args),
+                      **options)
     if args.cv is not None:
         print(f"featurepipe fit: cross-validating {args.recipe} ({args.cv} grouped folds) for the model card",
               file=sys.stderr)

@@ -228,22 +228,30 @@ def _plain(value):
 
 
 # ----------------------------------------------------------------------------- fit / save
-def fit_model(recipe, dataset, *, mode=None, random_state=0, **options):
+def fit_model(recipe, dataset, *, mode=None, random_state=0, cache=True, **options):
     """Fit recipe ``recipe`` on every sample of ``dataset``; returns a fitted :class:`ImageModel`.
 
     ``options`` are those of :func:`featurepipe.recipes.make`. ``mode`` is the channel mode the
     dataset was read with; ``None`` records the mode the training images actually have
-    (``"gray"`` or ``"rgb"`` when they all agree).
+    (``"gray"`` or ``"rgb"`` when they all agree). ``cache`` is the feature cache used while
+    fitting (``True``: memory; a directory: also on disk, see
+    :func:`featurepipe.base.set_feature_cache`); the returned model's extractors use the
+    memory cache, so a saved model names no local folder.
     """
     from . import recipes
+    from .base import set_feature_cache
 
-    pipe = recipes.make(recipe, random_state=random_state, **options)
+    pipe = set_feature_cache(recipes.make(recipe, random_state=random_state, **options), cache)
     if mode is None:
         ndims = {sample.image.ndim for sample in dataset.samples}
         mode = {frozenset({2}): "gray", frozenset({3}): "rgb"}.get(frozenset(ndims))
     model = ImageModel(pipe, use_mask=bool(options.get("use_mask", False)), mode=mode, recipe=recipe,
                        options={**options, "random_state": random_state})
-    return model.fit(dataset.samples, dataset.y)
+    model.fit(dataset.samples, dataset.y)
+    if cache is not True:
+        set_feature_cache(model.estimator, True)
+        set_feature_cache(model.estimator_, True)
+    return model
 
 
 def save_model(model, path, format="skops"):

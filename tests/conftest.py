@@ -21,3 +21,9 @@ def shared_data():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """The command line's default disk cache ($FEATUREPIPE_CACHE) is a fresh folder per test, never ~/.cache."""
+    monkeypatch.setenv("FEATUREPIPE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))

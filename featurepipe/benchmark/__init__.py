@@ -16,24 +16,25 @@ per-fold results as they finish (``folds.jsonl``; a rerun with the same
 output directory and configuration resumes), ``results.json``, CSV tables,
 ``summary.md``, ``report.html`` and PNG + SVG figures. ``featurepipe.benchmark`` is a package (the
 runner, reports, plots, the leakage report and the fold store live in its
-modules); the function to call is ``featurepipe.benchmark.run_benchmark``.
+modules); the function to call is ``featurepipe.benchmark.run_benchmark``. Names are
+imported from their modules on first use.
 """
 
-from .leakage import find_samplers, leakage_report
-from .runner import BenchmarkResult, run_benchmark
-from ..model_selection import merge_groups
-from .splits import CVSpec, Split, exact_duplicate_clusters, make_splits
-from .store import FoldStore
+from .._lazy import lazy_attributes
 
-__all__ = [
-    "run_benchmark",
-    "BenchmarkResult",
-    "CVSpec",
-    "Split",
-    "make_splits",
-    "merge_groups",
-    "exact_duplicate_clusters",
-    "leakage_report",
-    "find_samplers",
-    "FoldStore",
-]
+_LAZY = {
+    "run_benchmark": ".runner",
+    "BenchmarkResult": ".runner",
+    "CVSpec": ".splits",
+    "Split": ".splits",
+    "make_splits": ".splits",
+    "merge_groups": "..model_selection",
+    "exact_duplicate_clusters": ".splits",
+    "leakage_report": ".leakage",
+    "find_samplers": ".leakage",
+    "FoldStore": ".store",
+}
+
+__all__ = list(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,35 +8,20 @@
   stacked-autoencoder feature learner on flattened images plus any
   scikit-learn classifier.
 
-The Keras-based estimators are imported lazily, so ``import
+Every name is imported from its module on first use, so ``import
 featurepipe.classifiers`` for the ELM does not load TensorFlow.
 """
 
-from .elm import ELMClassifier, ELMRegressor
-
-__all__ = [
-    "ELMClassifier",
-    "ELMRegressor",
-    "KerasTransferClassifier",
-    "StackedAutoencoder",
-    "make_autoencoder_pipeline",
-]
+from .._lazy import lazy_attributes
 
 _LAZY = {
+    "ELMClassifier": ".elm",
+    "ELMRegressor": ".elm",
     "KerasTransferClassifier": ".keras_transfer",
     "StackedAutoencoder": ".autoencoder",
     "make_autoencoder_pipeline": ".autoencoder",
 }
 
+__all__ = list(_LAZY)
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(_LAZY[name], __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -9,31 +9,25 @@
 * :mod:`featurepipe.cnn.cam` — class activation maps for linear classifiers
   on average-pooled CNN features.
 
-TensorFlow/Keras are imported only when a model is built.
+TensorFlow/Keras are imported only when a model is built, and the names
+above on first use (so ``import featurepipe.cnn`` stays light).
 """
 
-from .extractor import CNNFeatures
-from .registry import (
-    OFFLINE_BACKBONE,
-    BackboneSpec,
-    BackboneWeightsError,
-    clear_model_cache,
-    get_backbone,
-    list_backbones,
-    load_backbone,
-    register_backbone,
-    unregister_backbone,
-)
+from .._lazy import lazy_attributes
 
-__all__ = [
-    "OFFLINE_BACKBONE",
-    "BackboneSpec",
-    "BackboneWeightsError",
-    "CNNFeatures",
-    "clear_model_cache",
-    "get_backbone",
-    "list_backbones",
-    "load_backbone",
-    "register_backbone",
-    "unregister_backbone",
-]
+_LAZY = {
+    "CNNFeatures": ".extractor",
+    "OFFLINE_BACKBONE": ".registry",
+    "BackboneSpec": ".registry",
+    "BackboneWeightsError": ".registry",
+    "clear_model_cache": ".registry",
+    "get_backbone": ".registry",
+    "list_backbones": ".registry",
+    "load_backbone": ".registry",
+    "register_backbone": ".registry",
+    "unregister_backbone": ".registry",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

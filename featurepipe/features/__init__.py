@@ -4,35 +4,35 @@ Each family has a function that does the maths (``glcm_features(image, mask,
 ...) -> (values, names)``) and a :class:`~featurepipe.base.FeatureExtractor`
 that adds the scikit-learn contract and the per-sample cache.
 :class:`FeatureBank` concatenates families with readable prefixes.
+
+Each name is imported from its module on first use, so a recipe that needs
+HOG does not load the curvelet or bag-of-visual-words code.
 """
 
-from .bank import DEFAULT_FAMILIES, FeatureBank, default_handcrafted_bank, make_feature_bank
-from .bovw import BagOfVisualWords, dense_descriptors
-from .curvelet import CurveletFeatures, curvelet_features
-from .firstorder import FirstOrderFeatures, first_order_features
-from .glcm import GLCMFeatures, cooccurrence_matrix, glcm_features
-from .hog import HOGFeatures, hog_features
-from .lbp import LBPFeatures, lbp_features
-from .shape import ShapeFeatures, shape_features
+from .._lazy import lazy_attributes
 
-__all__ = [
-    "DEFAULT_FAMILIES",
-    "BagOfVisualWords",
-    "CurveletFeatures",
-    "FeatureBank",
-    "FirstOrderFeatures",
-    "GLCMFeatures",
-    "HOGFeatures",
-    "LBPFeatures",
-    "ShapeFeatures",
-    "cooccurrence_matrix",
-    "curvelet_features",
-    "default_handcrafted_bank",
-    "dense_descriptors",
-    "first_order_features",
-    "glcm_features",
-    "hog_features",
-    "lbp_features",
-    "make_feature_bank",
-    "shape_features",
-]
+_LAZY = {
+    "DEFAULT_FAMILIES": ".bank",
+    "FeatureBank": ".bank",
+    "default_handcrafted_bank": ".bank",
+    "make_feature_bank": ".bank",
+    "BagOfVisualWords": ".bovw",
+    "dense_descriptors": ".bovw",
+    "CurveletFeatures": ".curvelet",
+    "curvelet_features": ".curvelet",
+    "FirstOrderFeatures": ".firstorder",
+    "first_order_features": ".firstorder",
+    "GLCMFeatures": ".glcm",
+    "cooccurrence_matrix": ".glcm",
+    "glcm_features": ".glcm",
+    "HOGFeatures": ".hog",
+    "hog_features": ".hog",
+    "LBPFeatures": ".lbp",
+    "lbp_features": ".lbp",
+    "ShapeFeatures": ".shape",
+    "shape_features": ".shape",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
