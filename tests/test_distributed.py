@@ -14,6 +14,8 @@ distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
 
 from featurepipe.cluster import extract_on_cluster  # noqa: E402
+from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone  # noqa: E402
+from featurepipe.cnn.registry import preprocess_tf  # noqa: E402
 from featurepipe.features import FirstOrderFeatures  # noqa: E402
 from featurepipe.io import ImageReadError  # noqa: E402
 from featurepipe.preprocessing import Resize  # noqa: E402
@@ -34,6 +36,20 @@ class MarkedFirstOrder(FirstOrderFeatures):
         with open(os.environ[MARKER_ENV], "a") as f:
             f.write(f"{os.getpid()} {digest}\n")
         return super()._extract(image, mask)
+
+
+def counting_builder(weights, input_shape):
+    """A tiny seeded CNN (deterministic even with ``weights=None``) that logs the pid of each build."""
+    import keras
+
+    with open(os.environ[MARKER_ENV] + ".builds", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.RandomUniform(0.0, 0.1, seed=0))(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu",
+                            kernel_initializer=keras.initializers.RandomUniform(0.0, 0.1, seed=1))(x)
+    return keras.Model(inputs, x)
 
 
 def _marks(path):
@@ -127,3 +143,29 @@ def test_cluster_reports_per_sample_errors_like_the_local_run(cluster_env, png_s
 
     with pytest.raises(ImageReadError, match="broken.png"):
         extract_on_cluster(_prefix(FirstOrderFeatures), samples, 4, client=client, retries=0)
+
+
+@pytest.mark.filterwarnings("ignore:CNNFeatures.*random weights:UserWarning")
+def test_cnn_model_is_built_once_per_worker_not_per_shard(cluster_env, png_samples):
+    client, marker = cluster_env
+    builds = marker.parent / (marker.name + ".builds")
+    builds.unlink(missing_ok=True)
+    name = "test_counting_cnn"
+    kwargs = dict(preprocess=preprocess_tf, default_input_size=32, output_dim=16, overwrite=True)
+    client.run(register_backbone, name, counting_builder, **kwargs)  # the registry is per process
+    register_backbone(name, counting_builder, **kwargs)
+    try:
+        prefix = Pipeline([("cnn", CNNFeatures(backbone=name, weights=None, input_size=32, batch_size=8,
+                                               cache=False))])
+        Z, ok_index, errors, _, _ = extract_on_cluster(prefix, png_samples, 4, client=client)  # 10 shards
+        built_by = Counter(int(line) for line in builds.read_text().split())
+        worker_pids = set(client.run(os.getpid).values())
+        # 10 shards, at most 2 builds: one per worker process that ran shards, none on the client.
+        assert set(built_by) <= worker_pids and set(built_by.values()) == {1}
+        assert errors == {} and Z.shape == (len(png_samples), 16)
+        local = prefix.fit(png_samples[:1]).transform(png_samples)
+        # Same seeded float32 network in another process; oneDNN may pick other kernels there.
+        np.testing.assert_allclose(Z, local, rtol=1e-5, atol=1e-6)
+    finally:
+        client.run(unregister_backbone, name)
+        unregister_backbone(name)
