@@ -1,7 +1,7 @@
 """Feature extraction on a local Dask cluster: 1 vs 2 workers, and the client's peak memory vs dataset size.
 
 Issue 15 point 2. Small random grey PNGs (32x32, seeded) are written to a temporary
-directory, deleted at the end; each configuration (images, workers) runs in a fresh
+directory, deleted at the end; each dataset size runs in a fresh
 client process so that its peak RSS (``ru_maxrss``) is its own. The recipe is cheap
 on purpose (resize + first-order features, no cache), so the numbers show the
 distribution overhead, not a heavy feature.
@@ -9,8 +9,9 @@ distribution overhead, not a heavy feature.
     PYTHONPATH=$PWD python benchmarks/dask_scale.py          # 2,000 and 8,000 images
     PYTHONPATH=$PWD python benchmarks/dask_scale.py --full   # 5,000 and 20,000 images
 
-Printed per configuration: wall seconds of the extraction, images/s, the client's RSS
-before the extraction and its peak after it (MiB). The client process also runs
+Per size, one client process runs a 1-worker and a 2-worker cluster and times them in
+alternating rounds (``--rounds``, median); printed: the wall seconds, the 2-vs-1 speed-up,
+the client's RSS before the extraction and its peak (MiB). The client process also runs
 the LocalCluster's scheduler (as ``Client(LocalCluster())`` does); the workers are
 separate processes. On a machine with only 2 cores, shared, 2 workers cannot reach 2x.
 """
@@ -50,8 +51,10 @@ def rss_mib():
     return float("nan")
 
 
-def run_one(folder, n_images, n_workers, shard_size):
-    """One client process: start the cluster, extract features of the first ``n_images`` files, report."""
+def run_one(folder, n_images, rounds, shard_size):
+    """One client process: a 1-worker and a 2-worker cluster, timed alternately on the first ``n_images`` files."""
+    import contextlib
+
     import distributed
     from sklearn.pipeline import Pipeline
 
@@ -63,19 +66,27 @@ def run_one(folder, n_images, n_workers, shard_size):
     paths = sorted(Path(folder).glob("*.png"))[:n_images]
     samples = np.array([Sample.from_path(p, label=i % 2) for i, p in enumerate(paths)], dtype=object)
     prefix = Pipeline([("resize", Resize(24)), ("features", FirstOrderFeatures(cache=False))])
-    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        # Warm-up: imports and first-call costs on every worker, outside the timing.
-        extract_on_cluster(prefix, samples[: 2 * n_workers], 1, client=client)
+    walls = {1: [], 2: []}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for n_workers in (1, 2):
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None))
+            clients[n_workers] = stack.enter_context(distributed.Client(cluster, set_as_default=False))
+            # Warm-up: imports and first-call costs on every worker, outside the timing.
+            extract_on_cluster(prefix, samples[: 2 * n_workers], 1, client=clients[n_workers])
         rss_before = rss_mib()
-        t0 = time.perf_counter()
-        Z, ok_index, errors, _, worker_s = extract_on_cluster(prefix, samples, shard_size, client=client)
-        wall = time.perf_counter() - t0
-    assert Z.shape[0] == len(samples) and not errors
+        for _ in range(rounds):  # alternating, so both see the same load on a shared machine
+            for n_workers in (1, 2):
+                t0 = time.perf_counter()
+                Z, ok_index, errors, _, _ = extract_on_cluster(prefix, samples, shard_size,
+                                                               client=clients[n_workers])
+                walls[n_workers].append(time.perf_counter() - t0)
+                assert Z.shape[0] == len(samples) and not errors
+                del Z, ok_index
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"images": len(samples), "workers": n_workers, "wall_s": wall, "worker_s": worker_s,
-                      "img_per_s": len(samples) / wall, "client_rss_before_mib": rss_before,
-                      "client_peak_rss_mib": peak, "features": Z.shape[1]}))
+    print(json.dumps({"images": len(samples), "wall_s_1": walls[1], "wall_s_2": walls[2],
+                      "client_rss_before_mib": rss_before, "client_peak_rss_mib": peak}))
 
 
 def main(argv=None):
@@ -83,10 +94,11 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="5,000 and 20,000 images (default 2,000 and 8,000)")
     parser.add_argument("--sizes", type=int, nargs=2, help="the two dataset sizes")
     parser.add_argument("--shard-size", type=int, default=500)
-    parser.add_argument("--one", nargs=3, metavar=("FOLDER", "IMAGES", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per size (median)")
+    parser.add_argument("--one", nargs=2, metavar=("FOLDER", "IMAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        run_one(args.one[0], int(args.one[1]), int(args.one[2]), args.shard_size)
+        run_one(args.one[0], int(args.one[1]), args.rounds, args.shard_size)
         return
     sizes = args.sizes or ([5000, 20000] if args.full else [2000, 8000])
     folder = Path(tempfile.mkdtemp(prefix="featurepipe-dask-scale-"))
@@ -98,28 +110,25 @@ def main(argv=None):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                            os.environ.get("PYTHONPATH", "")]))
         for n in sizes:
-            for workers in (1, 2):
-                out = subprocess.run([sys.executable, __file__, "--one", str(folder), str(n), str(workers),
-                                      "--shard-size", str(args.shard_size)],
-                                     check=True, capture_output=True, text=True, env=env).stdout
-                rows[n, workers] = json.loads(out.strip().splitlines()[-1])
-                r = rows[n, workers]
-                print(f"{n:>6} images, {workers} worker(s): {r['wall_s']:7.1f} s wall, {r['img_per_s']:7.0f} img/s, "
-                      f"client RSS {r['client_rss_before_mib']:.0f} MiB before, peak {r['client_peak_rss_mib']:.0f} MiB",
-                      flush=True)
+            out = subprocess.run([sys.executable, __file__, "--one", str(folder), str(n), "--rounds", str(args.rounds),
+                                  "--shard-size", str(args.shard_size)],
+                                 check=True, capture_output=True, text=True, env=env).stdout
+            rows[n] = r = json.loads(out.strip().splitlines()[-1])
+            print(f"{n:>6} images: wall s with 1 worker {[round(w, 1) for w in r['wall_s_1']]}, with 2 "
+                  f"{[round(w, 1) for w in r['wall_s_2']]}; client RSS {r['client_rss_before_mib']:.0f} MiB before, "
+                  f"peak {r['client_peak_rss_mib']:.0f} MiB", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print()
-    print("| images | 1 worker s | 2 workers s | speed-up 2 vs 1 | client peak RSS MiB (1 w / 2 w) |")
-    print("|---|---|---|---|---|")
+    print("| images | 1 worker s (median) | 2 workers s (median) | speed-up 2 vs 1 | 1-worker img/s | client peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
     for n in sizes:
-        one, two = rows[n, 1], rows[n, 2]
-        print(f"| {n} | {one['wall_s']:.1f} | {two['wall_s']:.1f} | {one['wall_s'] / two['wall_s']:.2f} | "
-              f"{one['client_peak_rss_mib']:.0f} / {two['client_peak_rss_mib']:.0f} |")
+        one, two = np.median(rows[n]["wall_s_1"]), np.median(rows[n]["wall_s_2"])
+        print(f"| {n} | {one:.1f} | {two:.1f} | {one / two:.2f} | {n / one:.0f} | {rows[n]['client_peak_rss_mib']:.0f} |")
     small, large = sizes
-    growth = max(rows[large, w]["client_peak_rss_mib"] - rows[small, w]["client_peak_rss_mib"] for w in (1, 2))
+    growth = rows[large]["client_peak_rss_mib"] - rows[small]["client_peak_rss_mib"]
     print(f"client peak RSS growth from {small} to {large} images: {growth:.0f} MiB "
-          f"({1024 * growth / (large - small):.1f} KiB per extra image: the sample list and the feature rows)")
+          f"({1024 * growth / (large - small):.2f} KiB per extra image: the sample list and the feature rows)")
 
 
 if __name__ == "__main__":

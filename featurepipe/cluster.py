@@ -134,7 +134,7 @@ def extract_on_cluster(prefix, samples, shard_size=256, progress=False, desc=Non
     results, errors, seconds = [], {}, 0.0
     try:
         with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-            for future, result in distributed.as_completed(list(futures), with_results=True):
+            for future, result in distributed.as_completed(list(futures), with_results=True, loop=client.loop):
                 bar.update(futures.pop(future))
                 errors.update(result["errors"])
                 seconds += result["seconds"]
