@@ -11,7 +11,9 @@ dataset. :func:`extract_on_cluster` sends it to the workers of a
 * each worker runs the prefix on its shard (a feature extractor with
   ``cache=<directory>`` on storage the workers share writes its entries there, so a
   later run on any machine finds them);
-* the client receives one feature matrix per shard, never pixels;
+* the client receives one feature matrix per shard, never pixels, and keeps only a few
+  shards in flight (two per worker thread), so its memory grows with the feature rows
+  alone, not with the tasks of the whole dataset;
 * a shard whose task raises is retried (``retries``); a shard lost with its
   worker is rescheduled by Dask itself (its ``distributed.scheduler.allowed-failures``);
 * models are built once per worker *process*: :func:`featurepipe.cnn.load_backbone`
@@ -125,23 +127,38 @@ def extract_on_cluster(prefix, samples, shard_size=256, progress=False, desc=Non
     if shard_size < 1:
         raise ValueError(f"shard_size must be a positive number of samples; got {shard_size}")
     [prefix_future] = client.scatter([prefix], broadcast=True, hash=False)
+    # A bounded window of shards in flight (two per worker thread): the client and the scheduler hold
+    # the tasks of a few shards at a time, not of the whole dataset, so their memory stays flat.
+    in_flight = max(2, 2 * sum(client.nthreads().values()))
+    starts = iter(range(0, len(samples), shard_size))
     futures = {}
-    for start in range(0, len(samples), shard_size):
+
+    def submit_next(queue):
+        start = next(starts, None)
+        if start is None:
+            return
         shard = samples[start:start + shard_size]
         future = client.submit(extract_shard, prefix_future, shard, start, per_sample_errors,
                                retries=retries, pure=False)
         futures[future] = len(shard)
+        queue.add(future)
+
     results, errors, seconds = [], {}, 0.0
+    queue = distributed.as_completed([], with_results=True, loop=client.loop)
     try:
+        for _ in range(in_flight):
+            submit_next(queue)
         with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-            for future, result in distributed.as_completed(list(futures), with_results=True, loop=client.loop):
+            for future, result in queue:
                 bar.update(futures.pop(future))
+                submit_next(queue)
                 errors.update(result["errors"])
                 seconds += result["seconds"]
                 if result["features"] is not None:
                     results.append((result["index"][0], result["features"], result["index"]))
     finally:
-        client.cancel(list(futures))  # on an error: stop the shards still queued
+        if futures:  # an error stopped the loop: cancel the shards still queued
+            client.cancel(list(futures))
     results.sort(key=lambda r: r[0])
     ok_index = np.concatenate([r[2] for r in results]) if results else np.empty(0, dtype=np.int64)
     return _stack([r[1] for r in results]), ok_index, dict(sorted(errors.items())), None, seconds

@@ -100,9 +100,9 @@ def test_cluster_features_equal_local_and_each_image_is_processed_once(cluster_e
     Z, ok_index, errors, preprocess_s, features_s = extract_on_cluster(
         _prefix(MarkedFirstOrder), png_samples, 7, client=client)  # 6 shards, the last one short
 
-    # Same code on the same decoded bytes, in processes on this machine: identical values.
+    # exact: the same code on the same decoded bytes, in processes on this one machine (same CPU kernels).
     np.testing.assert_array_equal(Z, local)
-    np.testing.assert_array_equal(ok_index, np.arange(len(png_samples)))
+    np.testing.assert_array_equal(ok_index, np.arange(len(png_samples)))  # exact: integer indices
     assert errors == {} and preprocess_s is None and features_s > 0
     marks = _marks(marker)
     per_image = Counter(digest for _, digest in marks)
@@ -124,7 +124,7 @@ def test_cluster_writes_the_shared_disk_cache(cluster_env, png_samples, tmp_path
     marker.unlink()
     again = _prefix(MarkedFirstOrder, cache_dir).fit(png_samples[:1]).transform(png_samples)
     assert _marks(marker) == []
-    np.testing.assert_array_equal(again, Z)  # read back from the .npz entries: the same bytes
+    np.testing.assert_array_equal(again, Z)  # exact: read back from the .npz entries, the same bytes
 
 
 def test_cluster_reports_per_sample_errors_like_the_local_run(cluster_env, png_samples, tmp_path):
@@ -137,9 +137,9 @@ def test_cluster_reports_per_sample_errors_like_the_local_run(cluster_env, png_s
                                                    per_sample_errors=True, client=client, retries=0)
     assert list(errors) == [9]
     assert isinstance(errors[9], ImageReadError) and "broken.png" in str(errors[9])
-    np.testing.assert_array_equal(ok_index, [i for i in range(13) if i != 9])
+    np.testing.assert_array_equal(ok_index, [i for i in range(13) if i != 9])  # exact: integer indices
     local = _prefix(FirstOrderFeatures).fit(png_samples[:1]).transform(samples[ok_index])
-    np.testing.assert_array_equal(Z, local)  # same code, same bytes (see above)
+    np.testing.assert_array_equal(Z, local)  # exact: same code, same bytes, same machine
 
     with pytest.raises(ImageReadError, match="broken.png"):
         extract_on_cluster(_prefix(FirstOrderFeatures), samples, 4, client=client, retries=0)
@@ -169,3 +169,32 @@ def test_cnn_model_is_built_once_per_worker_not_per_shard(cluster_env, png_sampl
     finally:
         client.run(unregister_backbone, name)
         unregister_backbone(name)
+
+
+def test_extraction_uses_the_client_it_is_given_not_the_default(cluster_env, png_samples):
+    client, _ = cluster_env
+    with distributed.Client(client.scheduler.address, set_as_default=False) as other:
+        Z, ok_index, errors, _, _ = extract_on_cluster(_prefix(FirstOrderFeatures), png_samples[:10], 4, client=other)
+    local = _prefix(FirstOrderFeatures).fit(png_samples[:1]).transform(png_samples[:10])
+    np.testing.assert_array_equal(Z, local)  # exact: same code, same bytes, same machine
+
+
+def test_benchmark_on_dask_extracts_features_on_the_workers(cluster_env, png_samples):
+    from sklearn.linear_model import LogisticRegression
+
+    from featurepipe.benchmark import run_benchmark
+    from featurepipe.dataset import Dataset
+
+    client, marker = cluster_env
+    marker.unlink(missing_ok=True)
+    dataset = Dataset(list(png_samples), name="pngs")
+    pipelines = {"fo": Pipeline([("resize", Resize(16)), ("features", MarkedFirstOrder(cache=False)),
+                                 ("lr", LogisticRegression())])}
+    cv = {"n_splits": 2, "n_repeats": 1, "random_state": 0}
+    on_dask = run_benchmark(dataset, pipelines, cv=cv, progress=False, plots=False,
+                            scheduler=client.scheduler.address, feature_chunk_size=8)
+    marks = _marks(marker)
+    assert {pid for pid, _ in marks} <= set(client.run(os.getpid).values())  # no image on the client
+    assert sorted(Counter(d for _, d in marks).values()) == [1] * len(png_samples)
+    local = run_benchmark(dataset, pipelines, cv=cv, progress=False, plots=False)
+    assert [r["metrics"] for r in on_dask.folds] == [r["metrics"] for r in local.folds]
