@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ def main(argv=None):
     if args.one:
         run_one(args.one[0], int(args.one[1]), args.rounds, args.shard_size)
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # on `timeout` or kill: still delete the images
     sizes = args.sizes or ([5000, 20000] if args.full else [2000, 8000])
     folder = Path(tempfile.mkdtemp(prefix="featurepipe-dask-scale-"))
     try:
