@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..base import FeatureExtractor, ImageStep, step_token
 from ..cache import get_cache
+from ..cluster import extract_on_cluster
 from ..dataset import Dataset
 from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
 from ..sample import Sample, as_samples, decode_once
@@ -912,7 +913,9 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             if prefixes[name] is None:
                 continue
             try:
-                Z_ok, ok_index, errors, pre_s, feat_s = _compute_prefix(
+                # On Dask the workers extract their shards' features; the client gathers matrices only.
+                compute = extract_on_cluster if backend == "dask" else _compute_prefix
+                Z_ok, ok_index, errors, pre_s, feat_s = compute(
                     prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
                     per_sample_errors=on_error != "raise")
                 if errors and len(errors) == len(samples):
