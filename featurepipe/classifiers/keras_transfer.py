@@ -12,8 +12,12 @@ learning guide (https://keras.io/guides/transfer_learning/).
 
 It is a plain scikit-learn classifier over a sequence of samples, so it
 sits in ``cross_validate``, ``GridSearchCV`` and the benchmark runner next
-to the "frozen features + SVM/ELM" pipelines. Unlike those, it learns from
-the training fold end to end, so nothing about it is cached.
+to the "frozen features + SVM/ELM" pipelines. What it does not train — the
+frozen trunk up to the first unfrozen layer — is a stateless function of
+the image, so by default (``cache_trunk="auto"`` without augmentation) its
+activations are computed once per image and cached per sample like any
+feature, and each fit trains only the unfrozen top and the head on them:
+fine-tuning costs its unfrozen layers, not the whole network.
 """
 
 from __future__ import annotations
@@ -148,6 +152,26 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         Random zoom in/out up to this fraction, in [0, 1).
     augment_brightness : float, default=0.0
         Random brightness shifts up to this fraction of the intensity range, in [0, 1].
+    cache_trunk : {"auto", True, False}, default="auto"
+        Train on cached trunk activations: the backbone is cut after the
+        last frozen layer (the one before the first ``unfreeze`` layer; the
+        backbone's output when only the head is trained), that layer's
+        spatial output is computed once per image (per-sample cache keyed by
+        the sample key, backbone, weights, input size and cut layer) and
+        only the layers after the cut plus the head are trained on it. Same
+        architecture, initialisation, batches and frozen batch
+        normalisation as ``False`` (end to end on images), so for the same
+        ``random_state`` the results agree up to float rounding. The cut
+        must be a layer whose output is the only tensor the unfrozen top
+        needs (:func:`valid_cut_indices`); a cut that a residual connection
+        crosses is refused naming the layer and the nearest valid
+        ``unfreeze`` values. Augmentation is unavailable in this mode (see
+        Notes): ``True`` with augmentation is refused; ``"auto"`` caches
+        exactly when no augmentation is asked for.
+    cache : bool or path, default=True
+        Where trunk activations are cached (``True`` process memory, a
+        directory for memory plus disk, ``False`` recompute them at every
+        fit and prediction); see :func:`featurepipe.cache.get_cache`.
     validation_fraction : float, default=0.1
         Fraction of the training data (the fold passed to ``fit``) held out,
         stratified by class, to monitor the loss for early stopping and the
@@ -185,6 +209,11 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         head-only phase (then the head-only weights are restored).
     validation_indices_ : ndarray of int
         Positions in the ``X`` given to ``fit`` of the samples held out for validation.
+    trunk_cut_layer_ : str or None
+        Name of the backbone layer whose cached output the top was trained
+        on (``None`` when trained end to end on images).
+    trunk_activation_shape_ : tuple of int or None
+        Shape ``(h, w, c)`` of one sample's cached trunk activations.
 
     Notes
     -----
@@ -197,6 +226,23 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     shrinking), grayscale is replicated to three channels, and the result
     times 255 goes through the backbone's own ``preprocess``. Augmentation
     layers act on that [0, 255] batch and only in ``fit``.
+
+    Why augmentation is not moved to the cached activations: the cache
+    holds one activation map per image, and an augmented image is a new
+    image. Transforming the cached map instead is exact only for trunks
+    that commute with the transform; a horizontal flip commutes with a CNN
+    only when every kernel is left-right symmetric (ImageNet kernels are
+    not), and rotations, zooms and brightness changes pass through the
+    trunk's nonlinearities, so no transform of the map reproduces them.
+    Hence augmentation needs end-to-end training (``cache_trunk=False``),
+    which recomputes the whole backbone for every image at every epoch.
+
+    With cached activations, prediction in the fitting process reads (or
+    computes and caches) the test images' trunk activations and runs the
+    top; ``model_`` (the whole network, the same weights) is what pickles
+    and what predicts after reloading. Memory: one float32 map per image,
+    e.g. 7x7x1280 (250 kB) for the output of a 224-pixel MobileNetV2 or
+    EfficientNet-Lite0.
 
     The fitted estimator pickles with its trained network (as the bytes of
     a ``.keras`` file), so it reloads without network access and without
@@ -811,12 +857,12 @@ def valid_cut_indices(model):
     Examples
     --------
     >>> import keras
-    >>> x0 = keras.Input((8, 8, 3)); x1 = keras.layers.Conv2D(3, 1, name="a")(x0)
+    >>> x0 = keras.Input((8, 8, 3), name="x"); x1 = keras.layers.Conv2D(3, 1, name="a")(x0)
     >>> x2 = keras.layers.ReLU(name="b")(x1); x3 = keras.layers.Add(name="c")([x1, x2])
     >>> x4 = keras.layers.ReLU(name="d")(x3)
     >>> m = keras.Model(x0, x4)
     >>> [m.layers[k].name for k in valid_cut_indices(m)]  # "b" is not a cut: "c" also needs "a"'s output
-    ['input_layer', 'a', 'c', 'd']
+    ['x', 'a', 'c', 'd']
     """
     import keras
 
