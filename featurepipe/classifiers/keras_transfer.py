@@ -644,8 +644,8 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         bs = self.batch_size
         top = None
         if self._uses_cached_trunk():
-            model, base, top, cut_name, trunk = self._build_cached(spec, units, size, n_classes,
-                                                                           seed if self.random_state is not None else None)
+            build_seed = seed if self.random_state is not None else None
+            model, base, top, cut_name, trunk = self._build_cached(spec, units, size, n_classes, build_seed)
             trunk_fn = _compiled(lambda x: trunk(preprocess(x), training=False), (None, size, size, 3))
             token = self._trunk_token(cut_name, size)
             shape = tuple(int(d) for d in trunk.output.shape[1:])
