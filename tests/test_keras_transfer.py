@@ -376,3 +376,140 @@ def test_unfitted_predict_raises():
 
     with pytest.raises(NotFittedError):
         _small().predict([np.zeros((32, 32), np.float32)])
+
+
+# ---------------------------------------------------------------------------------------------
+# cache_trunk: frozen trunk activations cached per sample, only the unfrozen top + head trained
+# ---------------------------------------------------------------------------------------------
+MOBILE = "fp_test_transfer_mobilenet_v2"
+
+
+@pytest.fixture(scope="module")
+def mobile_backbone():
+    """A random-weights MobileNetV2 at 32x32, registered with fixed weights (``weights="imagenet"``
+    then means these weights in every build) and non-trivial BN statistics in its last blocks."""
+    keras.utils.set_random_seed(1)
+    model = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    for layer in model.layers[-20:]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+    register_backbone(MOBILE, model, preprocess=preprocess_tf, overwrite=True)
+    yield model
+    unregister_backbone(MOBILE)
+
+
+def _fit_both(X, y, **params):
+    plain = _small(cache_trunk=False, **params).fit(X, y)
+    cached = _small(cache_trunk=True, **params).fit(X, y)
+    return plain, cached
+
+
+def test_cached_trunk_matches_end_to_end_training_head_only(tiny_backbone):
+    X, y = _squares(24, seed=6)
+    X_test, _ = _squares(10, seed=7)
+    plain, cached = _fit_both(X, y, weights="imagenet", epochs=4)
+    assert plain.trunk_cut_layer_ is None and cached.trunk_cut_layer_ == "relu2"  # the backbone's output
+    assert cached.trunk_activation_shape_ == (7, 7, 8)
+    assert cached.n_head_epochs_ == plain.n_head_epochs_
+    # same seed, same architecture, same initial weights, same batches: the same training up to float rounding
+    np.testing.assert_allclose(cached.history_["loss"], plain.history_["loss"], rtol=1e-4)
+    np.testing.assert_allclose(cached.predict_proba(X_test), plain.predict_proba(X_test), atol=1e-4)
+    # the cached-activation prediction is the whole network's on the image
+    batch = np.stack([np.repeat(im[:, :, None], 3, axis=2) for im in X_test]).astype(np.float32) * 255.0
+    direct = np.asarray(cached.model_(preprocess_tf(batch), training=False))[:, 0]
+    np.testing.assert_allclose(cached.predict_proba(X_test)[:, 1], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_trunk_matches_end_to_end_fine_tuning_with_residuals_and_frozen_bn(mobile_backbone):
+    # last block of MobileNetV2 (block_16: expand, depthwise, project, each with BN) and the top 1x1 conv:
+    # the cut is block_15_add, the output of the last residual connection
+    X, y = _squares(24, seed=8)
+    X_test, _ = _squares(10, seed=9)
+    names = [layer.name for layer in mobile_backbone.layers]
+    unfreeze = len(names) - 1 - names.index("block_15_add")
+    plain, cached = _fit_both(X, y, backbone=MOBILE, weights="imagenet", unfreeze=unfreeze, epochs=2,
+                              fine_tune_epochs=2, learning_rate=1e-2, fine_tune_learning_rate=1e-3,
+                              patience=None, reduce_lr_patience=None)
+    assert cached.trunk_cut_layer_ == "block_15_add" and cached.trunk_activation_shape_ == (1, 1, 160)
+    assert cached.n_unfrozen_layers_ == plain.n_unfrozen_layers_ == 11
+    np.testing.assert_allclose(cached.history_["loss"], plain.history_["loss"], rtol=1e-3)
+    np.testing.assert_allclose(cached.predict_proba(X_test), plain.predict_proba(X_test), atol=1e-4)
+    cached_base, plain_base = _base(cached.model_), _base(plain.model_)
+    for name in ("block_16_project", "Conv_1", "block_16_project_BN", "block_15_project"):
+        for got, expected in zip(cached_base.get_layer(name).get_weights(), plain_base.get_layer(name).get_weights()):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    # the frozen BN of the unfrozen top kept its statistics (inference mode) in the cached path
+    for got, registered in zip(cached_base.get_layer("Conv_1_bn").get_weights(),
+                               mobile_backbone.get_layer("Conv_1_bn").get_weights()):
+        # exact: weights are copied, not computed
+        np.testing.assert_array_equal(got, registered)
+
+
+def test_cut_crossed_by_a_residual_connection_is_refused_by_name(mobile_backbone):
+    names = [layer.name for layer in mobile_backbone.layers]
+    # cutting after block_15_project_BN leaves block_15_add needing block_14_add's output
+    unfreeze = len(names) - 1 - names.index("block_15_project_BN")
+    X, y = _squares(8, seed=0)
+    clf = _small(backbone=MOBILE, weights="imagenet", unfreeze=unfreeze, cache_trunk=True, validation_fraction=0)
+    with pytest.raises(ValueError, match=r"after layer 'block_15_project_BN'.*residual connection crosses the cut"
+                                         r".*unfreeze=\d+ \(first unfrozen layer 'block_15_expand'\)"
+                                         r".*cache_trunk=False"):
+        clf.fit(X, y)
+
+
+def test_valid_cut_indices_of_mobilenet_v2_exclude_the_inside_of_residual_blocks(mobile_backbone):
+    from featurepipe.classifiers.keras_transfer import valid_cut_indices
+
+    names = [layer.name for layer in mobile_backbone.layers]
+    valid = {names[i] for i in valid_cut_indices(mobile_backbone)}
+    assert {names[0], "block_14_add", "block_15_add", "block_16_project_BN", "Conv_1", "out_relu"} <= valid
+    # inside block 15 (its input feeds block_15_add) nothing is a cut; block 16 has no residual connection
+    assert not valid & {n for n in names if n.startswith("block_15_") and n != "block_15_add"}
+    assert {n for n in names if n.startswith("block_16_")} <= valid
+
+
+def test_trunk_activations_are_cached_per_sample_on_disk(tiny_backbone, tmp_path):
+    from featurepipe.cache import FeatureCache
+
+    X, y = _squares(16, seed=10)
+    clf = _small(weights="imagenet", unfreeze="conv2", epochs=1, fine_tune_epochs=1, cache=str(tmp_path),
+                 cache_trunk=True).fit(X, y)
+    assert clf.trunk_cut_layer_ == "relu1"
+    (step_dir,) = list(tmp_path.iterdir())
+    assert "layer='relu1'" in (step_dir / "STEP.txt").read_text()
+    entries = sorted(step_dir.glob("*/*.npz"))
+    assert len(entries) == 16
+    # each entry is the frozen trunk's (conv1 -> bn1 -> relu1) spatial output for its image
+    trunk = keras.Model(tiny_backbone.input, tiny_backbone.get_layer("relu1").output)
+    batch = np.stack([np.repeat(im[:, :, None], 3, axis=2) for im in X]).astype(np.float32) * 255.0
+    expected = np.asarray(trunk(preprocess_tf(batch), training=False))
+    got = {path.stem: FeatureCache.read_entry_unverified(path)[0] for path in entries}
+    from featurepipe import as_samples
+
+    for sample, want in zip(as_samples(X), expected):
+        np.testing.assert_allclose(got[sample.key], want, rtol=1e-5, atol=1e-5)
+    # a clone refits from the cache: same predictions
+    again = clone(clf).fit(X, y)
+    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), atol=1e-5)
+
+
+def test_pickled_cached_trunk_classifier_predicts_from_images(tiny_backbone):
+    X, y = _squares(16, seed=11)
+    clf = _small(weights="imagenet", epochs=2, cache_trunk=True).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    assert not again._cached_trunk_usable()  # no top model after reloading: the whole network runs
+    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_augmentation_is_refused_with_cache_trunk_and_turns_auto_off(tiny_backbone):
+    X, y = _squares(16, seed=12)
+    with pytest.raises(ValueError, match=r"cache_trunk=True cannot be combined with augmentation "
+                                         r"\(augment_flip='horizontal'"):
+        _small(cache_trunk=True, augment_flip="horizontal").fit(X, y)
+    auto = _small(augment_zoom=0.1, epochs=1)
+    assert not auto._uses_cached_trunk() and _small()._uses_cached_trunk()
+    with pytest.raises(ValueError, match="cache_trunk must be 'auto', True or False; got 'yes'"):
+        _small(cache_trunk="yes").fit(X, y)

@@ -12,8 +12,12 @@ learning guide (https://keras.io/guides/transfer_learning/).
 
 It is a plain scikit-learn classifier over a sequence of samples, so it
 sits in ``cross_validate``, ``GridSearchCV`` and the benchmark runner next
-to the "frozen features + SVM/ELM" pipelines. Unlike those, it learns from
-the training fold end to end, so nothing about it is cached.
+to the "frozen features + SVM/ELM" pipelines. What it does not train — the
+frozen trunk up to the first unfrozen layer — is a stateless function of
+the image, so by default (``cache_trunk="auto"`` without augmentation) its
+activations are computed once per image and cached per sample like any
+feature, and each fit trains only the unfrozen top and the head on them:
+fine-tuning costs its unfrozen layers, not the whole network.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import is_int as _is_int
 from .._validation import is_real as _is_real
+from ..base import step_token
+from ..cache import cached_per_sample, get_cache
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, check_samples_and_labels, load_resized
 
-__all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier"]
+__all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier", "valid_cut_indices"]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
@@ -146,6 +152,26 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         Random zoom in/out up to this fraction, in [0, 1).
     augment_brightness : float, default=0.0
         Random brightness shifts up to this fraction of the intensity range, in [0, 1].
+    cache_trunk : {"auto", True, False}, default="auto"
+        Train on cached trunk activations: the backbone is cut after the
+        last frozen layer (the one before the first ``unfreeze`` layer; the
+        backbone's output when only the head is trained), that layer's
+        spatial output is computed once per image (per-sample cache keyed by
+        the sample key, backbone, weights, input size and cut layer) and
+        only the layers after the cut plus the head are trained on it. Same
+        architecture, initialisation, batches and frozen batch
+        normalisation as ``False`` (end to end on images), so for the same
+        ``random_state`` the results agree up to float rounding. The cut
+        must be a layer whose output is the only tensor the unfrozen top
+        needs (:func:`valid_cut_indices`); a cut that a residual connection
+        crosses is refused naming the layer and the nearest valid
+        ``unfreeze`` values. Augmentation is unavailable in this mode (see
+        Notes): ``True`` with augmentation is refused; ``"auto"`` caches
+        exactly when no augmentation is asked for.
+    cache : bool or path, default=True
+        Where trunk activations are cached (``True`` process memory, a
+        directory for memory plus disk, ``False`` recompute them at every
+        fit and prediction); see :func:`featurepipe.cache.get_cache`.
     validation_fraction : float, default=0.1
         Fraction of the training data (the fold passed to ``fit``) held out,
         stratified by class, to monitor the loss for early stopping and the
@@ -183,6 +209,11 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         head-only phase (then the head-only weights are restored).
     validation_indices_ : ndarray of int
         Positions in the ``X`` given to ``fit`` of the samples held out for validation.
+    trunk_cut_layer_ : str or None
+        Name of the backbone layer whose cached output the top was trained
+        on (``None`` when trained end to end on images).
+    trunk_activation_shape_ : tuple of int or None
+        Shape ``(h, w, c)`` of one sample's cached trunk activations.
 
     Notes
     -----
@@ -195,6 +226,23 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     shrinking), grayscale is replicated to three channels, and the result
     times 255 goes through the backbone's own ``preprocess``. Augmentation
     layers act on that [0, 255] batch and only in ``fit``.
+
+    Why augmentation is not moved to the cached activations: the cache
+    holds one activation map per image, and an augmented image is a new
+    image. Transforming the cached map instead is exact only for trunks
+    that commute with the transform; a horizontal flip commutes with a CNN
+    only when every kernel is left-right symmetric (ImageNet kernels are
+    not), and rotations, zooms and brightness changes pass through the
+    trunk's nonlinearities, so no transform of the map reproduces them.
+    Hence augmentation needs end-to-end training (``cache_trunk=False``),
+    which recomputes the whole backbone for every image at every epoch.
+
+    With cached activations, prediction in the fitting process reads (or
+    computes and caches) the test images' trunk activations and runs the
+    top; ``model_`` (the whole network, the same weights) is what pickles
+    and what predicts after reloading. Memory: one float32 map per image,
+    e.g. 7x7x1280 (250 kB) for the output of a 224-pixel MobileNetV2 or
+    EfficientNet-Lite0.
 
     The fitted estimator pickles with its trained network (as the bytes of
     a ``.keras`` file), so it reloads without network access and without
@@ -216,8 +264,8 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
                  dropout=0.5, optimizer="adam", momentum=0.9, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
                  unfreeze=0, epochs=20, fine_tune_epochs=10, batch_size=32, patience=5, min_delta=1e-4,
                  reduce_lr_patience=3, reduce_lr_factor=0.2, class_weight=None, augment_flip=None, augment_rotation=0.0,
-                 augment_zoom=0.0, augment_brightness=0.0, validation_fraction=0.1, random_state=None,
-                 verbose=0):
+                 augment_zoom=0.0, augment_brightness=0.0, validation_fraction=0.1, cache_trunk="auto",
+                 cache=True, random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.input_size = input_size
@@ -241,6 +289,8 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         self.augment_zoom = augment_zoom
         self.augment_brightness = augment_brightness
         self.validation_fraction = validation_fraction
+        self.cache_trunk = cache_trunk
+        self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
@@ -302,7 +352,26 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             self._fail("validation_fraction", self.validation_fraction, "a number in [0, 1)")
         if self.verbose not in (0, 1, 2):
             self._fail("verbose", self.verbose, "0, 1 or 2")
+        if self.cache_trunk not in ("auto", True, False):
+            self._fail("cache_trunk", self.cache_trunk, "'auto', True or False")
+        get_cache(self.cache)  # ValueError naming the parameter
+        if self.cache_trunk is True and self._augments():
+            raise ValueError(
+                f"{type(self).__name__}: cache_trunk=True cannot be combined with augmentation "
+                f"(augment_flip={self.augment_flip!r}, augment_rotation={self.augment_rotation!r}, "
+                f"augment_zoom={self.augment_zoom!r}, augment_brightness={self.augment_brightness!r}): "
+                "the frozen trunk's activations are computed once per image, so an image transformed at "
+                "each epoch has no cached activations (see the class notes). Turn augmentation off, or "
+                "pass cache_trunk=False (or 'auto') to train end to end on augmented images."
+            )
         return spec, units
+
+    def _augments(self):
+        return (self.augment_flip is not None or self.augment_rotation > 0 or self.augment_zoom > 0
+                or self.augment_brightness > 0)
+
+    def _uses_cached_trunk(self):
+        return self.cache_trunk is True or (self.cache_trunk == "auto" and not self._augments())
 
     def _dense_units(self):
         value = self.dense_units
@@ -348,6 +417,13 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         # training=False states the intent (backbone in inference mode); Keras 3 fit() overrides it for
         # nested models, so _unfreeze also keeps the backbone's BatchNormalization layers frozen.
         x = base(inputs, training=False)
+        outputs = self._add_head(x, units, n_classes)
+        return keras.Model(inputs, outputs, name=f"transfer_{spec.name}"), base
+
+    def _add_head(self, x, units, n_classes):
+        """The new head (pooling, batch normalisation, dropout, dense layers, output) applied to ``x``."""
+        import keras
+
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         # momentum 0.9 (Keras default 0.99): the running statistics used at prediction must settle within
         # the few dozen steps a small medical dataset gives.
@@ -360,7 +436,89 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             outputs = keras.layers.Dense(1, activation="sigmoid", name="head_output")(x)
         else:
             outputs = keras.layers.Dense(n_classes, activation="softmax", name="head_output")(x)
-        return keras.Model(inputs, outputs, name=f"transfer_{spec.name}"), base
+        return outputs
+
+    def _build_cached(self, spec, units, size, n_classes, seed):
+        """The transfer model split at the last frozen layer: ``(model, base, top, cut layer name, trunk)``.
+
+        ``model`` maps images to probabilities (the backbone nested as in
+        :meth:`_build`, the head as a nested model); ``top`` maps the cut
+        layer's activations to the same probabilities through the same layer
+        objects (trained, it trains ``model``); ``trunk`` is the per-process
+        frozen backbone of :func:`featurepipe.cnn.load_backbone` cut at that
+        layer, whose weights ``base`` starts from.
+        """
+        import keras
+
+        from ..cnn.registry import load_backbone
+
+        shared = load_backbone(self.backbone, self.weights, size)
+        if seed is not None:  # building ``shared`` (first use in this process) may have drawn random numbers
+            keras.utils.set_random_seed(seed)
+        # Built like _build's base (same random draws, so the head starts from the same weights for the
+        # same seed), then given the shared model's weights: the cached activations come from that model.
+        base = spec.builder(self.weights, (size, size, 3))
+        base.set_weights(shared.get_weights())
+        base.trainable = False
+        fine_tunes = self.unfreeze != 0 and self.fine_tune_epochs > 0
+        start = self._unfreeze_start(base) if fine_tunes else len(base.layers)
+        cut_index = max(start - 1, 0)
+        valid = valid_cut_indices(base)
+        if cut_index not in valid:
+            raise ValueError(self._invalid_cut_message(base, cut_index, valid))
+        cut = base.layers[cut_index]
+        head_input = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
+        head = keras.Model(head_input, self._add_head(head_input, units, n_classes), name="head")
+        inputs = keras.Input(shape=(size, size, 3), name="image")
+        model = keras.Model(inputs, head(base(inputs, training=False)), name=f"transfer_{spec.name}")
+        top = keras.Model(cut.output, head(base.output), name=f"transfer_{spec.name}_top")
+        trunk = keras.Model(shared.input, shared.get_layer(cut.name).output, name=f"{spec.name}_trunk")
+        return model, base, top, cut.name, trunk
+
+    def _invalid_cut_message(self, base, cut_index, valid):
+        layers = base.layers
+        n = len(layers)
+        below = [i for i in valid if i < cut_index]
+        above = [i for i in valid if i > cut_index]
+        options = [f"unfreeze={n - 1 - i} (first unfrozen layer {layers[i + 1].name!r})"
+                   for i in (below[-1:] + above[:1]) if i + 1 < n]
+        return (
+            f"{type(self).__name__}: unfreeze={self.unfreeze!r} cuts backbone {self.backbone!r} after layer "
+            f"{layers[cut_index].name!r}, but the unfrozen layers also need an earlier tensor (a residual "
+            f"connection crosses the cut), so the frozen trunk's activations cannot be cached there. Nearest "
+            f"valid choices: {', '.join(options) or 'none'}; or pass cache_trunk=False to train end to end."
+        )
+
+    def _trunk_token(self, cut_name, size):
+        """Cache token of the trunk activations: backbone, weights, input size, cut layer, version."""
+        from ..cnn.extractor import CNNFeatures
+
+        # CNNFeatures' token already identifies backbone, weights (files, random networks, user models) and
+        # input size; the suffix tells these unpooled maps apart from its pooled features.
+        tapped = CNNFeatures(backbone=self.backbone, weights=self.weights, input_size=size, layer=cut_name)
+        return step_token(tapped) + "|unpooled-trunk-activations"
+
+    def _trunk_activations(self, samples, trunk_fn, token, shape, size, n_channels=None):
+        """``(activations (n, *shape) float32, channel count of the computed images or None)``."""
+        name = type(self).__name__
+        seen = []
+
+        def compute(missing):
+            out = []
+            channels = n_channels
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start:start + self.batch_size]
+                batch, channels = load_resized(chunk, size, owner=name, n_channels=channels)
+                out.extend(np.asarray(trunk_fn(batch * np.float32(255.0)), dtype=np.float32))
+            seen.append(channels)
+            return out
+
+        found = cached_per_sample(get_cache(self.cache), token, samples, compute, expected_shape=shape,
+                                  dtype=np.float32)
+        acts = np.empty((len(samples),) + tuple(shape), dtype=np.float32)
+        for i, sample in enumerate(samples):
+            acts[i] = found[sample.key]
+        return acts, (seen[0] if seen else None)
 
     def _make_optimizer(self, learning_rate):
         import keras
@@ -388,18 +546,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
 
     def _unfreeze(self, base):
         layers = base.layers
-        if isinstance(self.unfreeze, str):
-            names = [layer.name for layer in layers]
-            if self.unfreeze not in names:
-                shown = ", ".join(names[-8:])
-                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze!r} is not a layer of backbone "
-                                 f"{self.backbone!r} ({len(names)} layers; the last ones are: {shown})")
-            start = names.index(self.unfreeze)
-        else:
-            if self.unfreeze > len(layers):
-                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze} but backbone {self.backbone!r} "
-                                 f"has only {len(layers)} layers")
-            start = len(layers) - self.unfreeze
+        start = self._unfreeze_start(base)
         base.trainable = True
         for layer in layers[:start]:
             layer.trainable = False
@@ -414,6 +561,23 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
                 if isinstance(sub, keras.layers.BatchNormalization):
                     sub.trainable = False
         return len(layers) - start
+
+    def _unfreeze_start(self, base):
+        """Index in ``base.layers`` of the first layer that ``unfreeze`` makes trainable."""
+        layers = base.layers
+        if isinstance(self.unfreeze, str):
+            names = [layer.name for layer in layers]
+            if self.unfreeze not in names:
+                shown = ", ".join(names[-8:])
+                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze!r} is not a layer of backbone "
+                                 f"{self.backbone!r} ({len(names)} layers; the last ones are: {shown})")
+            start = names.index(self.unfreeze)
+        else:
+            if self.unfreeze > len(layers):
+                raise ValueError(f"{type(self).__name__}: unfreeze={self.unfreeze} but backbone {self.backbone!r} "
+                                 f"has only {len(layers)} layers")
+            start = len(layers) - self.unfreeze
+        return start
 
     def _validation_split(self, y_idx, classes, seed):
         """Sorted ``(train_idx, val_idx)``: a stratified hold-out of the data passed to ``fit`` only."""
@@ -468,9 +632,6 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             keras.utils.set_random_seed(seed)
 
         size = int(self.input_size or spec.default_input_size)
-        images, n_channels = load_resized(samples, size, owner=name)
-        images *= np.float32(255.0)
-
         train_idx, val_idx = self._validation_split(y_idx, classes, seed)
 
         def targets(idx):
@@ -480,31 +641,51 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         weights = (np.ones(len(train_idx), np.float32) if class_weights is None
                    else class_weights[y_idx[train_idx]].astype(np.float32))
         preprocess = spec.preprocess
-        augmenter = self._augmenter(seed % (2**31 - 8))
         bs = self.batch_size
+        top = None
+        if self._uses_cached_trunk():
+            build_seed = seed if self.random_state is not None else None
+            model, base, top, cut_name, trunk = self._build_cached(spec, units, size, n_classes, build_seed)
+            trunk_fn = _compiled(lambda x: trunk(preprocess(x), training=False), (None, size, size, 3))
+            token = self._trunk_token(cut_name, size)
+            shape = tuple(int(d) for d in trunk.output.shape[1:])
+            inputs, n_channels = self._trunk_activations(samples, trunk_fn, token, shape, size)
+            if n_channels is None:  # every activation was cached: read one image for the channel count
+                n_channels = load_resized(samples[:1], size, owner=name)[1]
+            train_ds = (tf.data.Dataset.from_tensor_slices((inputs[train_idx], targets(train_idx), weights))
+                        .shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True)
+                        .batch(bs)
+                        .prefetch(tf.data.AUTOTUNE))
+            val_data = (inputs[val_idx], targets(val_idx)) if len(val_idx) else None
+            trained = top
+        else:
+            images, n_channels = load_resized(samples, size, owner=name)
+            images *= np.float32(255.0)
+            augmenter = self._augmenter(seed % (2**31 - 8))
 
-        def prepare(x, t, w):
-            if augmenter is not None:
-                x = augmenter(x, training=True)
-            return preprocess(x), t, w
+            def prepare(x, t, w):
+                if augmenter is not None:
+                    x = augmenter(x, training=True)
+                return preprocess(x), t, w
 
-        train_ds = (tf.data.Dataset.from_tensor_slices((images[train_idx], targets(train_idx), weights))
-                    .shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True)
-                    .batch(bs)
-                    .map(prepare)
-                    .prefetch(tf.data.AUTOTUNE))
-        val_data = None
-        if len(val_idx):
-            val_data = (np.asarray(preprocess(images[val_idx]), dtype=np.float32), targets(val_idx))
-        del images
-
-        model, base = self._build(spec, units, size, n_classes)
+            train_ds = (tf.data.Dataset.from_tensor_slices((images[train_idx], targets(train_idx), weights))
+                        .shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True)
+                        .batch(bs)
+                        .map(prepare)
+                        .prefetch(tf.data.AUTOTUNE))
+            val_data = None
+            if len(val_idx):
+                val_data = (np.asarray(preprocess(images[val_idx]), dtype=np.float32), targets(val_idx))
+            del images
+            model, base = self._build(spec, units, size, n_classes)
+            trained = model
+            cut_name = token = shape = None
         loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
         monitor = "val_loss" if val_data is not None else "loss"
         history = {}
 
         def run_phase(learning_rate, n_epochs, initial_epoch):
-            model.compile(optimizer=self._make_optimizer(learning_rate), loss=loss, metrics=["accuracy"])
+            trained.compile(optimizer=self._make_optimizer(learning_rate), loss=loss, metrics=["accuracy"])
             callbacks = []
             if self.patience is not None:
                 callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=self.patience,
@@ -514,9 +695,9 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
                 callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=self.reduce_lr_factor,
                                                                    patience=self.reduce_lr_patience,
                                                                    min_delta=self.min_delta))
-            hist = model.fit(train_ds, validation_data=val_data, epochs=initial_epoch + n_epochs,
-                             initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,  # tf.data shuffles
-                             verbose=self.verbose)
+            hist = trained.fit(train_ds, validation_data=val_data, epochs=initial_epoch + n_epochs,
+                               initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,  # tf.data shuffles
+                               verbose=self.verbose)
             logged = dict(hist.history)
             if "learning_rate" not in logged:  # only ReduceLROnPlateau logs it; the rate was constant
                 logged["learning_rate"] = [learning_rate] * len(logged[monitor])
@@ -548,7 +729,12 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         self.n_channels_in_ = n_channels
         self.history_ = history
         self.validation_indices_ = val_idx
+        self.trunk_cut_layer_ = cut_name
+        self.trunk_activation_shape_ = shape
+        self._trunk_cache_token = token
+        self._top_model = top
         self._infer = None
+        self._top_infer = None
         return self
 
     # -- prediction -----------------------------------------------------------------------------
@@ -570,18 +756,57 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         """
         check_is_fitted(self, "model_")
         samples = as_samples(X)
-        infer = self._inference_fn()
         out = np.empty((len(samples), len(self.classes_)), dtype=np.float64)
+        if self._cached_trunk_usable():
+            acts, _ = self._trunk_activations(samples, self._trunk_fn(), self._trunk_cache_token,
+                                              self.trunk_activation_shape_, self.input_size_,
+                                              n_channels=self.n_channels_in_)
+            infer = self._top_inference_fn()
+            for start in range(0, len(samples), self.batch_size):
+                out[start:start + self.batch_size] = _two_columns(
+                    np.asarray(infer(acts[start:start + self.batch_size]), dtype=np.float64))
+            return out
+        infer = self._inference_fn()
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start:start + self.batch_size]
             batch, _ = load_resized(chunk, self.input_size_, owner=type(self).__name__,
                                     n_channels=self.n_channels_in_)
             batch = np.asarray(self.preprocess_(batch * np.float32(255.0)), dtype=np.float32)
-            p = np.asarray(infer(batch), dtype=np.float64)
-            if p.shape[1] == 1:
-                p = np.hstack([1.0 - p, p])
-            out[start:start + len(chunk)] = p
+            out[start:start + len(chunk)] = _two_columns(np.asarray(infer(batch), dtype=np.float64))
         return out
+
+    def _cached_trunk_usable(self):
+        """Whether prediction can use cached trunk activations and the top model (same process, same trunk).
+
+        After unpickling, or once the backbone registry rebuilt the shared
+        model (e.g. random weights after ``clear_model_cache``), the whole
+        network ``model_`` predicts from the images instead.
+        """
+        if getattr(self, "_top_model", None) is None:
+            return False
+        try:
+            return self._trunk_token(self.trunk_cut_layer_, self.input_size_) == self._trunk_cache_token
+        except ValueError:  # the backbone is no longer registered
+            return False
+
+    def _trunk_fn(self):
+        import keras
+
+        from ..cnn.registry import load_backbone
+
+        shared = load_backbone(self.backbone, self.weights, self.input_size_)
+        trunk = keras.Model(shared.input, shared.get_layer(self.trunk_cut_layer_).output)
+        preprocess = self.preprocess_
+        size = self.input_size_
+        return _compiled(lambda x: trunk(preprocess(x), training=False), (None, size, size, 3))
+
+    def _top_inference_fn(self):
+        infer = getattr(self, "_top_infer", None)
+        if infer is None:
+            top = self._top_model
+            infer = _compiled(lambda x: top(x, training=False), (None,) + tuple(self.trunk_activation_shape_))
+            self._top_infer = infer
+        return infer
 
     def predict(self, X):
         """Most probable class of each sample, shape (n_samples,)."""
@@ -592,7 +817,8 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     def __getstate__(self):
         state = super().__getstate__()
         state = dict(state)
-        state.pop("_infer", None)
+        for transient in ("_infer", "_top_infer", "_top_model"):  # the whole model_ predicts after reloading
+            state.pop(transient, None)
         model = state.pop("model_", None)
         if model is not None:
             state["_model_keras_bytes"] = _model_to_bytes(model)
@@ -605,6 +831,73 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         if data is not None:
             self.model_ = _model_from_bytes(data)
         self._infer = None
+        self._top_infer = None
+        self._top_model = None
+
+
+def valid_cut_indices(model):
+    """Positions ``k`` in ``model.layers`` after which the model splits into a trunk and a top.
+
+    A cut after layer ``k`` is valid when the output of ``model.layers[k]``
+    is the only tensor that the later layers need from the earlier ones:
+    no residual (skip) connection crosses it. The model's layers must be in
+    topological order (as Keras lists a functional model's layers) and each
+    called once.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model with one input and one output.
+
+    Returns
+    -------
+    list of int
+        Increasing; always contains ``len(model.layers) - 1`` (the output layer).
+
+    Examples
+    --------
+    >>> import keras
+    >>> x0 = keras.Input((8, 8, 3), name="x"); x1 = keras.layers.Conv2D(3, 1, name="a")(x0)
+    >>> x2 = keras.layers.ReLU(name="b")(x1); x3 = keras.layers.Add(name="c")([x1, x2])
+    >>> x4 = keras.layers.ReLU(name="d")(x3)
+    >>> m = keras.Model(x0, x4)
+    >>> [m.layers[k].name for k in valid_cut_indices(m)]  # "b" is not a cut: "c" also needs "a"'s output
+    ['x', 'a', 'c', 'd']
+    """
+    import keras
+
+    layers = model.layers
+    producer = {}
+    for i, layer in enumerate(layers):
+        for tensor in keras.tree.flatten(layer.output):
+            producer[id(tensor)] = i
+    last_use = list(range(len(layers)))  # index of the last layer that reads each layer's output
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        for tensor in keras.tree.flatten(layer.input):
+            j = producer.get(id(tensor))
+            if j is not None:
+                last_use[j] = max(last_use[j], i)
+    valid, reach = [], -1
+    for k, layer in enumerate(layers):
+        # earlier layers' outputs must all be consumed by layer k at the latest, and layer k has one output
+        if reach <= k and len(keras.tree.flatten(layer.output)) == 1:
+            valid.append(k)
+        reach = max(reach, last_use[k])
+    return valid
+
+
+def _compiled(function, shape):
+    """``function`` as a ``tf.function`` traced once for float32 batches of ``shape``."""
+    import tensorflow as tf
+
+    return tf.function(function, input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
+
+
+def _two_columns(proba):
+    """Probabilities with one column per class (a sigmoid output ``p`` becomes ``[1 - p, p]``)."""
+    return np.hstack([1.0 - proba, proba]) if proba.shape[1] == 1 else proba
 
 
 def _walk_layers(layer):
