@@ -24,13 +24,10 @@ describes that very file (the SHA-256 matches).
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
-import platform
-import sys
 from pathlib import Path
 
-from ._version import __version__
+from ._version import package_versions
 from .datasets.manifest import file_sha256
 
 __all__ = [
@@ -56,9 +53,6 @@ INTENDED_USE = ("Research use only: comparing and demonstrating image-classifica
 
 #: Metrics shown in the Markdown card (all of featurepipe.metrics.METRIC_NAMES are kept in the JSON).
 _SHOWN_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc", "mcc")
-_VERSION_PACKAGES = ("numpy", "scipy", "scikit-learn", "imbalanced-learn", "scikit-image", "opencv-python-headless",
-                     "pillow", "skops", "tensorflow-cpu", "tensorflow", "keras")
-
 
 def is_calibrated(model):
     """Whether ``model``'s probabilities come from a fitted calibration (a ``CalibratedClassifierCV`` head).
@@ -82,16 +76,6 @@ def card_paths(model_path):
     path = Path(model_path)
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     return path.with_name(stem + ".card.md"), path.with_name(stem + ".card.json")
-
-
-def _versions():
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "featurepipe": __version__}
-    for pkg in _VERSION_PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _jsonable(value):
@@ -286,7 +270,7 @@ def build_card(model, dataset, *, model_path=None, source=None, estimate=None, d
         "estimate": None if estimate is None else _jsonable(estimate),
         "intended_use": INTENDED_USE,
         "limitations": limitations,
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     return card
 

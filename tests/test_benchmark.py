@@ -717,3 +717,19 @@ def test_a_fold_whose_training_part_is_too_small_for_the_calibration_is_named(tm
     message = str(info.value)
     assert "pipeline 'firstorder_glcm_svm', repeat 0 fold" in message
     assert "rare: 2" in message and "fewer outer folds" in message
+
+
+def test_where_features_are_cached_does_not_change_the_experiment(tmp_path, capsys):
+    """`--cache DIR` / `--no-cache` only decide whether features are recomputed: a rerun with another
+    cache location resumes the same experiment instead of being refused as a different one."""
+    ds = make_dataset(seed=9)
+    out = tmp_path / "run"
+    first = run_benchmark(ds, {"lr": Pipeline([("stats", Stats(cache=str(tmp_path / "c1"))),
+                                               ("lr", LogisticRegression())])},
+                          cv=CV, output_dir=out, plots=False, progress=False)
+    capsys.readouterr()
+    again = run_benchmark(ds, {"lr": Pipeline([("stats", Stats(cache=False)), ("lr", LogisticRegression())])},
+                          cv=CV, output_dir=out, plots=False, progress=False)
+    assert "resuming: 6 of 6 folds done" in capsys.readouterr().err
+    assert again.summary["lr"]["mcc"] == first.summary["lr"]["mcc"]  # exact: the stored folds, not refitted
+    assert "cache" not in again.pipelines["lr"]["estimator"]

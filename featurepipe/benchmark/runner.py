@@ -6,9 +6,7 @@ See :func:`run_benchmark`.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
-import platform
 import sys
 import time
 import traceback
@@ -25,8 +23,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .._version import __version__
-from ..base import FeatureExtractor, ImageStep, step_token
+from .._version import __version__, package_versions
+from ..base import FeatureExtractor, ImageStep, set_feature_cache, step_token
 from ..cache import get_cache
 from ..cluster import extract_on_cluster
 from ..dataset import Dataset
@@ -56,11 +54,6 @@ PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "roc_auc",
 _DUPLICATE_METHODS = ("near", "exact", "none")
 #: A test fold larger than this multiple of the mean test fold makes the splits degenerate (refused).
 MAX_FOLD_RATIO = 2.0
-_VERSION_PACKAGES = (
-    "numpy", "scipy", "scikit-learn", "imbalanced-learn", "joblib", "scikit-image", "opencv-python-headless",
-    "pillow", "tensorflow-cpu", "tensorflow", "keras", "matplotlib", "dask", "distributed",
-)
-
 
 # ----------------------------------------------------------------------------- results
 @dataclass
@@ -250,16 +243,6 @@ def _check_choice(value, name, allowed):
         raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
 
 
-def _versions():
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "featurepipe": __version__}
-    for pkg in _VERSION_PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def _estimator_hash(estimator):
     try:
         return joblib.hash(clone(estimator, safe=False))
@@ -267,6 +250,14 @@ def _estimator_hash(estimator):
         warnings.warn(f"could not hash {type(estimator).__name__} by value ({exc}); resuming keys on its repr",
                       UserWarning, stacklevel=3)
         return joblib.hash(_full_repr(estimator))
+
+
+def _without_cache_location(estimator):
+    """A clone of ``estimator`` whose feature extractors all use the default cache (``cache=True``)."""
+    try:
+        return set_feature_cache(clone(estimator), True)
+    except (TypeError, AttributeError, ValueError):  # not a scikit-learn estimator: described as given
+        return estimator
 
 
 def _full_repr(estimator):
@@ -959,6 +950,9 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
     descriptions, configs = {}, {}
     for name, est in pipelines.items():
         prefix, suffix = prefixes[name], suffixes[name]
+        # Where features are cached never changes them: the experiment is identified (and described)
+        # with every feature cache reset, so `--cache DIR` or `--no-cache` resumes the same run.
+        est = _without_cache_location(est)
         configs[name] = joblib.hash({
             "featurepipe": __version__, "schema": _SCHEMA, "estimator": _estimator_hash(est),
             "grid": repr(grids.get(name)), "inner_cv": inner_spec.as_dict() if name in grids else None,
@@ -1141,7 +1135,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
                 for s in splits],
         folds=folds, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
-        versions=_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
+        versions=package_versions(), per_class=per_class, pooled=pooled, output_dir=out_dir,
     )
     if out_dir is not None:
         from .plots import write_plots

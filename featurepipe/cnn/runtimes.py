@@ -104,6 +104,13 @@ def bf16_supported():
 
 
 def _tf_sees_gpu():
+    import importlib.metadata
+
+    try:  # the CPU-only wheel cannot see a GPU: answer without importing TensorFlow (~2 s, ~700 MB)
+        importlib.metadata.version("tensorflow-cpu")
+        return False
+    except importlib.metadata.PackageNotFoundError:
+        pass
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
