@@ -29,6 +29,9 @@ def test_benchmark_demo_is_complete_and_its_plots_print_the_table(tmp_path, caps
             assert sorted(set(record["y_true"])) == sorted(labels)
             # calibrated probabilities: one row per test image, summing to 1
             assert all(abs(sum(row) - 1) < 1e-6 for row in record["y_score"])
+    # The CNN recipe with a linear head gets a class-activation-map panel in the report; the ELM does not.
+    assert (out / "cam_convnet_svm_linear.png").is_file() and not (out / "cam_convnet_elm.png").exists()
+    assert "cam_convnet_svm_linear" in (out / "report.html").read_text()
     # Each ROC panel prints the table's cells: the summary and every class's mean ± std.
     svg = (out / "roc_curves.svg").read_text()
     for name in DEMO_RECIPES:

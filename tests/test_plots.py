@@ -249,3 +249,38 @@ def test_synthetic_appears_once_in_a_title(result, tmp_path):
         files = plot_fold_scores(demo, tmp_path / "f.png")
         title = " ".join(t for t in _texts(files[1]) if "Per-fold" in t or "SYNTHETIC" in t)
         assert title.count("SYNTHETIC") == 1, title  # upper case: the label, not the "synthetic-lesions" name
+
+
+def test_cam_panel_explains_linear_cnn_heads_and_skips_others(tmp_path):
+    """A class-activation-map panel is written for a CNN pipeline with a one-vs-rest linear head (each map
+    explains the class the refitted fold model predicts) and not for a head CAM cannot explain."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    from featurepipe import Sample
+    from featurepipe.benchmark import run_benchmark
+    from featurepipe.benchmark.plots import figure_caption
+    from featurepipe.cnn import CNNFeatures
+
+    rng = np.random.default_rng(0)
+    X, y, groups = [], [], []
+    for k in range(24):
+        label = ("bright", "dark", "grey")[k % 3]
+        image = rng.uniform(0, 0.2, (32, 32)) + {"bright": 0.7, "dark": 0.0, "grey": 0.35}[label]
+        X.append(Sample.from_array(np.clip(image, 0, 1).astype(np.float32)))
+        y.append(label)
+        groups.append(f"p{k}")
+    cnn = CNNFeatures("mobilenet_v2", weights=None, input_size=32)
+    pipelines = {"linear": Pipeline([("cnn", cnn), ("scale", StandardScaler()), ("svm", LinearSVC(C=0.1))]),
+                 "rbf": Pipeline([("cnn", cnn), ("scale", StandardScaler()), ("svm", SVC())])}
+    result = run_benchmark((X, y, groups), pipelines, cv=3, duplicates="none", output_dir=tmp_path,
+                           progress=False)
+    assert (tmp_path / "cam_linear.png").is_file() and (tmp_path / "cam_linear.svg").is_file()
+    assert not (tmp_path / "cam_rbf.png").exists()  # an RBF head is refused by the maps: no panel
+    assert "Class activation maps" in figure_caption(result, "cam_linear.png")
+    svg = (tmp_path / "cam_linear.svg").read_text()
+    fold = sorted((r for r in result.folds if r["pipeline"] == "linear" and r["repeat"] == 0),
+                  key=lambda r: r["fold"])[0]
+    shown = [f"true {t} → {p}" for t, p in zip(fold["y_true"], fold["y_pred"])]
+    assert any(text in svg for text in shown)  # the titles are the fold's own predictions

@@ -48,7 +48,7 @@ _MPL_VERSION = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[
 
 __all__ = ["CURVE_GRID", "FIGURE_NAMES", "OKABE_ITO", "STYLE", "curve_summary", "figure_caption", "figure_files",
            "fold_curve", "mean_curve", "plot_confusion", "plot_curves", "plot_fold_scores", "plot_intensities",
-           "plot_learning_curves", "plot_misclassified", "slug", "texts_outside", "write_plots"]
+           "plot_cam_examples", "plot_learning_curves", "plot_misclassified", "slug", "texts_outside", "write_plots"]
 
 _MAX_PANELS_PER_ROW = 4
 #: Okabe & Ito (2008) colour-blind-safe palette (blue, vermillion, bluish green, reddish purple, orange,
@@ -190,7 +190,7 @@ def figure_files(directory):
     """The benchmark figures (PNG) present in ``directory``, in report order; each may have an SVG twin."""
     directory = Path(directory)
     named = [directory / n for n in FIGURE_NAMES if (directory / n).is_file()]
-    return named + sorted(directory.glob("misclassified_*.png"))
+    return named + sorted(directory.glob("misclassified_*.png")) + sorted(directory.glob("cam_*.png"))
 
 
 def figure_caption(result, filename):
@@ -236,9 +236,15 @@ def figure_caption(result, filename):
                 "mistakes first: the title gives the file, the true and the predicted class and p(predicted), the "
                 "calibrated probability the fold's model gave the predicted class (or its decision score when "
                 "the model has no probabilities).")
+    elif name.startswith("cam_"):
+        text = ("Class activation maps of the pipeline's linear head on its CNN features, for test images of the "
+                "first fold (first row: correctly classified, second row: misclassified): the model refitted on "
+                "that fold's training part (the cached features make this cheap) explains its own predicted "
+                "class; red = regions whose features raise that class's score. Shown only for pipelines whose "
+                "head featurepipe.cnn.cam can explain (linear, one weight row per class).")
     else:
-        raise ValueError(f"{filename!r} is not a benchmark figure (expected one of {FIGURE_NAMES} or "
-                         "misclassified_<pipeline>.png)")
+        raise ValueError(f"{filename!r} is not a benchmark figure (expected one of {FIGURE_NAMES}, "
+                         "misclassified_<pipeline>.png or cam_<pipeline>.png)")
     return text + synthetic
 
 
@@ -610,8 +616,62 @@ def plot_learning_curves(result, path):
     return _save(fig, path)
 
 
-def write_plots(result, out_dir, samples):
-    """Write every plot into ``out_dir`` (PNG with an SVG twin each); return the paths written."""
+@_styled
+def plot_cam_examples(result, name, estimator, samples, path, per_row=4):
+    """Class activation maps of correctly and wrongly classified test images of the first fold.
+
+    ``estimator`` (the unfitted pipeline) is refitted on the first fold's training part (the same
+    images the fold's model saw) and each map explains the class that model predicts. Returns the
+    PNG and SVG written, or ``None`` when the pipeline's head cannot be explained by
+    :func:`featurepipe.cnn.cam.class_activation_map` (it raises ``ValueError`` for such heads).
+    """
+    from sklearn.base import clone
+
+    from ..cnn.cam import cam_overlay, class_activation_map
+
+    records = sorted(_first_repeat(result, name), key=lambda r: r["fold"])
+    if not records or not any(type(step).__name__ == "CNNFeatures"
+                              for _, step in getattr(estimator, "steps", [])):
+        return None
+    record = records[0]
+    test = np.asarray(record["test_index"], dtype=int)
+    train = np.setdiff1d(np.arange(len(samples)), test)  # the fold's training part (samples after exclusions)
+    y = np.array([s.label for s in samples], dtype=object)
+    model = clone(estimator).fit(samples[train], y[train])
+    correct = [i for i, t, p in zip(test, record["y_true"], record["y_pred"]) if t == p][:per_row]
+    wrong = [i for i, t, p in zip(test, record["y_true"], record["y_pred"]) if t != p][:per_row]
+    maps = []
+    for row, chosen in enumerate((correct, wrong)):
+        for i in chosen:
+            try:
+                cam = class_activation_map(model, samples[i])
+            except ValueError:
+                return None  # a head the maps cannot explain: no panel rather than a wrong one
+            maps.append((row, samples[i], cam))
+    if not maps:
+        return None
+    cols = max(len(correct), len(wrong), 1)
+    fig = Figure(figsize=(max(4.0, 1.9 * cols), 0.9 + 2.2 * 2), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    used = [0, 0]
+    for row, sample, cam in maps:
+        ax = axes[row, used[row]]
+        used[row] += 1
+        ax.set_visible(True)
+        _show_image(ax, cam_overlay(sample.image, cam.heatmap, alpha=0.45) / 255.0)
+        ax.set_title(f"{sample.name[:18]}\ntrue {sample.label} → {cam.predicted}", fontsize=7)
+    _suptitle(fig, result, f"Class activation maps, fold 1 (top: correct, bottom: wrong): {name}")
+    return _save(fig, path)
+
+
+def write_plots(result, out_dir, samples, pipelines=None):
+    """Write every plot into ``out_dir`` (PNG with an SVG twin each); return the paths written.
+
+    ``pipelines`` (``{name: unfitted estimator}``) adds a class-activation-map panel for each
+    pipeline whose head can be explained (:func:`plot_cam_examples`).
+    """
     out_dir = Path(out_dir)
     files = [*plot_roc(result, out_dir / "roc_curves.png"), *plot_pr(result, out_dir / "pr_curves.png"),
              *plot_confusion(result, out_dir / "confusion_matrices.png"),
@@ -625,5 +685,7 @@ def write_plots(result, out_dir, samples):
             stem = f"{stem}_{len(used)}"
         used.add(stem)
         files += plot_misclassified(result, name, samples, out_dir / f"misclassified_{stem}.png") or []
+        if pipelines is not None and name in pipelines:
+            files += plot_cam_examples(result, name, pipelines[name], samples, out_dir / f"cam_{stem}.png") or []
     files += plot_learning_curves(result, out_dir / "learning_curves.png") or []
     return [str(f) for f in files]

@@ -1142,7 +1142,7 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
         from .report import write_reports
 
         # Plots first: summary.md links them and report.html embeds them.
-        result.files = write_plots(result, out_dir, samples) if plots else []
+        result.files = write_plots(result, out_dir, samples, pipelines) if plots else []
         result.files = write_reports(result, out_dir) + result.files
         (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
