@@ -20,9 +20,8 @@ import json
 import re
 from pathlib import Path
 
-from ..metrics import METRIC_LABELS, METRIC_NAMES
+from ..metrics import METRIC_LABELS
 from .plots import figure_caption, figure_files
-from .report import description_lines, environment_line, failed_fold_lines, leakage_lines, report_tables
 
 __all__ = ["html_report", "write_html_report"]
 
@@ -148,28 +147,27 @@ def _tuning_section(result):
             + "".join(rows) + "</tbody></table>")
 
 
-def html_report(result, metric=None, directory=None):
+def html_report(result, sections, directory=None):
     """The HTML report of a :class:`~featurepipe.benchmark.BenchmarkResult` as a string.
 
     Parameters
     ----------
     result : BenchmarkResult
-    metric : str, optional
-        Initial sort order of the tables (default: the run's ``rank_by``).
+    sections : dict
+        What the report shows, from :func:`featurepipe.benchmark.report.report_sections` (the same
+        tables and lines ``summary.md`` renders; this module only renders them as HTML).
     directory : path-like, optional
         Folder whose figures are embedded (default: ``result.output_dir``; none when both are ``None``).
     """
-    metric = metric or result.config["rank_by"]
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+    metric = sections["metric"]
     directory = directory if directory is not None else result.output_dir
     ds = result.dataset
     title = f"Benchmark on {ds['name']}"
-    parts = [f"<h1>{html.escape(title)}</h1>", _bullets(description_lines(result, metric)),
+    parts = [f"<h1>{html.escape(title)}</h1>", _bullets(sections["description"]),
              '<p class="note">Click a column header to sort a table by that column (again: reverse).</p>']
     if ds.get("info"):
         parts.append("<h2>Dataset</h2><pre>" + html.escape(json.dumps(ds["info"], indent=1, default=str)) + "</pre>")
-    for i, table in enumerate(report_tables(result, metric)):
+    for i, table in enumerate(sections["tables"]):
         section = [f"<h2>{html.escape(table.title)}</h2>" if table.title else "<h2>Results (mean over folds)</h2>"]
         intro = f"<p>{_inline(table.intro)}</p>" if table.intro else ""
         section += [intro if table.intro_first else "", _table(table.header, table.rows, f"table-{i}"),
@@ -183,14 +181,14 @@ def html_report(result, metric=None, directory=None):
     figures = figure_files(directory) if directory is not None else []
     parts.append("<h2>Figures</h2>")
     parts += [_figure(result, png) for png in figures] or ["<p>No figures were written (plots=False).</p>"]
-    parts += ["<h2>Leakage report</h2>", _bullets(leakage_lines(result))]
-    failed = failed_fold_lines(result)
+    parts += ["<h2>Leakage report</h2>", _bullets(sections["leakage"])]
+    failed = sections["failed"]
     if failed:
         parts += ["<h2>Failed folds</h2>", _bullets(failed)]
     parts += ["<h2>Experiment configuration</h2>",
               "<pre>" + html.escape(json.dumps({"config": result.config, "pipelines": result.pipelines},
                                                indent=1, default=str)) + "</pre>",
-              "<h2>Environment</h2>", f"<p>{html.escape(environment_line(result))}</p>"]
+              "<h2>Environment</h2>", f"<p>{html.escape(sections['environment'])}</p>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title>"
             # No request may leave the page: only inline scripts/styles and data: images are allowed.
@@ -200,8 +198,10 @@ def html_report(result, metric=None, directory=None):
             + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 
-def write_html_report(result, out_dir=None, metric=None):
+def write_html_report(result, sections, out_dir=None):
     """Write ``report.html`` into ``out_dir`` (default: ``result.output_dir``), embedding its figures; return the path.
+
+    ``sections``: :func:`featurepipe.benchmark.report.report_sections` of ``result``.
 
     Works on a fresh result and on one read back with
     :meth:`~featurepipe.benchmark.BenchmarkResult.load` (the figures are read from the folder).
@@ -211,5 +211,5 @@ def write_html_report(result, out_dir=None, metric=None):
         raise FileNotFoundError(f"out_dir {str(out_dir)!r} is not a folder (where report.html and the figures go)")
     out_dir = Path(out_dir)
     path = out_dir / "report.html"
-    path.write_text(html_report(result, metric, directory=out_dir), encoding="utf-8")
+    path.write_text(html_report(result, sections, directory=out_dir), encoding="utf-8")
     return str(path)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..metrics import METRIC_LABELS, METRIC_NAMES
+from .html import write_html_report
 from .plots import figure_caption, figure_files
 
-__all__ = ["write_reports", "markdown_summary", "report_tables", "Table", "Cell"]
+__all__ = ["write_reports", "markdown_summary", "report_sections", "report_tables", "Table", "Cell"]
 
 
 def _fmt(value, digits=3):
@@ -344,6 +345,21 @@ def markdown_summary(result, metric=None):
     return "\n".join(lines)
 
 
+def report_sections(result, metric=None):
+    """What ``summary.md`` and ``report.html`` both show, computed once here and rendered by each.
+
+    Returns ``{"metric", "description", "tables", "leakage", "failed", "environment"}``: the sort
+    metric (default the run's ``rank_by``), the description lines, :func:`report_tables`, the leakage
+    report lines, the failed-fold lines and the environment line.
+    """
+    metric = metric or result.config["rank_by"]
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
+    return {"metric": metric, "description": description_lines(result, metric),
+            "tables": report_tables(result, metric), "leakage": leakage_lines(result),
+            "failed": failed_fold_lines(result), "environment": environment_line(result)}
+
+
 def write_reports(result, out_dir):
     """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``, ``summary.md``, ``report.html``.
 
@@ -413,9 +429,7 @@ def write_reports(result, out_dir):
     path = out_dir / "summary.md"
     path.write_text(markdown_summary(result), encoding="utf-8")
     files.append(str(path))
-    from .html import write_html_report  # html renders this module's tables (imported here: no cycle)
-
-    files.append(write_html_report(result, out_dir))
+    files.append(write_html_report(result, report_sections(result), out_dir))
     files.append(str(out_dir / "results.json"))
     files.append(str(out_dir / "folds.jsonl"))
     return files
