@@ -3,7 +3,7 @@
 :class:`KerasTransferClassifier` reproduces the fine-tuned CNN baselines of
 the published comparisons (e.g. MobileNetV2, VGG16, ResNet50 or DenseNet121
 transfer learning on breast ultrasound, mammography or histopathology
-images): an ImageNet backbone from :mod:`featurepipe.cnn.registry` with its
+images): an ImageNet backbone from :mod:`featurepipe.cnn.specs` with its
 classification top removed is frozen, a new head (global average pooling,
 batch normalisation, dropout, dense layers, softmax or sigmoid) is trained
 on it, and optionally the last layers of the backbone are unfrozen and
@@ -95,7 +95,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     backbone : str, default="mobilenet_v2"
         Registered backbone name (:func:`featurepipe.cnn.list_backbones`).
     weights : "imagenet", None or path, default="imagenet"
-        Backbone weights (see :mod:`featurepipe.cnn.registry`). ``None``
+        Backbone weights (see :mod:`featurepipe.cnn.weights`). ``None``
         (random) is for tests only.
     input_size : int or None, default=None
         Side in pixels of the square network input; images are resized to
@@ -296,7 +296,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
 
     # -- validation -----------------------------------------------------------------------------
     def _check_params(self):
-        from ..cnn.registry import get_backbone
+        from ..cnn.specs import get_backbone
 
         spec = get_backbone(self.backbone)  # ValueError listing the known backbones
         if not (self.weights is None or self.weights == "imagenet" or isinstance(self.weights, (str, os.PathLike))):
@@ -450,7 +450,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         """
         import keras
 
-        from ..cnn.registry import load_backbone
+        from ..cnn.specs import load_backbone
 
         shared = load_backbone(self.backbone, self.weights, size)
         if seed is not None:  # building ``shared`` (first use in this process) may have drawn random numbers
@@ -792,7 +792,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     def _trunk_fn(self):
         import keras
 
-        from ..cnn.registry import load_backbone
+        from ..cnn.specs import load_backbone
 
         shared = load_backbone(self.backbone, self.weights, self.input_size_)
         trunk = keras.Model(shared.input, shared.get_layer(self.trunk_cut_layer_).output)
