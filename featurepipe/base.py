@@ -84,9 +84,9 @@ def _canonical(value, where):
         items = sorted((repr(k), _canonical(v, where)) for k, v in value.items())
         return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
     if isinstance(value, np.ndarray):
-        from .sample import _array_digest
+        from .sample import array_digest
 
-        return f"array({_array_digest(value)})"
+        return f"array({array_digest(value)})"
     if isinstance(value, os.PathLike):
         return repr(os.fspath(value))
     if callable(value):

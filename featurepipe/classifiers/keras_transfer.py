@@ -23,7 +23,6 @@ fine-tuning costs its unfrozen layers, not the whole network.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -38,6 +37,7 @@ from ..base import step_token
 from ..cache import cached_per_sample, get_cache
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, check_samples_and_labels, load_resized
+from ._keras_serialization import model_from_bytes, model_to_bytes
 
 __all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier", "valid_cut_indices"]
 
@@ -45,25 +45,6 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
 
-
-
-def _model_to_bytes(model):
-    """The whole Keras model (architecture + weights) as the bytes of a ``.keras`` file."""
-    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
-
-
-def _model_from_bytes(data):
-    import keras
-
-    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
-        path = os.path.join(tmp, "model.keras")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return keras.saving.load_model(path, compile=False)
 
 
 class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -821,7 +802,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             state.pop(transient, None)
         model = state.pop("model_", None)
         if model is not None:
-            state["_model_keras_bytes"] = _model_to_bytes(model)
+            state["_model_keras_bytes"] = model_to_bytes(model)
         return state
 
     def __setstate__(self, state):
@@ -829,7 +810,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         data = state.pop("_model_keras_bytes", None)
         super().__setstate__(state)
         if data is not None:
-            self.model_ = _model_from_bytes(data)
+            self.model_ = model_from_bytes(data)
         self._infer = None
         self._top_infer = None
         self._top_model = None

@@ -41,7 +41,7 @@ from .._validation import is_real as _is_real
 from ..base import FeatureExtractor
 from . import runtimes
 from .model_cache import MODEL_CACHE
-from .preprocessing import input_size_pair, prepare_batch, prepare_image
+from .preprocessing import input_size_pair, prepare_image
 from .specs import get_backbone, load_backbone
 from .weights import weights_file_token, weights_identity
 
