@@ -10,7 +10,7 @@
 * :mod:`featurepipe.cnn.weights` — where weights come from, and the errors
   that say what to download when they cannot be had.
 * :mod:`featurepipe.cnn.model_cache` — the per-process cache of built models
-  (:func:`clear_model_cache`), featurepipe's only global state.
+  (:func:`clear_model_cache`), the only global state of this package.
 * :mod:`featurepipe.cnn.efficientnet_lite` — EfficientNet-Lite0/1/2 in Keras
   with ImageNet weights that need no network.
 * :mod:`featurepipe.cnn.runtimes` — ONNX Runtime / OpenVINO inference.

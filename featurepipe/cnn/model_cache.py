@@ -1,4 +1,4 @@
-"""The per-process model cache: the one piece of global state in featurepipe.
+"""The per-process model cache: the only global state of :mod:`featurepipe.cnn`.
 
 Building a Keras network takes seconds and hundreds of megabytes, tracing its
 ``tf.function`` or converting it for ONNX Runtime / OpenVINO takes longer.

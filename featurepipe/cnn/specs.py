@@ -296,6 +296,33 @@ def _model_fingerprint(model):
     return "model:" + h.hexdigest()[:24]
 
 
+def _model_entry(name, model, default_input_size, output_dim, min_input_size):
+    """``(builder, default_input_size, output_dim, min_input_size, fingerprint)`` of a user's Keras model.
+
+    Sizes left ``None`` are read from the model (its headless part, see :func:`_headless`).
+    """
+    base = _headless(name, model)
+    in_shape = tuple(base.input_shape[1:])
+    if len(in_shape) != 3 or in_shape[2] != 3:
+        raise ValueError(f"register_backbone({name!r}, ...): the model must take RGB input "
+                         f"(None, H, W, 3); its input shape is {base.input_shape}")
+    fixed_size = in_shape[0] if in_shape[0] is not None and in_shape[0] == in_shape[1] else None
+    if default_input_size is None:
+        if in_shape[0] is None or in_shape[1] is None:
+            raise ValueError(f"register_backbone({name!r}, ...): the model's input size is not fixed; "
+                             "pass default_input_size")
+        if in_shape[0] != in_shape[1]:
+            raise ValueError(f"register_backbone({name!r}, ...): the model input is not square "
+                             f"({in_shape[0]}x{in_shape[1]}); featurepipe feeds square inputs")
+        default_input_size = in_shape[0]
+    if output_dim is None:
+        output_dim = int(base.output_shape[-1])
+    if min_input_size is None:
+        min_input_size = fixed_size if fixed_size is not None else 32
+    builder = functools.partial(_user_model_builder, name, base)
+    return builder, default_input_size, output_dim, min_input_size, _model_fingerprint(base)
+
+
 def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, default_input_size=None,
                       output_dim=None, weights_source="user-registered model", licence="as set by its owner",
                       description="", min_input_size=None, overwrite=False):
@@ -350,26 +377,8 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
     import keras
 
     if isinstance(model_or_builder, keras.Model):
-        base = _headless(name, model_or_builder)
-        in_shape = tuple(base.input_shape[1:])
-        if len(in_shape) != 3 or in_shape[2] != 3:
-            raise ValueError(f"register_backbone({name!r}, ...): the model must take RGB input "
-                             f"(None, H, W, 3); its input shape is {base.input_shape}")
-        fixed_size = in_shape[0] if in_shape[0] is not None and in_shape[0] == in_shape[1] else None
-        if default_input_size is None:
-            if in_shape[0] is None or in_shape[1] is None:
-                raise ValueError(f"register_backbone({name!r}, ...): the model's input size is not fixed; "
-                                 "pass default_input_size")
-            if in_shape[0] != in_shape[1]:
-                raise ValueError(f"register_backbone({name!r}, ...): the model input is not square "
-                                 f"({in_shape[0]}x{in_shape[1]}); featurepipe feeds square inputs")
-            default_input_size = in_shape[0]
-        if output_dim is None:
-            output_dim = int(base.output_shape[-1])
-        if min_input_size is None:
-            min_input_size = fixed_size if fixed_size is not None else 32
-        builder = functools.partial(_user_model_builder, name, base)
-        fingerprint = _model_fingerprint(base)
+        builder, default_input_size, output_dim, min_input_size, fingerprint = _model_entry(
+            name, model_or_builder, default_input_size, output_dim, min_input_size)
     elif callable(model_or_builder):
         if default_input_size is None or output_dim is None:
             raise ValueError(f"register_backbone({name!r}, ...): with a builder function, pass "
