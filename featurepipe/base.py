@@ -19,7 +19,6 @@ dataset.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -85,9 +84,9 @@ def _canonical(value, where):
         items = sorted((repr(k), _canonical(v, where)) for k, v in value.items())
         return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
     if isinstance(value, np.ndarray):
-        from .sample import _array_digest
+        from .sample import array_digest
 
-        return f"array({_array_digest(value)})"
+        return f"array({array_digest(value)})"
     if isinstance(value, os.PathLike):
         return repr(os.fspath(value))
     if callable(value):
@@ -125,16 +124,6 @@ def step_token(step, include_version=True):
 def is_stateless(step):
     """Whether ``step``'s output for a sample is independent of the data it was fitted on."""
     return bool(getattr(step, "_stateless", False))
-
-
-def _file_token(path):
-    """Identify a file (e.g. weights) by path, size and modification time."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return f"file({os.fspath(path)!r},missing)"
-    return f"file({os.fspath(path)!r},{stat.st_size},{stat.st_mtime_ns})"
 
 
 class _StatelessTagsMixin:

@@ -51,6 +51,9 @@ __all__ = [
     "read_image",
     "read_mask",
     "to_float_image",
+    "to_gray",
+    "convert_channels",
+    "check_image",
     "read_file_bytes",
     "open_regular_file",
     "IMAGE_EXTENSIONS",
@@ -184,7 +187,13 @@ def _opencv_to_array(data, path, gray):
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _convert_channels(arr, mode):
+def convert_channels(arr, mode):
+    """``arr`` in the channel layout ``mode`` asks for: the one conversion of every read and image step.
+
+    ``"gray"``: ``(H, W, 3)`` RGB → float32 BT.601 luma ``0.299 R + 0.587 G +
+    0.114 B`` (computed in float64), ``(H, W)`` unchanged; ``"rgb"``: ``(H, W)``
+    replicated to ``(H, W, 3)``, RGB unchanged; ``None``: unchanged.
+    """
     if mode is None:
         return arr
     if mode == "gray":
@@ -194,6 +203,54 @@ def _convert_channels(arr, mode):
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return arr
+
+
+def check_image(image, name):
+    """``image`` as an array after checking shape and values; errors start with ``name``.
+
+    Accepts real-valued ``(H, W)`` and ``(H, W, 3)`` arrays without NaN/inf
+    (any range: image steps work on standardised images too).
+    """
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        hint = ""
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            hint = " (RGBA: composite the alpha first, e.g. with featurepipe.io.to_float_image)"
+        raise ValueError(f"{name}: image must have shape (H, W) or (H, W, 3); got {arr.shape}{hint}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise ValueError(f"{name}: image must be a real-valued array; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if n_bad:
+            raise ValueError(f"{name}: image contains {n_bad} NaN or infinite value{'s' if n_bad > 1 else ''}; "
+                             "featurepipe images hold finite intensities")
+    return arr
+
+
+def to_gray(image, *, name="to_gray"):
+    """Grayscale float32 ``(H, W)``: RGB ``(H, W, 3)`` → BT.601 luma (as ``read_image(path, "gray")``), gray unchanged.
+
+    Parameters
+    ----------
+    image : array-like, shape (H, W) or (H, W, 3)
+        Real-valued, finite, non-empty.
+    name : str, default="to_gray"
+        Start of error messages.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_gray(np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]], np.float32)).tolist()
+    [[0.29899999499320984, 0.7009999752044678]]
+    """
+    arr = check_image(image, name)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: image has zero area (shape {arr.shape})")
+    return np.ascontiguousarray(convert_channels(arr, "gray"), dtype=np.float32)
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -397,7 +454,7 @@ def read_image(source, mode=None, *, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DE
         raise
     except (OSError, ValueError) as exc:
         raise ImageReadError(path, f"corrupt image data ({exc})") from None
-    return _convert_channels(arr, mode)
+    return convert_channels(arr, mode)
 
 
 def read_mask(source, *, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, name=None):

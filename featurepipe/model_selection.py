@@ -20,7 +20,6 @@ from sklearn.model_selection import BaseCrossValidator, StratifiedGroupKFold
 from sklearn.model_selection._split import GroupsConsumerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _num_samples
 
 __all__ = ["RepeatedStratifiedGroupKFold", "merge_groups", "check_groups_per_class", "group_labels"]
 
@@ -222,7 +221,7 @@ class RepeatedStratifiedGroupKFold(GroupsConsumerMixin, BaseCrossValidator):
             Group of each sample (patient, duplicate cluster, or merged).
         """
         self._check_params()
-        n_samples = _num_samples(X)
+        n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
         if y is None:
             raise ValueError("RepeatedStratifiedGroupKFold needs y (class labels) to stratify")
         if groups is None:

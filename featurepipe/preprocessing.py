@@ -39,7 +39,7 @@ from skimage.morphology import disk
 from ._validation import is_int as _is_int
 from ._validation import is_real as _is_real
 from .base import ImageStep, ImageStepError
-from .io import _convert_channels
+from .io import check_image, convert_channels, to_gray
 
 __all__ = [
     "PreprocessingError",
@@ -140,43 +140,13 @@ def _require_unit_range(image, what):
         )
 
 
-def _check_image(image, func):
-    """``image`` as an array after checking shape and values; errors name ``func``.
-
-    Accepts real-valued ``(H, W)`` and ``(H, W, 3)`` arrays without NaN/inf.
-    """
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        hint = ""
-        if arr.ndim == 3 and arr.shape[2] == 4:
-            hint = " (RGBA: composite the alpha first, e.g. with featurepipe.io.to_float_image)"
-        raise ValueError(f"{func}: image must have shape (H, W) or (H, W, 3); got {arr.shape}{hint}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise ValueError(f"{func}: image must be a real-valued array; got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating):
-        n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
-        if n_bad:
-            raise ValueError(f"{func}: image contains {n_bad} NaN or infinite value{'s' if n_bad > 1 else ''}; "
-                             "featurepipe images hold finite intensities")
-    return arr
-
-
 # ----------------------------------------------------------------------------------------
 # functional core
 # ----------------------------------------------------------------------------------------
-def to_gray(image):
-    """BT.601 luma of an RGB image (the weights of :func:`featurepipe.io.read_image`); gray images unchanged.
-
-    Returns float32 ``(H, W)``.
-    """
-    image = _check_image(image, "to_gray")
-    return np.ascontiguousarray(_convert_channels(np.asarray(image, dtype=np.float32), "gray"))
-
-
 def to_rgb(image):
     """Gray ``(H, W)`` replicated to ``(H, W, 3)``; RGB images unchanged. Returns float32."""
-    image = _check_image(image, "to_rgb")
-    return np.ascontiguousarray(_convert_channels(np.asarray(image, dtype=np.float32), "rgb"))
+    image = check_image(image, "to_rgb")
+    return np.ascontiguousarray(convert_channels(np.asarray(image, dtype=np.float32), "rgb"))
 
 
 def _resize_mask(mask, width, height):
@@ -211,7 +181,7 @@ def resize_image(image, mask, size, keep_aspect=False, pad_value=0.0, interpolat
     image : ndarray of float32, shape (height, width[, 3])
     mask : ndarray of bool, shape (height, width), or None
     """
-    image = _check_image(image, "resize_image")
+    image = check_image(image, "resize_image")
     out_h, out_w = size
     in_h, in_w = image.shape[:2]
     flag = _INTERPOLATIONS[interpolation]
@@ -257,7 +227,7 @@ def median_filter(image, size):
     All three replicate the edge pixels, so results equal ``cv2.medianBlur``
     on the 8-bit image divided by 255 for every size.
     """
-    image = _check_image(image, "median_filter")
+    image = check_image(image, "median_filter")
     image = np.ascontiguousarray(image, dtype=np.float32)
     if size == 1:
         return image.copy()
@@ -287,7 +257,7 @@ def gaussian_filter(image, sigma, size=None):
     mode="mirror")``. Borders are reflected without repeating the edge pixel
     (``BORDER_REFLECT_101``).
     """
-    image = _check_image(image, "gaussian_filter")
+    image = check_image(image, "gaussian_filter")
     k = gaussian_kernel_size(sigma, size)
     image = np.ascontiguousarray(image, dtype=np.float32)
     return cv2.GaussianBlur(image, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
@@ -302,7 +272,7 @@ def bilateral_filter(image, diameter, sigma_color, sigma_space):
     Colour images use OpenCV's colour distance (sum of absolute channel
     differences).
     """
-    image = _check_image(image, "bilateral_filter")
+    image = check_image(image, "bilateral_filter")
     image = np.ascontiguousarray(image, dtype=np.float32)
     return cv2.bilateralFilter(image, int(diameter), float(sigma_color), float(sigma_space),
                                borderType=cv2.BORDER_REFLECT_101)
@@ -342,7 +312,7 @@ def clahe(image, clip_limit=2.0, tile_grid_size=(8, 8), bit_depth=8):
     -------
     ndarray of float32, same shape, values in [0, 1]
     """
-    image = _check_image(image, "clahe")
+    image = check_image(image, "clahe")
     _require_unit_range(image, "CLAHE")
     rows, cols = tile_grid_size
     op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(cols), int(rows)))
@@ -386,7 +356,7 @@ def standardize(image, mask=None, within_mask=False, per_channel=False, on_const
     -------
     ndarray of float32, same shape (values no longer in [0, 1])
     """
-    image = _check_image(image, "standardize")
+    image = check_image(image, "standardize")
     x = np.asarray(image, dtype=np.float64)
     if within_mask:
         if mask is None:
@@ -453,7 +423,7 @@ def otsu_roi(image, opening_radius=15, foreground="bright", fill_holes=True, nbi
         larger than every object), saying which stage left nothing; or, naming
         ``otsu_roi``, for an image that is not ``(H, W)``/``(H, W, 3)`` or holds NaN/inf.
     """
-    gray = to_gray(_check_image(image, "otsu_roi"))
+    gray = to_gray(check_image(image, "otsu_roi"))
     # "dark" thresholds the negated image, so both polarities follow scikit-image's rule exactly
     # (foreground = strictly past the threshold, which is the centre of the last background bin).
     sign = 1.0 if foreground == "bright" else -1.0

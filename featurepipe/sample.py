@@ -55,7 +55,8 @@ def hash_bytes(*chunks):
     return h.hexdigest()
 
 
-def _array_digest(arr):
+def array_digest(arr):
+    """Hex digest of an array's dtype, shape and bytes: equal digests mean identical arrays."""
     arr = np.ascontiguousarray(arr)
     return hash_bytes(str(arr.dtype), repr(arr.shape), arr.tobytes())
 
@@ -323,9 +324,9 @@ class Sample:
         """
         image = to_float_image(image, name=name, unit_range=True)
         mask = _check_mask(mask, image, name)
-        parts = [_array_digest(image)]
+        parts = [array_digest(image)]
         if mask is not None:
-            parts.append(_array_digest(mask))
+            parts.append(array_digest(mask))
         key = hash_bytes(*parts)[:32]
         image.setflags(write=False)
         if mask is not None:

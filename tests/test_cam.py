@@ -25,7 +25,7 @@ from featurepipe.cnn.cam import (
     linear_head,
     save_cam_overlay,
 )
-from featurepipe.cnn.registry import preprocess_tf
+from featurepipe.cnn import preprocess_tf
 
 SIZE, SIDE = 64, 14
 NAME = "cam_test_net"

@@ -25,7 +25,8 @@ from featurepipe.cnn import (
     list_backbones,
     load_backbone,
 )
-from featurepipe.cnn.extractor import pool_feature_map, prepare_image
+from featurepipe.cnn.extractor import pool_feature_map
+from featurepipe.cnn.preprocessing import prepare_image
 from featurepipe.io import ImageReadError
 from featurepipe.sample import Sample
 

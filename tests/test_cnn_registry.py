@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from featurepipe.cnn.registry import (
+from featurepipe.cnn import (
     BackboneWeightsError,
     get_backbone,
     list_backbones,

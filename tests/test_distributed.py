@@ -15,7 +15,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 
 from featurepipe.cluster import extract_on_cluster  # noqa: E402
 from featurepipe.cnn import CNNFeatures, register_backbone, unregister_backbone  # noqa: E402
-from featurepipe.cnn.registry import preprocess_tf  # noqa: E402
+from featurepipe.cnn import preprocess_tf  # noqa: E402
 from featurepipe.features import FirstOrderFeatures  # noqa: E402
 from featurepipe.io import ImageReadError  # noqa: E402
 from featurepipe.preprocessing import Resize  # noqa: E402

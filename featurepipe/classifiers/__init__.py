@@ -3,7 +3,7 @@
 * :class:`ELMClassifier` / :class:`ELMRegressor` — Extreme Learning Machine
   (random hidden layer + closed-form ridge read-out) on 2-D feature arrays.
 * :class:`KerasTransferClassifier` — end-to-end transfer learning of a CNN
-  backbone from :mod:`featurepipe.cnn.registry` on image samples.
+  backbone from :mod:`featurepipe.cnn.specs` on image samples.
 * :class:`StackedAutoencoder` and :func:`make_autoencoder_pipeline` — a dense
   stacked-autoencoder feature learner on flattened images plus any
   scikit-learn classifier.

@@ -34,7 +34,7 @@ from .._validation import is_int as _is_int
 from .._validation import is_real as _is_real
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, load_resized
-from .keras_transfer import _model_from_bytes, _model_to_bytes
+from ._keras_serialization import model_from_bytes, model_to_bytes
 
 __all__ = ["AE_ACTIVATIONS", "StackedAutoencoder", "make_autoencoder_pipeline"]
 
@@ -270,7 +270,7 @@ class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimat
         state.pop("encoder_", None)
         model = state.pop("autoencoder_", None)
         if model is not None:
-            state["_autoencoder_keras_bytes"] = _model_to_bytes(model)
+            state["_autoencoder_keras_bytes"] = model_to_bytes(model)
         return state
 
     def __setstate__(self, state):
@@ -280,7 +280,7 @@ class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimat
         if data is not None:
             import keras
 
-            model = _model_from_bytes(data)
+            model = model_from_bytes(data)
             self.autoencoder_ = model
             top = model.get_layer(f"encoder_{len(self.hidden_units)}")
             self.encoder_ = keras.Model(model.input, top.output, name="encoder")

@@ -3,7 +3,7 @@
 :class:`KerasTransferClassifier` reproduces the fine-tuned CNN baselines of
 the published comparisons (e.g. MobileNetV2, VGG16, ResNet50 or DenseNet121
 transfer learning on breast ultrasound, mammography or histopathology
-images): an ImageNet backbone from :mod:`featurepipe.cnn.registry` with its
+images): an ImageNet backbone from :mod:`featurepipe.cnn.specs` with its
 classification top removed is frozen, a new head (global average pooling,
 batch normalisation, dropout, dense layers, softmax or sigmoid) is trained
 on it, and optionally the last layers of the backbone are unfrozen and
@@ -23,7 +23,6 @@ fine-tuning costs its unfrozen layers, not the whole network.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -38,6 +37,7 @@ from ..base import step_token
 from ..cache import cached_per_sample, get_cache
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, check_samples_and_labels, load_resized
+from ._keras_serialization import model_from_bytes, model_to_bytes
 
 __all__ = ["FLIP_MODES", "OPTIMIZERS", "KerasTransferClassifier", "valid_cut_indices"]
 
@@ -45,25 +45,6 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
 
-
-
-def _model_to_bytes(model):
-    """The whole Keras model (architecture + weights) as the bytes of a ``.keras`` file."""
-    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
-
-
-def _model_from_bytes(data):
-    import keras
-
-    with tempfile.TemporaryDirectory(prefix="featurepipe-") as tmp:
-        path = os.path.join(tmp, "model.keras")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return keras.saving.load_model(path, compile=False)
 
 
 class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -95,7 +76,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     backbone : str, default="mobilenet_v2"
         Registered backbone name (:func:`featurepipe.cnn.list_backbones`).
     weights : "imagenet", None or path, default="imagenet"
-        Backbone weights (see :mod:`featurepipe.cnn.registry`). ``None``
+        Backbone weights (see :mod:`featurepipe.cnn.weights`). ``None``
         (random) is for tests only.
     input_size : int or None, default=None
         Side in pixels of the square network input; images are resized to
@@ -296,7 +277,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
 
     # -- validation -----------------------------------------------------------------------------
     def _check_params(self):
-        from ..cnn.registry import get_backbone
+        from ..cnn.specs import get_backbone
 
         spec = get_backbone(self.backbone)  # ValueError listing the known backbones
         if not (self.weights is None or self.weights == "imagenet" or isinstance(self.weights, (str, os.PathLike))):
@@ -450,7 +431,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         """
         import keras
 
-        from ..cnn.registry import load_backbone
+        from ..cnn.specs import load_backbone
 
         shared = load_backbone(self.backbone, self.weights, size)
         if seed is not None:  # building ``shared`` (first use in this process) may have drawn random numbers
@@ -792,7 +773,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
     def _trunk_fn(self):
         import keras
 
-        from ..cnn.registry import load_backbone
+        from ..cnn.specs import load_backbone
 
         shared = load_backbone(self.backbone, self.weights, self.input_size_)
         trunk = keras.Model(shared.input, shared.get_layer(self.trunk_cut_layer_).output)
@@ -821,7 +802,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             state.pop(transient, None)
         model = state.pop("model_", None)
         if model is not None:
-            state["_model_keras_bytes"] = _model_to_bytes(model)
+            state["_model_keras_bytes"] = model_to_bytes(model)
         return state
 
     def __setstate__(self, state):
@@ -829,7 +810,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         data = state.pop("_model_keras_bytes", None)
         super().__setstate__(state)
         if data is not None:
-            self.model_ = _model_from_bytes(data)
+            self.model_ = model_from_bytes(data)
         self._infer = None
         self._top_infer = None
         self._top_model = None

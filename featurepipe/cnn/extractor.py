@@ -1,7 +1,8 @@
 """``CNNFeatures``: a frozen CNN backbone as an image → vector feature extractor.
 
-Functional core: :func:`prepare_batch` turns images into the network's input
-batch, :func:`pool_feature_map` pools feature maps (average, max, GeM), and
+Functional core: :func:`featurepipe.cnn.preprocessing.prepare_batch` turns
+images into the network's input batch, :func:`pool_feature_map` pools feature
+maps (average, max, GeM), and
 :func:`get_runner` returns the per-process ``tf.function`` that runs a
 backbone and pools its output. :class:`CNNFeatures` adds the scikit-learn
 contract and the per-sample cache of :class:`featurepipe.base.FeatureExtractor`.
@@ -9,8 +10,9 @@ contract and the per-sample cache of :class:`featurepipe.base.FeatureExtractor`.
 Speed and memory
 ----------------
 * The backbone is built once per process (:func:`featurepipe.cnn.load_backbone`)
-  and shared by every clone of the estimator; neither the model nor the
-  compiled function is pickled or part of a cache key.
+  and shared by every clone of the estimator, and so is the compiled
+  function (both live in :data:`featurepipe.cnn.model_cache.MODEL_CACHE`);
+  neither is pickled or part of a cache key.
 * Each batch goes through one ``tf.function`` (preprocessing, network,
   pooling) traced once for a ``(None, H, W, 3)`` input, never through
   ``Model.predict`` (about 0.5 s of overhead per call here). XLA is not used:
@@ -28,20 +30,20 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 
 from .._validation import is_int as _is_int
 from .._version import __version__
 from .._validation import is_real as _is_real
-from ..base import FeatureExtractor, _file_token
-from . import registry
+from ..base import FeatureExtractor
 from . import runtimes
-from .registry import get_backbone, load_backbone
+from .model_cache import MODEL_CACHE
+from .preprocessing import input_size_pair, prepare_image
+from .specs import get_backbone, load_backbone
+from .weights import weights_file_token, weights_identity
 
 __all__ = [
     "GEM_EPS",
@@ -50,8 +52,6 @@ __all__ = [
     "CNNFeatures",
     "get_runner",
     "pool_feature_map",
-    "prepare_batch",
-    "prepare_image",
 ]
 
 POOLINGS = ("avg", "max", "gem")
@@ -61,54 +61,6 @@ GEM_EPS = 1e-6
 
 # ---------------------------------------------------------------------------------------------
 # Functional core
-def _resize(image, size):
-    """Resize ``image`` (H, W[, 3]) to ``size`` = (height, width); no-op when already that size.
-
-    Area interpolation when shrinking (anti-aliased, like averaging the
-    pixels that fall in each output pixel), bilinear when enlarging.
-    """
-    h, w = image.shape[:2]
-    if (h, w) == tuple(size):
-        return image
-    interpolation = cv2.INTER_AREA if (size[0] < h and size[1] < w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=interpolation)
-
-
-def prepare_image(image, size):
-    """One image in featurepipe's convention → float32 RGB ``(H, W, 3)`` in ``[0, 255]`` at ``size``.
-
-    Parameters
-    ----------
-    image : ndarray, float32 ``(h, w)`` or ``(h, w, 3)`` in ``[0, 1]``
-    size : (int, int)
-        Output ``(height, width)``; the aspect ratio is not kept (the usual
-        practice for frozen-CNN features; crop or letterbox beforehand with
-        an image step if it matters).
-
-    Returns
-    -------
-    ndarray of float32, shape ``(height, width, 3)``
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise ValueError(f"expected an image of shape (H, W) or (H, W, 3); got shape {image.shape}")
-    image = _resize(image, size)
-    if image.ndim == 2:  # grayscale -> the three identical channels ImageNet networks expect
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.multiply(image, np.float32(255.0), dtype=np.float32)
-
-
-def prepare_batch(images, size):
-    """Stack :func:`prepare_image` of each image: float32 ``(n, height, width, 3)`` in ``[0, 255]``."""
-    size = (int(size[0]), int(size[1]))
-    out = np.empty((len(images), size[0], size[1], 3), dtype=np.float32)
-    for i, image in enumerate(images):
-        out[i] = prepare_image(image, size)
-    return out
-
-
 def pool_feature_map(feature_map, pooling="avg", gem_p=3.0):
     """Global pooling of feature maps over the spatial axes (NumPy reference implementation).
 
@@ -186,19 +138,9 @@ class _Runner:
         self.size = size
 
 
-_RUNNERS: dict = {}
-_POLICY_COPIES: dict = {}
-_RUNNER_LOCK = threading.RLock()
 #: ``"bfloat16"`` is OpenVINO's bf16 inference (opt-in, fast on CPUs with bf16 units); the ``mixed_*``
 #: values are Keras mixed-precision policies (TensorFlow runtime only; for GPUs).
 PRECISIONS = ("float32", "bfloat16", "mixed_float16", "mixed_bfloat16")
-
-
-def _forget_runners():
-    with _RUNNER_LOCK:
-        _RUNNERS.clear()
-        _POLICY_COPIES.clear()
-    runtimes.clear_session_cache()
 
 
 def _with_precision(model, precision):
@@ -211,11 +153,6 @@ def _with_precision(model, precision):
         return model
     import keras
 
-    key = (id(model), precision)
-    found = _POLICY_COPIES.get(key)
-    if found is not None:
-        return found[1]
-
     def clone(layer):
         config = layer.get_config()
         if not isinstance(layer, keras.layers.InputLayer):
@@ -224,11 +161,7 @@ def _with_precision(model, precision):
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
-    _POLICY_COPIES[key] = (model, copy)  # keep ``model`` alive so its id is not reused
     return copy
-
-
-registry._CLEAR_HOOKS.append(_forget_runners)
 
 
 def _resolve_layers(model, backbone, layer):
@@ -272,16 +205,17 @@ def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3
 
     if precision == "bfloat16":  # OpenVINO's inference hint: the graph itself stays float32
         precision = "float32"
+    generation = MODEL_CACHE.generation(backbone)
     spec = get_backbone(backbone)
-    size = registry._normalise_size(input_size, spec)
+    size = input_size_pair(input_size, spec.default_input_size)
     layer_key = None if layer is None else tuple(layer) if isinstance(layer, (list, tuple)) else (layer,)
-    key = (backbone, registry._GENERATION.get(backbone, 0), registry._weights_key(weights), size, layer_key,
-           pooling, float(gem_p), precision)
-    with _RUNNER_LOCK:
-        runner = _RUNNERS.get(key)
-        if runner is not None:
-            return runner
-        base = _with_precision(load_backbone(backbone, weights, size), precision)
+    identity = (generation, weights_identity(weights), size)
+    key = ("runner", backbone, *identity, layer_key, pooling, float(gem_p), precision)
+
+    def build():
+        shared = load_backbone(backbone, weights, size)
+        base = shared if precision == "float32" else MODEL_CACHE.get_or_build(
+            ("precision copy", backbone, *identity, precision), lambda: _with_precision(shared, precision))
         if layer is None:
             model, names = base, None
             channels = [int(base.output.shape[-1])]
@@ -296,9 +230,9 @@ def get_runner(backbone, weights, input_size, layer=None, pooling="avg", gem_p=3
         # One trace for any batch size; jit_compile=False: XLA was 4-7x slower on CPU for depthwise convs.
         run = tf.function(forward, input_signature=[tf.TensorSpec((None, size[0], size[1], 3), tf.float32)],
                           jit_compile=False)
-        runner = _Runner(run, names, channels, model, key=key, size=size)
-        _RUNNERS[key] = runner
-        return runner
+        return _Runner(run, names, channels, model, key=key, size=size)
+
+    return MODEL_CACHE.get_or_build(key, build)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,11 +387,11 @@ class CNNFeatures(FeatureExtractor):
         weights = self.weights
         if weights is None:
             # A random network is different in every process (and after clear_model_cache()).
-            extra = f"|weights:random:{registry.random_weights_token()}"
+            extra = f"|weights:random:{MODEL_CACHE.random_weights_token()}"
         elif weights == "imagenet":
             extra = "|weights:imagenet"
         else:
-            extra = f"|weights:{_file_token(weights)}"
+            extra = f"|weights:{weights_file_token(weights)}"
         fingerprint = get_backbone(self.backbone).fingerprint
         if fingerprint:
             extra += f"|{fingerprint}"
@@ -540,7 +474,7 @@ class CNNFeatures(FeatureExtractor):
         runner = self._runner()
         session = self._session()
         spec = get_backbone(self.backbone)
-        size = registry._normalise_size(self.input_size, spec)
+        size = input_size_pair(self.input_size, spec.default_input_size)
         n_out = sum(runner.channels)
         out = np.empty((len(samples), n_out), dtype=np.float64)
         if not len(samples):

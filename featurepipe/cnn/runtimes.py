@@ -24,7 +24,7 @@ Both optional runtimes come with ``pip install featurepipe[fast]``.
 is installed or when TensorFlow sees a GPU.
 
 Conversion happens once per (backbone, weights, input size, layer, pooling)
-and per process; converted models are also kept on disk under
+and per process (sessions live in :data:`featurepipe.cnn.model_cache.MODEL_CACHE`); converted models are also kept on disk under
 :func:`model_cache_dir` (except random ``weights=None`` networks, which
 differ in every process). They are data (ONNX protobuf, OpenVINO IR XML +
 binary weights), never pickles; each file's SHA-256 is stored next to it and
@@ -46,6 +46,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .model_cache import MODEL_CACHE
 
 __all__ = [
     "AUTO_ORDER",
@@ -318,14 +320,11 @@ class _OpenVINOSession:
 
 _CONVERTERS = {"onnxruntime": (_onnx_convert, ("model.onnx",)),
                "openvino": (_openvino_convert, ("model.xml", "model.bin"))}
-_SESSIONS: dict = {}
-_LOCK = threading.RLock()
 
 
 def clear_session_cache():
     """Forget the sessions of this process (the next use reads the converted models from disk again)."""
-    with _LOCK:
-        _SESSIONS.clear()
+    MODEL_CACHE.discard("session")
 
 
 def _converter_versions(runtime):
@@ -348,7 +347,8 @@ def get_session(runner, runner_key, runtime, precision="float32", disk_key=None)
         From :func:`featurepipe.cnn.extractor.get_runner` (``runner.function``
         is the ``tf.function``, ``runner.size`` the input ``(H, W)``).
     runner_key : tuple
-        Identifies ``runner`` within this process.
+        Identifies ``runner`` within this process: its
+        :data:`~featurepipe.cnn.model_cache.MODEL_CACHE` key ``("runner", backbone, ...)``.
     runtime : {"tensorflow", "onnxruntime", "openvino"}
         A concrete runtime (see :func:`resolve_runtime`).
     precision : str
@@ -360,11 +360,8 @@ def get_session(runner, runner_key, runtime, precision="float32", disk_key=None)
     """
     if runtime == "tensorflow":
         return _TensorFlowSession(runner.function)
-    key = (runner_key, runtime, precision)
-    with _LOCK:
-        session = _SESSIONS.get(key)
-        if session is not None:
-            return session
+
+    def build():
         convert, names = _CONVERTERS[runtime]
         blobs = folder = key_text = None
         if disk_key is not None:
@@ -376,6 +373,7 @@ def get_session(runner, runner_key, runtime, precision="float32", disk_key=None)
             blobs = convert(runner.function, runner.size)
             if folder is not None:
                 _write_atomic(folder, key_text, blobs)
-        session = _OnnxSession(blobs) if runtime == "onnxruntime" else _OpenVINOSession(blobs, precision)
-        _SESSIONS[key] = session
-        return session
+        return _OnnxSession(blobs) if runtime == "onnxruntime" else _OpenVINOSession(blobs, precision)
+
+    backbone = runner_key[1]  # sessions are forgotten with the backbone they were converted from
+    return MODEL_CACHE.get_or_build(("session", backbone, runner_key, runtime, precision), build)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..dataset import Dataset
 from ._common import check_root, is_hidden, is_image_file, make_sample, natural_key, relpath, validate_samples
-from .folder import _walk_files
+from .folder import walk_files
 
 __all__ = ["load_dmr_ir"]
 
@@ -72,7 +72,7 @@ def load_dmr_ir(root, *, classes=None, mode=None, validate=True, n_jobs=None, na
                          "<root>/<class>/<patient>/<image> files")
     for class_dir in class_dirs:
         label = class_dir.name
-        for path in _walk_files(class_dir, recursive=True)[0]:
+        for path in walk_files(class_dir, recursive=True)[0]:
             if not is_image_file(path):
                 ignored.append((str(path), "not an image file extension"))
                 continue

@@ -23,7 +23,7 @@ __all__ = ["load_folder", "scan_folder"]
 _NOT_SCANNED = "a folder; not scanned (recursive=False reads the class folders only)"
 
 
-def _walk_files(folder, recursive):
+def walk_files(folder, recursive):
     """Non-hidden entries under ``folder`` that are not folders, in natural order, and the folders not scanned.
 
     Entries that are not regular files (FIFOs, devices, dangling links) are
@@ -64,7 +64,7 @@ def scan_folder(folder, *, mask_suffix=None, recursive=True):
         Files that are not images by extension (never decoded) and, when not
         ``recursive``, the sub-folders that were not scanned.
     """
-    files, not_scanned = _walk_files(Path(folder), recursive)
+    files, not_scanned = walk_files(Path(folder), recursive)
     ignored = [(p, "not an image file extension") for p in files if not is_image_file(p)]
     ignored += [(p, _NOT_SCANNED) for p in not_scanned]
     image_files = [p for p in files if is_image_file(p)]

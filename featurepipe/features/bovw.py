@@ -62,7 +62,7 @@ from threadpoolctl import threadpool_limits
 
 from ..base import FeatureExtractor, describe_sample, step_token
 from ..cache import cached_per_sample, get_cache
-from ..io import ImageReadError, _convert_channels, to_float_image
+from ..io import ImageReadError, convert_channels, to_float_image
 from ..sample import as_samples
 
 __all__ = ["BagOfVisualWords", "dense_descriptors", "dense_keypoints"]
@@ -130,7 +130,7 @@ def dense_keypoints(shape, descriptor="orb", grid_step=8, patch_size=16, mask=No
 
 
 def _to_uint8_gray(image):
-    gray = _convert_channels(to_float_image(image, name="image"), "gray")
+    gray = convert_channels(to_float_image(image, name="image"), "gray")
     return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -93,7 +93,7 @@ import numpy as np
 from scipy.special import entr
 
 from ..base import FeatureExtractor
-from ..io import _convert_channels, to_float_image
+from ..io import convert_channels, to_float_image
 
 __all__ = [
     "CURVELET_STATS",
@@ -253,7 +253,7 @@ def _prepare(image, mask, size, roi, empty_mask):
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
         image = image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    gray = _convert_channels(image, "gray")
+    gray = convert_channels(image, "gray")
     if gray.shape != tuple(size):
         gray = cv2.resize(gray, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(gray, dtype=np.float32)

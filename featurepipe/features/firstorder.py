@@ -33,10 +33,10 @@ import numbers
 import numpy as np
 
 from ..base import FeatureExtractor
+from ..io import to_gray  # re-exported: glcm, lbp and hog take it from here
 
 __all__ = ["first_order_features", "first_order_feature_names", "FirstOrderFeatures", "to_gray"]
 
-_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 EMPTY_MASK_POLICIES = ("error", "nan", "image")
 # Values at most this far outside a fixed intensity range are clipped (float rounding in
 # earlier steps, e.g. a filter returning 1.0000001); anything further is an error.
@@ -46,35 +46,6 @@ _RANGE_TOLERANCE = 1e-5
 # ----------------------------------------------------------------------------------------------
 # helpers shared by the handcrafted families (firstorder, glcm, lbp, hog)
 # ----------------------------------------------------------------------------------------------
-def to_gray(image, *, name="image"):
-    """Grayscale float image: ``(H, W)`` unchanged, ``(H, W, 3)`` RGB → BT.601 luma.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W) or (H, W, 3)
-
-    Returns
-    -------
-    gray : ndarray of float32, shape (H, W)
-    """
-    image = np.asarray(image)
-    if image.ndim == 2:
-        gray = image
-    elif image.ndim == 3 and image.shape[2] == 3:
-        # same arithmetic as featurepipe.io (mode="gray"), so both paths give identical pixels
-        gray = image.astype(np.float64) @ _BT601
-    else:
-        raise ValueError(f"{name}: expected an image of shape (H, W) or (H, W, 3); got shape {image.shape}")
-    if gray.shape[0] == 0 or gray.shape[1] == 0:
-        raise ValueError(f"{name}: the image has zero area (shape {image.shape})")
-    if not np.issubdtype(gray.dtype, np.number) or np.issubdtype(gray.dtype, np.complexfloating):
-        raise ValueError(f"{name}: expected a real numeric image; got dtype {gray.dtype}")
-    gray = np.asarray(gray, dtype=np.float32)
-    if not np.isfinite(gray).all():
-        raise ValueError(f"{name}: the image contains NaN or infinite values")
-    return gray
-
-
 def _check_mask_shape(mask, shape):
     mask = np.asarray(mask)
     if mask.shape != tuple(shape):

