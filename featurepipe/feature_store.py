@@ -217,11 +217,11 @@ class FeatureStore:
         image step, a :class:`~sklearn.pipeline.Pipeline` of them (image
         steps first), or a :class:`~sklearn.pipeline.FeatureUnion` /
         :class:`~featurepipe.features.FeatureBank` of feature extractors.
-        A pipeline or union is cloned and fitted on the first sample before
-        use (fitting a stateless step only validates its parameters), so the
-        object passed in is never changed; the fitted copy is
-        :attr:`fitted_prefix`. A single feature extractor is computed as it
-        is (its own ``transform`` calls this engine).
+        Anything but a single feature extractor is cloned and fitted on the
+        first sample before use (fitting a stateless step only validates its
+        parameters), so the object passed in is never changed; the fitted
+        copy is :attr:`fitted_prefix`. A single feature extractor is
+        computed as it is (its own ``transform`` calls this engine).
     chunk_size : int, optional
         Samples per chunk (memory, progress updates, and the unit redone
         sample by sample when a chunk fails). ``None``: all in one chunk.
