@@ -90,8 +90,6 @@ class _StatelessTagsMixin:
     ``False``); everything else reads the tag through :func:`is_stateless`.
     """
 
-    _stateless = True
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = not self._stateless
@@ -112,6 +110,7 @@ class ImageStep(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
     :class:`~featurepipe.sample.Sample` whose pixels are computed on demand.
     """
 
+    _stateless = True
     _non_key_params = ()
 
     def _check_params(self):
@@ -169,6 +168,7 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
     ``_extract`` returned (as float64).
     """
 
+    _stateless = True
     _non_key_params = ("cache", "n_jobs", "batch_size", "verbose")
 
     def _check_params(self):
