@@ -9,6 +9,7 @@ from ._version import __version__
 
 _LAZY = {
     "FeatureExtractor": ".base",
+    "FeatureStore": ".feature_store",
     "ImageStep": ".base",
     "is_stateless": ".base",
     "step_token": ".base",

@@ -3,17 +3,20 @@
 * :class:`ImageStep` — image → image (filters, CLAHE, ROI, resize …).
   ``transform`` returns *lazy* derived samples: no pixel is touched until a
   feature extractor needs it, and then only on a cache miss.
-* :class:`FeatureExtractor` — image → vector. ``transform`` looks each
-  sample up in the per-sample cache and computes only the misses (in
-  parallel over images with joblib when ``n_jobs`` is set).
+* :class:`FeatureExtractor` — image → vector. ``transform`` hands the
+  samples to the feature engine (:class:`~featurepipe.feature_store.FeatureStore`),
+  which looks each sample up in the per-sample cache and computes only the
+  misses (in parallel over images with joblib when ``n_jobs`` is set).
 
 Both follow imbalanced-learn's template-method style: the public method
 validates and orchestrates, and subclasses implement one protected
 per-image method (``_transform_image`` / ``_extract``) plus ``_check_params``
-for parameter validation. Steps declare ``_stateless = True`` when their
-output for a sample does not depend on the data seen in ``fit``; the
-benchmark runner computes the stateless prefix of a pipeline once per
-dataset.
+for parameter validation. Both are stateless — their output for a sample
+does not depend on the data seen in ``fit`` — and say so with
+scikit-learn's ``requires_fit=False`` tag (a subclass that learns sets the
+class attribute ``_stateless = False``); :func:`is_stateless` reads it, and
+the benchmark runner and the search compute the stateless prefix of a
+pipeline once per dataset.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from ._version import __version__
-from .cache import cached_per_sample, get_cache
+from .cache import step_token
+from .feature_store import FeatureExtractorKind, FeatureStore, ImageStepKind, is_stateless
 from .io import ImageReadError
 from .sample import as_samples
 
@@ -68,74 +71,24 @@ class _StepCall:
             raise ImageStepError(type(self.step).__name__, self.sample_name, str(exc).strip()) from exc
 
 
-def _canonical(value, where):
-    """A stable text form of a parameter value (same value -> same text across processes)."""
-    if isinstance(value, BaseEstimator):
-        return step_token(value, include_version=False)
-    if value is None or isinstance(value, (bool, int, str)):
-        return repr(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, np.generic):
-        return _canonical(value.item(), where)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_canonical(v, where) for v in value) + "]"
-    if isinstance(value, dict):
-        items = sorted((repr(k), _canonical(v, where)) for k, v in value.items())
-        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    if isinstance(value, np.ndarray):
-        from .sample import array_digest
-
-        return f"array({array_digest(value)})"
-    if isinstance(value, os.PathLike):
-        return repr(os.fspath(value))
-    if callable(value):
-        qualname = getattr(value, "__qualname__", "")
-        if not qualname or "<lambda>" in qualname or "<locals>" in qualname:
-            raise ValueError(
-                f"{where}: cannot build a cache key from the callable {value!r}; use a module-level "
-                "function (lambdas and local functions have no stable name)"
-            )
-        return f"{getattr(value, '__module__', '?')}.{qualname}"
-    raise TypeError(f"{where}: cannot build a cache key from a parameter of type {type(value).__name__}")
-
-
-def step_token(step, include_version=True):
-    """Text that identifies what ``step`` computes: class, output-relevant params, version.
-
-    Parameters listed in the class attribute ``_non_key_params`` (cache,
-    n_jobs, batch size …) are left out because they cannot change the output.
-    """
-    cls = type(step)
-    skip = set(getattr(step, "_non_key_params", ()))
-    params = step.get_params(deep=False)
-    parts = [
-        f"{name}={_canonical(value, f'{cls.__name__}.{name}')}"
-        for name, value in sorted(params.items())
-        if name not in skip
-    ]
-    extra = step._cache_token_extra() if hasattr(step, "_cache_token_extra") else ""
-    token = f"{cls.__module__}.{cls.__qualname__}({','.join(parts)}){extra}"
-    if include_version:
-        token += f"@featurepipe-{__version__}"
-    return token
-
-
-def is_stateless(step):
-    """Whether ``step``'s output for a sample is independent of the data it was fitted on."""
-    return bool(getattr(step, "_stateless", False))
 
 
 class _StatelessTagsMixin:
+    """Declares statelessness as scikit-learn's ``requires_fit=False`` tag, from the class attribute ``_stateless``.
+
+    ``_stateless`` is the declaration (``True`` for image steps and feature
+    extractors; a step that learns, such as a bag of visual words, sets it to
+    ``False``); everything else reads the tag through :func:`is_stateless`.
+    """
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        if getattr(self, "_stateless", False):
-            tags.requires_fit = False
+        tags.requires_fit = not self._stateless
         tags.input_tags.two_d_array = False
         return tags
 
     def __sklearn_is_fitted__(self):
-        return bool(getattr(self, "_stateless", False)) or getattr(self, "_is_fitted", False)
+        return is_stateless(self) or getattr(self, "_is_fitted", False)
 
 
 class ImageStep(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
@@ -227,24 +180,8 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         """Feature matrix of shape ``(n_samples, n_features)``, float64, cached per sample."""
         samples = as_samples(X)
         self._check_params()
-        n_features = len(self._feature_names())
-        cache = get_cache(getattr(self, "cache", True))
-        token = step_token(self) if cache is not None else None
-
-        def compute(missing):
-            computed = np.asarray(self._extract_many(missing), dtype=np.float64)
-            if computed.shape != (len(missing), n_features):
-                raise RuntimeError(
-                    f"{type(self).__name__} produced features of shape {computed.shape}; "
-                    f"expected {(len(missing), n_features)}"
-                )
-            return computed
-
-        found = cached_per_sample(cache, token, samples, compute, expected_shape=(n_features,), dtype=np.float64)
-        out = np.empty((len(samples), n_features), dtype=np.float64)
-        for i, sample in enumerate(samples):
-            out[i] = found[sample.key]
-        return out
+        # The feature engine looks every sample up in the cache and computes only the misses.
+        return FeatureStore(self).transform(samples).features
 
     def _extract_many(self, samples):
         n_jobs = getattr(self, "n_jobs", None)
@@ -268,6 +205,11 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         """Readable output feature names, e.g. ``glcm_contrast_d1_a0``."""
         self._check_params()
         return np.asarray(self._feature_names(), dtype=object)
+
+
+# The feature engine's two kinds of step (it cannot import this module: this module uses it).
+ImageStepKind.register(ImageStep)
+FeatureExtractorKind.register(FeatureExtractor)
 
 
 def set_feature_cache(estimator, cache):

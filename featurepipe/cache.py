@@ -2,7 +2,7 @@
 
 Entries are keyed by ``(step token, sample key)``: the step token names the
 step class, every parameter that can change the output and the featurepipe
-version (see :func:`featurepipe.base.step_token`); the sample key identifies
+version (see :func:`step_token`); the sample key identifies
 the pixels (see :mod:`featurepipe.sample`). Nothing is keyed on object
 identity or on which fold a sample belongs to, so a sample's features are
 computed once per process (or once ever, with a disk cache) whichever CV
@@ -31,10 +31,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from ._version import __version__
 from .sample import hash_bytes
 
-__all__ = ["CacheWarning", "FeatureCache", "get_cache", "cached_per_sample", "clear_memory_cache", "set_memory_limit"]
+__all__ = ["CacheWarning", "FeatureCache", "get_cache", "cached_per_sample", "clear_memory_cache", "set_memory_limit",
+           "step_token"]
 
 _DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes
 
@@ -308,6 +311,61 @@ def _atomic_write(path, write):
         raise
 
 
+# ----------------------------------------------------------------------------- step tokens
+def _canonical(value, where):
+    """A stable text form of a parameter value (same value -> same text across processes)."""
+    if isinstance(value, BaseEstimator):
+        return step_token(value, include_version=False)
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, np.generic):
+        return _canonical(value.item(), where)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(v, where) for v in value) + "]"
+    if isinstance(value, dict):
+        items = sorted((repr(k), _canonical(v, where)) for k, v in value.items())
+        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    if isinstance(value, np.ndarray):
+        from .sample import array_digest
+
+        return f"array({array_digest(value)})"
+    if isinstance(value, os.PathLike):
+        return repr(os.fspath(value))
+    if callable(value):
+        qualname = getattr(value, "__qualname__", "")
+        if not qualname or "<lambda>" in qualname or "<locals>" in qualname:
+            raise ValueError(
+                f"{where}: cannot build a cache key from the callable {value!r}; use a module-level "
+                "function (lambdas and local functions have no stable name)"
+            )
+        return f"{getattr(value, '__module__', '?')}.{qualname}"
+    raise TypeError(f"{where}: cannot build a cache key from a parameter of type {type(value).__name__}")
+
+
+def step_token(step, include_version=True):
+    """Text that identifies what ``step`` computes: class, output-relevant params, version.
+
+    Parameters listed in the class attribute ``_non_key_params`` (cache,
+    n_jobs, batch size …) are left out because they cannot change the output.
+    """
+    cls = type(step)
+    skip = set(getattr(step, "_non_key_params", ()))
+    params = step.get_params(deep=False)
+    parts = [
+        f"{name}={_canonical(value, f'{cls.__name__}.{name}')}"
+        for name, value in sorted(params.items())
+        if name not in skip
+    ]
+    extra = step._cache_token_extra() if hasattr(step, "_cache_token_extra") else ""
+    token = f"{cls.__module__}.{cls.__qualname__}({','.join(parts)}){extra}"
+    if include_version:
+        token += f"@featurepipe-{__version__}"
+    return token
+
+
+
 def get_cache(cache):
     """The :class:`FeatureCache` for a step's ``cache`` parameter, or ``None``.
 
@@ -335,7 +393,7 @@ def cached_per_sample(cache, token, samples, compute, *, expected_shape=None, dt
     cache : FeatureCache or None
         From :func:`get_cache`; ``None`` computes everything.
     token : str
-        The step's cache token (:func:`featurepipe.base.step_token`).
+        The step's cache token (:func:`step_token`).
     samples : sequence of Sample
     compute : callable
         ``compute(missing_samples) -> sequence of arrays`` aligned with its

@@ -19,9 +19,9 @@ dataset. :func:`extract_on_cluster` sends it to the workers of a
 * models are built once per worker *process*: :func:`featurepipe.cnn.load_backbone`
   keeps them in a per-process cache that lives as long as the worker, across tasks.
 
-Results follow the contract of the local computation in the benchmark runner:
-features of the samples that worked, their indices, per-sample errors and the
-feature time.
+Each worker runs the feature engine (:class:`~featurepipe.feature_store.FeatureStore`) on
+its shard, and the results follow the engine's contract (:class:`~featurepipe.feature_store.FeatureResult`):
+features of the samples that worked, their indices, per-sample errors and the feature time.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import os
 import time
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.base import clone
 from tqdm.auto import tqdm
+
+from .feature_store import FeatureResult, FeatureStore, stack_rows
 
 __all__ = ["extract_on_cluster", "extract_shard"]
 
@@ -40,16 +40,20 @@ __all__ = ["extract_on_cluster", "extract_shard"]
 def extract_shard(prefix, shard, start, per_sample_errors=False):
     """Run the stateless ``prefix`` on one shard of samples (the task each worker executes).
 
+    The shard goes through the feature engine (:class:`~featurepipe.feature_store.FeatureStore`)
+    in one chunk, exactly as a local run would compute it.
+
     Parameters
     ----------
     prefix : sklearn.pipeline.Pipeline
-        Unfitted stateless steps (image steps, then feature extractors); cloned here.
+        Unfitted stateless steps (image steps, then feature extractors); the engine fits a copy.
     shard : sequence of Sample
         Consecutive samples; ``start`` is the index of the first one in the whole dataset.
     start : int
     per_sample_errors : bool
         If the shard fails, redo it one sample at a time and return the failures instead
-        of raising (the benchmark's ``on_error`` other than ``"raise"``).
+        of raising (the engine's ``on_error="exclude"``; the benchmark's ``on_error`` other
+        than ``"raise"``).
 
     Returns
     -------
@@ -59,38 +63,19 @@ def extract_shard(prefix, shard, start, per_sample_errors=False):
         ``seconds`` (time spent on the shard) and ``worker_pid``.
     """
     t0 = time.perf_counter()
-    prefix = clone(prefix).fit(shard[:1])  # stateless: fit only validates parameters
-    parts, index, errors = [], [], {}
-    try:
-        parts.append(prefix.transform(shard))
-        index.extend(range(start, start + len(shard)))
-    except Exception:
-        if not per_sample_errors:
-            raise
-        for k in range(len(shard)):
-            try:
-                parts.append(prefix.transform(shard[k:k + 1]))
-                index.append(start + k)
-            except Exception as exc:  # this image only: reported to the client, excluded there
-                errors[start + k] = exc
-    return {"features": _stack(parts), "index": np.asarray(index, dtype=np.int64), "errors": errors,
+    result = FeatureStore(prefix).transform(shard, on_error="exclude" if per_sample_errors else "raise")
+    return {"features": result.features, "index": result.index + int(start),
+            "errors": {int(start) + k: exc for k, exc in result.errors.items()},
             "seconds": time.perf_counter() - t0, "worker_pid": os.getpid()}
-
-
-def _stack(parts):
-    if not parts:
-        return None
-    if any(sp.issparse(p) for p in parts):
-        return sp.vstack(parts).tocsr()
-    return np.concatenate([np.asarray(p) for p in parts], axis=0)
 
 
 def extract_on_cluster(prefix, samples, shard_size=256, progress=False, desc=None, per_sample_errors=False,
                        *, client=None, retries=2):
     """Output of a stateless ``prefix`` on all ``samples``, computed by the workers of a Dask cluster.
 
-    Same arguments and results as the benchmark's local prefix computation, with shards
-    instead of chunks; the client only gathers feature matrices.
+    The same computation and results as the feature engine's local run
+    (:class:`~featurepipe.feature_store.FeatureStore`), with shards instead of chunks; the
+    client only gathers feature matrices.
 
     Parameters
     ----------
@@ -113,11 +98,13 @@ def extract_on_cluster(prefix, samples, shard_size=256, progress=False, desc=Non
 
     Returns
     -------
-    Z, ok_index, errors, preprocess_s, features_s
-        ``Z`` has one row per sample of ``ok_index`` (in dataset order); ``errors`` maps a failed
-        sample's index to its exception. ``preprocess_s`` is None: on the workers, image steps run
-        lazily inside feature extraction and are counted in ``features_s``, the sum over shards of
-        the workers' seconds (the compute cost, not the elapsed time).
+    FeatureResult
+        ``(features, index, errors, preprocess_s, features_s)`` as from
+        :meth:`FeatureStore.transform <featurepipe.feature_store.FeatureStore.transform>`:
+        ``features`` has one row per sample of ``index`` (in dataset order); ``errors`` maps a
+        failed sample's index to its exception. ``preprocess_s`` is None: the workers' image steps
+        are counted in ``features_s``, the sum over shards of the workers' seconds (the compute
+        cost, not the elapsed time).
     """
     import distributed
 
@@ -161,4 +148,4 @@ def extract_on_cluster(prefix, samples, shard_size=256, progress=False, desc=Non
             client.cancel(list(futures))
     results.sort(key=lambda r: r[0])
     ok_index = np.concatenate([r[2] for r in results]) if results else np.empty(0, dtype=np.int64)
-    return _stack([r[1] for r in results]), ok_index, dict(sorted(errors.items())), None, seconds
+    return FeatureResult(stack_rows([r[1] for r in results]), ok_index, dict(sorted(errors.items())), None, seconds)

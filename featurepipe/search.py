@@ -7,13 +7,14 @@ recomputes them for every fold and every parameter setting.
 :class:`PrefixCachedGridSearchCV` instead
 
 1. splits the pipeline into its *stateless prefix* — the leading steps for
-   which :func:`featurepipe.base.is_stateless` holds and that the grid does
-   not touch (the first stateless step whose parameters are searched ends
-   the prefix, and so does any step that is not stateless) — and the
-   learned *suffix*;
-2. computes the prefix once on all samples (fitting a stateless step
-   learns nothing, so its output on a sample is the same whichever fold it
-   was fitted on);
+   which :func:`featurepipe.feature_store.is_stateless` holds and that the
+   grid does not touch (the first stateless step whose parameters are
+   searched ends the prefix, and so does any step that is not stateless) —
+   and the learned *suffix*;
+2. computes the prefix once on all samples with the feature engine
+   (:class:`~featurepipe.feature_store.FeatureStore`; fitting a stateless
+   step learns nothing, so its output on a sample is the same whichever
+   fold it was fitted on);
 3. runs :class:`~sklearn.model_selection.GridSearchCV` on the suffix with
    the very same CV splits, and refits the best suffix on all samples;
 4. exposes the scikit-learn search attributes with the full pipeline's
@@ -22,8 +23,9 @@ recomputes them for every fold and every parameter setting.
 The scores are those of plain ``GridSearchCV`` on the whole pipeline
 (tests compare them); only the wasted recomputation is gone.
 
-What counts as stateless: steps that declare it (``_stateless = True``,
-featurepipe's image steps and feature extractors), ``"passthrough"``, and a
+What counts as stateless is :func:`~featurepipe.feature_store.is_stateless`'s
+answer: steps tagged ``requires_fit=False`` (featurepipe's image steps and
+feature extractors), ``"passthrough"``, and a
 :class:`~sklearn.pipeline.FeatureUnion` or nested
 :class:`~sklearn.pipeline.Pipeline` made only of stateless parts (e.g. a
 hybrid of CNN and handcrafted features). A resampler (anything with
@@ -41,38 +43,43 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.model_selection import GridSearchCV, check_cv
-from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
-from .base import is_stateless
+from .feature_store import FeatureStore, is_stateless
 
-__all__ = ["PrefixCachedGridSearchCV", "split_stateless_prefix", "step_is_stateless", "grid_step_names"]
+__all__ = ["PrefixCachedGridSearchCV", "split_stateless_prefix", "step_is_stateless", "grid_step_names", "grid_list"]
 
 
-def step_is_stateless(step):
-    """Whether a pipeline step's output can be computed once on all samples.
+#: The name this module has always exported for :func:`featurepipe.feature_store.is_stateless` (the same function).
+step_is_stateless = is_stateless
 
-    True for steps that declare ``_stateless = True``, for ``"passthrough"``
-    / ``None``, and for :class:`~sklearn.pipeline.FeatureUnion` and nested
-    :class:`~sklearn.pipeline.Pipeline` objects whose parts are all
-    stateless. Never true for resamplers (``fit_resample``).
+
+def grid_list(param_grid):
+    """``param_grid`` as a list of dicts (``[]`` for ``None``), checking its shape.
+
+    Parameters
+    ----------
+    param_grid : dict, list of dict or None
+        A scikit-learn parameter grid.
+
+    Returns
+    -------
+    list of dict
+
+    Raises
+    ------
+    TypeError
+        When ``param_grid`` is neither a dict nor a sequence of dicts (the message names the bad item).
+
+    Examples
+    --------
+    >>> grid_list({"svc__C": [1, 10]})
+    [{'svc__C': [1, 10]}]
+    >>> grid_list(None)
+    []
     """
-    if step is None or (isinstance(step, str) and step == "passthrough"):
-        return True
-    if isinstance(step, str):  # "drop" inside unions is handled there
-        return False
-    if hasattr(step, "fit_resample"):
-        return False
-    if isinstance(step, FeatureUnion):
-        parts = [t for _, t in step.transformer_list if not (isinstance(t, str) and t == "drop")]
-        return bool(parts) and all(step_is_stateless(t) for t in parts)
-    if isinstance(step, Pipeline):
-        return bool(step.steps) and all(step_is_stateless(s) for _, s in step.steps)
-    return is_stateless(step)
-
-
-def _grid_list(param_grid):
     if param_grid is None:
         return []
     if isinstance(param_grid, dict):
@@ -95,7 +102,7 @@ def grid_step_names(pipeline, param_grid):
     """
     names = {name for name, _ in pipeline.steps}
     touched = set()
-    for grid in _grid_list(param_grid):
+    for grid in grid_list(param_grid):
         for key in grid:
             head = key.split("__", 1)[0]
             if head not in names:
@@ -138,7 +145,7 @@ def split_stateless_prefix(pipeline, param_grid=None):
     if touched is not None:
         while k < len(steps) - 1:
             name, step = steps[k]
-            if name in touched or not step_is_stateless(step):
+            if name in touched or not is_stateless(step):
                 break
             k += 1
     prefix = Pipeline(steps[:k]) if k else None
@@ -214,7 +221,7 @@ class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
             raise TypeError(
                 f"estimator must be a sklearn or imblearn Pipeline; got {type(self.estimator).__name__}"
             )
-        grids = _grid_list(self.param_grid)
+        grids = grid_list(self.param_grid)
         if not grids or not all(grids):
             raise ValueError("param_grid must be a non-empty dict or list of dicts")
 
@@ -246,9 +253,10 @@ class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
 
         start = time.perf_counter()
         if prefix is not None:
-            prefix = clone(prefix)
-            # one pass: each stateless step is fitted (validation only) and applied once
-            Z = prefix.fit_transform(X, y)
+            # one pass: each sample through the stateless steps once (cached per sample)
+            store = FeatureStore(prefix)
+            Z = store.transform(X).features
+            prefix = store.fitted_prefix
         else:
             Z = X
         self.prefix_time_ = time.perf_counter() - start

@@ -24,13 +24,13 @@ from sklearn.utils.parallel import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .._version import __version__, package_versions
-from ..base import FeatureExtractor, ImageStep, set_feature_cache, step_token
-from ..cache import get_cache
+from ..base import set_feature_cache
 from ..cluster import extract_on_cluster
 from ..dataset import Dataset
+from ..feature_store import FeatureStore
 from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
 from ..sample import Sample, as_samples, decode_once
-from ..search import _grid_list, split_stateless_prefix
+from ..search import grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
 from .leakage import leakage_report, mask_cue_probe, single_class_predictions
 from ..duplicates import find_duplicates
@@ -231,7 +231,7 @@ def _check_grids(param_grids, pipelines):
     for name, grid in param_grids.items():
         if grid is None:
             continue
-        grids = _grid_list(grid)
+        grids = grid_list(grid)
         if not grids or not all(grids):
             raise ValueError(f"param_grids[{name!r}] must be a non-empty dict or list of non-empty dicts")
         out[name] = grid
@@ -371,115 +371,6 @@ def _take(Z, index):
     if isinstance(Z, np.ndarray) or sp.issparse(Z):
         return Z[index]
     return [Z[i] for i in index]
-
-
-# ----------------------------------------------------------------------------- prefix
-class _Materialized:
-    """Sample source holding already computed pixels (preprocessing done once, timed apart)."""
-
-    __slots__ = ("image", "mask", "where")
-
-    def __init__(self, image, mask, where):
-        self.image = image
-        self.mask = mask
-        self.where = where
-
-    def load(self):
-        return self.image, self.mask
-
-    def load_image(self):
-        return self.image
-
-    def describe(self):
-        return self.where
-
-
-def _cached_keys(step, keys):
-    """Keys whose output the feature extractor ``step`` already has in its cache (else empty)."""
-    if not isinstance(step, FeatureExtractor):
-        return set()
-    cache = get_cache(getattr(step, "cache", True))
-    if cache is None:
-        return set()
-    return set(cache.get_many(step_token(step), keys))
-
-
-def _compute_prefix(prefix, samples, chunk_size, progress, desc, per_sample_errors=False):
-    """Output of a stateless prefix on all samples, in chunks (progress bar), with stage times.
-
-    Leading image steps are lazy; to time them apart from feature extraction their output
-    pixels are computed here, once, and handed on under the same sample keys (so features
-    and caches are exactly those of the lazy path). Images whose features the next step
-    already has cached are not preprocessed at all.
-
-    With ``per_sample_errors``, a chunk that fails is redone one sample at a time and the
-    samples that still fail are returned in ``errors`` instead of stopping the run.
-
-    Returns
-    -------
-    Z, ok_index, errors, preprocess_s, features_s
-        ``Z`` has one row per sample of ``ok_index`` (all samples unless some failed);
-        ``errors`` maps a failed sample's index to its exception.
-    """
-    prefix = clone(prefix)
-    prefix.fit(samples[: min(len(samples), 1)])  # stateless: fit only validates parameters
-    steps = [step for _, step in prefix.steps]
-    n_image = 0
-    while n_image < len(steps) and isinstance(steps[n_image], ImageStep):
-        n_image += 1
-    image_part = Pipeline(prefix.steps[:n_image]) if n_image else None
-    rest = Pipeline(prefix.steps[n_image:]) if n_image < len(steps) else None
-    times = {"preprocess": 0.0, "features": 0.0}
-
-    def run(chunk):
-        t0 = time.perf_counter()
-        if image_part is not None:
-            derived = image_part.transform(chunk)
-            if rest is not None:
-                skip = _cached_keys(rest.steps[0][1], [d.key for d in derived])
-                out = np.empty(len(derived), dtype=object)
-                for i, d in enumerate(derived):
-                    if d.key in skip:
-                        out[i] = d
-                    else:
-                        image, mask = d.load()
-                        out[i] = Sample(d.key, _Materialized(image, mask, d._source.describe()),
-                                        label=d.label, group=d.group, meta=d.meta)
-                derived = out
-        else:
-            derived = chunk
-        t1 = time.perf_counter()
-        result = rest.transform(derived) if rest is not None else derived
-        t2 = time.perf_counter()
-        if image_part is not None:
-            times["preprocess"] += t1 - t0
-        times["features"] += t2 - t1
-        return result
-
-    parts, ok_index, errors = [], [], {}
-    with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(samples), chunk_size):
-            chunk = samples[start:start + chunk_size]
-            try:
-                parts.append(run(chunk))
-                ok_index.extend(range(start, start + len(chunk)))
-            except Exception:
-                if not per_sample_errors:
-                    raise
-                for k in range(len(chunk)):
-                    try:
-                        parts.append(run(chunk[k:k + 1]))
-                        ok_index.append(start + k)
-                    except Exception as exc:  # this image only: reported, excluded by the caller
-                        errors[start + k] = exc
-            bar.update(len(chunk))
-    ok_index = np.asarray(ok_index, dtype=np.int64)
-    if not parts:
-        return None, ok_index, errors, times["preprocess"], times["features"]
-    if any(sp.issparse(p) for p in parts):
-        return sp.vstack(parts).tocsr(), ok_index, errors, times["preprocess"], times["features"]
-    return np.concatenate([np.asarray(p) for p in parts], axis=0), ok_index, errors, times["preprocess"], \
-        times["features"]
 
 
 def _mask_probe(samples, n_probe=2, max_scan=200):
@@ -904,11 +795,15 @@ def _run_benchmark(dataset, pipelines, *, cv, param_grids, inner_cv, inner_scori
             if prefixes[name] is None:
                 continue
             try:
-                # On Dask the workers extract their shards' features; the client gathers matrices only.
-                compute = extract_on_cluster if backend == "dask" else _compute_prefix
-                Z_ok, ok_index, errors, pre_s, feat_s = compute(
-                    prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
-                    per_sample_errors=on_error != "raise")
+                if backend == "dask":  # the workers extract their shards' features; the client gathers matrices only
+                    computed_prefix = extract_on_cluster(
+                        prefixes[name], samples, int(feature_chunk_size), progress, f"{name}: features",
+                        per_sample_errors=on_error != "raise")
+                else:
+                    computed_prefix = FeatureStore(prefixes[name], chunk_size=int(feature_chunk_size)).transform(
+                        samples, on_error="raise" if on_error == "raise" else "exclude", progress=progress,
+                        desc=f"{name}: features")
+                Z_ok, ok_index, errors, pre_s, feat_s = computed_prefix
                 if errors and len(errors) == len(samples):
                     raise next(iter(errors.values()))  # fails on every image: the pipeline's fault, not the images'
             except Exception as exc:

@@ -84,18 +84,10 @@ class FeatureBank(FeatureUnion):
         self.transformer_weights = transformer_weights
         self.verbose = verbose
 
-    @property
-    def _stateless(self):
-        try:
-            return all(is_stateless(t) for _, t in self.transformer_list if t != "drop")
-        except (TypeError, ValueError):
-            return False
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
-        if self._stateless:
-            tags.requires_fit = False
+        tags.requires_fit = not is_stateless(self)  # a union is stateless when all its members are
         return tags
 
     def _validate(self):
