@@ -363,7 +363,7 @@ def plan(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inner_scorin
     --------
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
-    >>> X = np.random.default_rng(0).random((12, 3)); y = [0, 1] * 6
+    >>> X = np.random.default_rng(0).random((12, 4, 4)); y = [0, 1] * 6  # twelve 4x4 images
     >>> p = plan((X, y, [f"patient{i // 2}" for i in range(12)]), {"lr": LogisticRegression()}, cv=3,
     ...          duplicates="none")
     >>> [len(s.test) for s in p.splits], p.labels, p.pos_label
@@ -1100,22 +1100,6 @@ def summarise(plan, fold_results, *, metrics=None, rank_by="mcc", rope=0.01, con
         comparisons[metric] = pairwise_comparisons(scores, test_train_ratio=split_ratios, rope=options.rope)
 
     leak = _leakage(plan, records)
-    merged_counts = np.unique(np.asarray(plan.groups, dtype=str), return_counts=True)[1]
-    ds, patient, y = plan.dataset, plan.patient_groups, plan.y
-    dataset_info = {
-        "name": ds.name, "n_samples": len(plan.samples), "root": ds.root,
-        "class_counts": {str(label): int(np.sum(y == label)) for label in plan.labels},
-        "excluded": plan.excluded,
-        "labels": plan.labels, "pos_label": plan.pos_label,
-        "task": "binary" if len(plan.labels) == 2 else "multi-class",
-        "n_patient_groups": len({g for g in patient if g is not None}),
-        "n_samples_without_group": sum(g is None for g in patient),
-        "n_independent_groups": len(merged_counts),
-        "largest_group": plan.structure["largest_groups"][0],
-        "largest_groups": plan.structure["largest_groups"],
-        "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
-        "synthetic": bool(ds.info.get("synthetic", False)),
-    }
     spec = plan.cv
     config = {
         "cv": spec.as_dict(), "cv_description": (
@@ -1130,12 +1114,32 @@ def summarise(plan, fold_results, *, metrics=None, rank_by="mcc", rope=0.01, con
         "split_fingerprint": plan.split_fingerprint, "resumed_folds": sum(f.resumed for f in folds),
     }
     return BenchmarkResult(
-        dataset=dataset_info, config=config, pipelines=plan.descriptions,
+        dataset=_dataset_description(plan), config=config, pipelines=plan.descriptions,
         splits=[{"repeat": s.repeat, "fold": s.fold, "train": s.train.tolist(), "test": s.test.tolist()}
                 for s in plan.splits],
         folds=records, summary=summary, timings=timings, comparisons=comparisons, leakage=leak,
         versions=package_versions(), per_class=per_class, pooled=pooled,
     )
+
+
+def _dataset_description(plan):
+    """``result.dataset``: name, size, classes, groups, excluded and skipped images, synthetic or not."""
+    merged_counts = np.unique(np.asarray(plan.groups, dtype=str), return_counts=True)[1]
+    ds, patient, y = plan.dataset, plan.patient_groups, plan.y
+    return {
+        "name": ds.name, "n_samples": len(plan.samples), "root": ds.root,
+        "class_counts": {str(label): int(np.sum(y == label)) for label in plan.labels},
+        "excluded": plan.excluded,
+        "labels": plan.labels, "pos_label": plan.pos_label,
+        "task": "binary" if len(plan.labels) == 2 else "multi-class",
+        "n_patient_groups": len({g for g in patient if g is not None}),
+        "n_samples_without_group": sum(g is None for g in patient),
+        "n_independent_groups": len(merged_counts),
+        "largest_group": plan.structure["largest_groups"][0],
+        "largest_groups": plan.structure["largest_groups"],
+        "skipped": [list(s) for s in ds.skipped], "info": to_jsonable(ds.info),
+        "synthetic": bool(ds.info.get("synthetic", False)),
+    }
 
 
 def _feature_timings(folds):
@@ -1316,8 +1320,8 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
         fewer groups than folds, or a test fold larger than twice the mean.
     output_dir : str or path, optional
         Where ``folds.jsonl`` (per-fold results, written as folds finish),
-        ``results.json``, ``folds.csv``, ``summary.csv``, ``summary.md`` and
-        the PNG plots go. Without it nothing is written and nothing resumes.
+        ``results.json``, ``folds.csv``, ``fold_metrics.csv`` (the tidy table),
+        ``summary.csv``, ``summary.md``, ``report.html`` and the plots go. Without it nothing is written and nothing resumes.
     resume : bool, default=True
         Skip folds already in ``output_dir/folds.jsonl`` under the same
         configuration (pipeline parameters, grid, splits, dataset, version),
