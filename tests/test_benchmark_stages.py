@@ -182,6 +182,38 @@ def test_stages_refuse_what_they_cannot_use():
         summarise(p, [], rank_by="auc")
 
 
+class RefusesFlatImages(Moments):
+    """Moments that cannot describe an image without contrast (like GLCM on a 1x1 image)."""
+
+    def _extract(self, image, mask):
+        if image.std() == 0:
+            raise ValueError("no contrast")
+        return super()._extract(image, mask)
+
+
+def test_compute_features_excludes_an_image_for_every_pipeline_and_replans():
+    ds = make_dataset(seed=8)
+    flat = Sample.from_array(np.full((8, 8), 0.5, dtype=np.float32), label="benign", group="patient-flat")
+    with_flat = Dataset(list(ds.samples[:4]) + [flat] + list(ds.samples[4:]), name="stages")
+    pipelines = {"strict": Pipeline([("m", RefusesFlatImages()), ("lr", LogisticRegression())]),
+                 "lenient": Pipeline([("m", Moments()), ("lr", LogisticRegression())])}
+    before = plan(with_flat, pipelines, cv=CV, duplicates="none")
+    assert len(before.samples) == 31
+    with pytest.warns(UserWarning, match=r"1 image\(s\) excluded for every pipeline"):
+        after = compute_features(before, progress=False)
+    [excluded] = after.excluded
+    assert excluded["index"] == 4 and excluded["reason"].startswith("strict: ValueError: RefusesFlatImages on sample")
+    assert excluded["reason"].endswith("no contrast")
+    # the plan of the images that remain: the splits and the identity of planning them directly
+    clean = plan(Dataset(list(ds.samples), name="stages"), pipelines, cv=CV, duplicates="none")
+    assert len(after.samples) == 30 and after.experiment == clean.experiment
+    for ours, theirs in zip(after.splits, clean.splits):
+        # exact: integer indices
+        np.testing.assert_array_equal(ours.test, theirs.test)
+    for name in pipelines:  # one feature row per remaining sample, in order, for both pipelines
+        np.testing.assert_allclose(after.features[name].Z, Moments(cache=False).fit_transform(ds.samples), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- execute
 def test_execute_gives_typed_fold_results_equal_to_fitting_the_whole_pipeline(tmp_path):
     ds = make_dataset(seed=5)

@@ -726,10 +726,8 @@ def compute_features(plan, *, n_jobs=None, backend=None, scheduler=None, progres
             position[ok_index] = np.arange(len(ok_index))
             Z_ok = _take(Z_ok, position[keep])
         features[name] = PrefixOutput(Z_ok, pre_s, feat_s)
-    if not exclusions:
-        features.update({name: PrefixOutput(samples) for name, prefix in plan.prefixes.items() if prefix is None})
-        return replace(plan, features={name: features[name] for name in plan.pipelines})
-    plan = _excluding(plan, exclusions, keep)
+    if exclusions:
+        plan = _excluding(plan, exclusions, keep)
     features.update({name: PrefixOutput(plan.samples) for name, prefix in plan.prefixes.items() if prefix is None})
     return replace(plan, features={name: features[name] for name in plan.pipelines})
 
