@@ -332,6 +332,11 @@ def test_summarise_tidy_table_equals_the_fold_metrics(tmp_path):
     loaded = BenchmarkResult.load(tmp_path)
     assert loaded.table.equals(table)
     assert [f.to_record() for f in loaded.fold_results()] == [f.to_record() for f in folds]
+    # the report re-rendered from the stored result alone is the same report
+    summary_md, recorded = (tmp_path / "summary.md").read_text(), json.loads((tmp_path / "experiment.json").read_text())
+    write_report(loaded, tmp_path)
+    assert (tmp_path / "summary.md").read_text() == summary_md
+    assert json.loads((tmp_path / "experiment.json").read_text()) == recorded
 
 
 def test_failed_folds_are_rows_without_values():

@@ -365,7 +365,8 @@ def report_sections(result, metric=None):
 
 
 def write_reports(result, out_dir):
-    """Write ``folds.csv``, ``fold_metrics.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``, ``summary.md``, ``report.html``.
+    """Write ``folds.csv``, ``fold_metrics.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``,
+    ``summary.md`` and ``report.html``.
 
     The figures already in ``out_dir`` (:func:`~featurepipe.benchmark.plots.write_plots`, run first) are
     linked from ``summary.md`` and embedded in ``report.html``; to re-render both from a finished run:

@@ -264,7 +264,7 @@ class BenchmarkResult:
 
     @property
     def table(self):
-        """The tidy results table of :attr:`folds` (:func:`results_table`): one row per pipeline × repeat × fold × metric."""
+        """The tidy results table of :attr:`folds` (:func:`results_table`): pipeline × repeat × fold × metric."""
         return results_table(self.folds)
 
     def fold_results(self):

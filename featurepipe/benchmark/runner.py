@@ -1090,7 +1090,8 @@ def summarise(plan, fold_results, *, metrics=None, rank_by="mcc", rope=0.01, con
         timings[name] = _timings(recs, _feature_timings([f for f in folds if f.pipeline == name]), len(plan.samples))
         pooled[name] = _pooled_metrics(recs, plan.labels, plan.pos_label)
     comparisons = {}
-    for metric in dict.fromkeys([options.rank_by] + [m for m in options.metrics if m in ("mcc", "roc_auc", "accuracy")]):
+    compared = [options.rank_by] + [m for m in options.metrics if m in ("mcc", "roc_auc", "accuracy")]
+    for metric in dict.fromkeys(compared):
         scores = {}
         for name in order:
             fold_values = dict(zip(by_split[name].index, by_split[name][metric])) if metric in by_split[name] else {}
@@ -1227,8 +1228,9 @@ def write_report(result, out_dir, plan=None, *, plots=True):
 
     ``plan`` (the run's :class:`BenchmarkPlan`) gives the images and pipelines the figures need
     (misclassified images, intensities, class-activation maps) and the experiment recorded in
-    ``experiment.json``; without it no plots are drawn and the folder's recorded experiment is
-    kept. Sets ``result.output_dir`` and ``result.files``.
+    ``experiment.json``; without it (re-rendering a loaded result: ``write_report(BenchmarkResult.load(d), d)``)
+    no plots are drawn, the figures already there are linked and the folder's recorded experiment is kept.
+    Sets ``result.output_dir`` and ``result.files``.
 
     Returns
     -------
@@ -1248,7 +1250,10 @@ def write_report(result, out_dir, plan=None, *, plots=True):
                                               encoding="utf-8")
         experiment = plan.experiment if plan is not None else read_experiment(out_dir)
         if experiment is not None:
-            write_experiment(out_dir, {**experiment, "files": [Path(f).name for f in files]})
+            # Without the plan, the figures drawn before stay the folder's (clear_outputs deletes what is listed).
+            kept = [] if plan is not None else [f for f in experiment.get("files", []) if isinstance(f, str)]
+            names = list(dict.fromkeys(kept + [Path(f).name for f in files]))
+            write_experiment(out_dir, {**experiment, "files": names})
     result.files = files
     return files
 
@@ -1319,7 +1324,8 @@ def run_benchmark(dataset, pipelines, *, cv=5, param_grids=None, inner_cv=3, inn
     output_dir : str or path, optional
         Where ``folds.jsonl`` (per-fold results, written as folds finish),
         ``results.json``, ``folds.csv``, ``fold_metrics.csv`` (the tidy table),
-        ``summary.csv``, ``summary.md``, ``report.html`` and the plots go. Without it nothing is written and nothing resumes.
+        ``summary.csv``, ``summary.md``, ``report.html`` and the plots go. Without it nothing
+        is written and nothing resumes.
     resume : bool, default=True
         Skip folds already in ``output_dir/folds.jsonl`` under the same
         configuration (pipeline parameters, grid, splits, dataset, version),
