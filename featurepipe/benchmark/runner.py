@@ -193,6 +193,8 @@ class BenchmarkPlan:
         Per pipeline: the stateless prefix (a Pipeline, or ``None``) and the learned suffix.
     cv, inner_cv : CVSpec
         Outer and inner (tuning) cross-validation; ``inner_scoring`` the tuning score.
+    estimator_hashes : dict
+        Hash of each pipeline's parameters, with feature-cache locations reset (they never change results).
     exclusions : dict
         Sample index -> reasons, for images found unusable but not yet excluded (the duplicate
         search could not read them); :func:`compute_features` excludes them.
