@@ -21,7 +21,6 @@ pipeline once per dataset.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from joblib import Parallel, delayed

@@ -18,13 +18,33 @@ output directory and configuration resumes), ``results.json``, CSV tables,
 runner, reports, plots, the leakage report and the fold store live in its
 modules); the function to call is ``featurepipe.benchmark.run_benchmark``. Names are
 imported from their modules on first use.
+
+``run_benchmark`` composes five public stages that can be called (and tested) one by one::
+
+    from featurepipe.benchmark import plan, compute_features, execute, summarise, write_report
+
+    p = compute_features(plan(dataset, pipelines, cv=5))   # splits, identity; features once
+    folds = execute(p, output_dir="results/busi")           # list of FoldResult (resumable)
+    result = summarise(p, folds)                            # result.table: pipeline × repeat × fold × metric
+    write_report(result, "results/busi", p)
 """
 
 from .._lazy import lazy_attributes
 
 _LAZY = {
     "run_benchmark": ".runner",
-    "BenchmarkResult": ".runner",
+    "plan": ".runner",
+    "compute_features": ".runner",
+    "execute": ".runner",
+    "summarise": ".runner",
+    "write_report": ".runner",
+    "BenchmarkPlan": ".runner",
+    "PrefixOutput": ".runner",
+    "ExecutionOptions": ".runner",
+    "SummaryOptions": ".runner",
+    "BenchmarkResult": ".results",
+    "FoldResult": ".results",
+    "results_table": ".results",
     "CVSpec": ".splits",
     "Split": ".splits",
     "make_splits": ".splits",

@@ -45,9 +45,13 @@ caught by the duplicate check; anything else is the user's responsibility.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-__all__ = ["straddling_groups", "find_samplers", "single_class_predictions", "mask_cue_probe", "leakage_report"]
+from ..sample import Sample, as_samples
+
+__all__ = ["straddling_groups", "find_samplers", "single_class_predictions", "mask_cue_probe", "leakage_report",
+           "mask_probe_images", "prefix_uses_masks", "mask_fractions"]
 
 #: The mask cue is reported as a leak when its in-fold balanced accuracy exceeds chance by more than this.
 MASK_CUE_MARGIN = 0.1
@@ -359,3 +363,72 @@ def leakage_report(splits, *, patient_groups, duplicate_clusters, duplicates_met
     report["warnings"] = warnings_out
     report["status"] = "ok" if not warnings_out else "warnings"
     return report
+
+
+# ----------------------------------------------------------------------------- mask probes
+def mask_probe_images(samples, n_probe=2, max_scan=200):
+    """Up to ``n_probe`` (image, mask) pairs with a partial mask (some pixels in, some out)."""
+    found = []
+    for sample in samples[:max_scan]:
+        meta = sample.meta
+        source = getattr(sample, "_source", None)
+        if not meta.get("mask_paths") and getattr(source, "mask", None) is None and \
+                not hasattr(source, "parent"):
+            continue  # a file sample without mask files, or an array sample without a mask
+        try:
+            image, mask = sample.load()
+        except Exception:  # an unreadable image is reported elsewhere; the probe only needs two good ones
+            continue
+        if mask is not None and mask.any() and not mask.all():
+            found.append((image, mask))
+            if len(found) == n_probe:
+                break
+    return found
+
+
+def _outputs_differ(a, b):
+    if isinstance(a, np.ndarray) and a.dtype != object:
+        return not np.allclose(a, b, equal_nan=True)
+    return any(not np.array_equal(x.image, z.image) for x, z in zip(a, b))
+
+
+def prefix_uses_masks(prefix, probe):
+    """Whether the stateless prefix's output changes when the probe images lose their masks.
+
+    ``prefix`` is a pipeline of stateless steps (or ``None``), ``probe`` the pairs of
+    :func:`mask_probe_images`. Returns ``True``/``False``, or a string saying why it could not
+    be checked (the probe never stops a benchmark).
+    """
+    if prefix is None:
+        return "not checked (no stateless prefix to probe)"
+    if not probe:
+        return False
+    try:
+        step = clone(prefix)
+        with_mask = as_samples([Sample.from_array(image, mask) for image, mask in probe])
+        without = as_samples([Sample.from_array(image) for image, _ in probe])
+        step.fit(with_mask)
+        masked = step.transform(with_mask)
+    except Exception as exc:  # the probe must never stop a benchmark
+        return f"not checked ({type(exc).__name__}: {exc})"
+    try:
+        unmasked = step.transform(without)
+    except Exception:  # works with masks, refuses without them (CropToMask): it reads them
+        return True
+    try:
+        return bool(_outputs_differ(masked, unmasked))
+    except Exception as exc:
+        return f"not checked ({type(exc).__name__}: {exc})"
+
+
+def mask_fractions(samples):
+    """Fraction of each sample's pixels inside its mask (0 without a mask), for the mask-cue probe."""
+    out = np.zeros(len(samples), dtype=np.float64)
+    for i, sample in enumerate(samples):
+        try:
+            mask = sample.mask
+        except Exception:  # unreadable images were excluded before; the probe must never stop a benchmark
+            continue
+        if mask is not None and mask.size:
+            out[i] = float(np.count_nonzero(mask)) / mask.size
+    return out

@@ -4,6 +4,9 @@
 
 * ``folds.csv`` — one row per pipeline and fold: every metric, timings,
   tuned parameters;
+* ``fold_metrics.csv`` — the tidy results table
+  (:attr:`~featurepipe.benchmark.results.BenchmarkResult.table`): one row per
+  pipeline × repeat × fold × metric, ``status`` and ``value`` (empty: undefined);
 * ``summary.csv`` — one row per pipeline and metric: mean, std, CI, n;
 * ``per_class.csv`` — the same per class for the one-vs-rest metrics;
 * ``comparisons.csv`` — paired tests between pipelines;
@@ -201,14 +204,15 @@ def report_tables(result, metric=None):
         tables.append(Table(f"Paired comparisons: {METRIC_LABELS[cmp_metric]}", intro, header, rows))
 
     if result.per_class:
-        from .runner import PER_CLASS_METRICS
-
-        header = ["pipeline", "class"] + [METRIC_LABELS[m] for m in PER_CLASS_METRICS]
+        # The one-vs-rest metrics the result holds, in its order (the runner decides which).
+        per_class_metrics = next((list(stats) for by_label in result.per_class.values()
+                                  for stats in by_label.values()), [])
+        header = ["pipeline", "class"] + [METRIC_LABELS[m] for m in per_class_metrics]
         rows = []
         for name in order:
             n_ok = _n_ok(result, name)
             for label, stats in result.per_class.get(name, {}).items():
-                rows.append([Cell(name), Cell(str(label))] + [_stat_cell(stats[m], n_ok) for m in PER_CLASS_METRICS])
+                rows.append([Cell(name), Cell(str(label))] + [_stat_cell(stats[m], n_ok) for m in per_class_metrics])
         tables.append(Table("Per class (one-vs-rest)", None, header, rows))
     return tables
 
@@ -361,7 +365,8 @@ def report_sections(result, metric=None):
 
 
 def write_reports(result, out_dir):
-    """Write ``folds.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``, ``summary.md``, ``report.html``.
+    """Write ``folds.csv``, ``fold_metrics.csv``, ``summary.csv``, ``per_class.csv``, ``comparisons.csv``,
+    ``summary.md`` and ``report.html``.
 
     The figures already in ``out_dir`` (:func:`~featurepipe.benchmark.plots.write_plots`, run first) are
     linked from ``summary.md`` and embedded in ``report.html``; to re-render both from a finished run:
@@ -387,6 +392,10 @@ def write_reports(result, out_dir):
                 r.get("score_kind") or "", json.dumps(r.get("best_params")) if r.get("best_params") else "",
                 r.get("error", ""),
             ])
+    files.append(str(path))
+
+    path = out_dir / "fold_metrics.csv"
+    result.table.to_csv(path, index=False)  # the tidy table: one row per pipeline × repeat × fold × metric
     files.append(str(path))
 
     path = out_dir / "summary.csv"

@@ -34,8 +34,8 @@ EXPERIMENT_FILE = "experiment.json"
 #: The lock file of a folder being written.
 LOCK_FILE = ".featurepipe.lock"
 #: Files a benchmark writes into its output folder (plots are the ``*.png`` files listed in experiment.json).
-RESULT_FILES = ("folds.jsonl", "results.json", "folds.csv", "summary.csv", "per_class.csv", "comparisons.csv",
-                "summary.md", EXPERIMENT_FILE)
+RESULT_FILES = ("folds.jsonl", "results.json", "folds.csv", "fold_metrics.csv", "summary.csv", "per_class.csv",
+                "comparisons.csv", "summary.md", EXPERIMENT_FILE)
 
 #: Keys a finished fold record must carry to be reused.
 FOLD_RECORD_KEYS = ("repeat", "fold", "status", "metrics", "per_class", "confusion_matrix", "test_index", "y_true",
