@@ -73,8 +73,7 @@ def _cases():
 
 
 def test_the_record_covers_every_built_in_recipe_and_option_set():
-    built_in = {name for name in recipes.RECIPES if recipes.RECIPES.is_built_in(name)} \
-        if hasattr(recipes.RECIPES, "is_built_in") else set(recipes.RECIPES)
+    built_in = {name for name in recipes.RECIPES if recipes.RECIPES.is_built_in(name)}
     assert {key.split("/")[0] for key in RECORDED} == built_in
     for name in built_in:
         expected = {label for label, options in OPTION_SETS.items() if applicable(recipes.get(name), options)}
