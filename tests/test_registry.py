@@ -219,3 +219,14 @@ def test_a_registered_command_module_adds_its_command(tmp_path, monkeypatch, cap
         for name in ("hello", "goodbye"):
             if name in COMMANDS:
                 COMMANDS.unregister(name)
+
+
+def test_the_python_blocks_of_docs_registries_md_run():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "registries.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    assert blocks
+    for block in blocks:
+        exec(compile(block.split("```")[0], "docs/registries.md", "exec"), {})
+    assert "lbp_logistic" not in recipes.RECIPES  # the example cleans up after itself
