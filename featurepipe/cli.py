@@ -1,12 +1,14 @@
 """The ``featurepipe`` command line.
 
-Sub-commands live in their own modules, listed in :data:`_COMMAND_MODULES`.
-Each module exposes ``register(subparsers)``, which adds its parser(s) with
-``subparsers.add_parser(...)`` and sets ``func`` (via ``set_defaults``) to a
-callable ``func(args) -> int`` returning the exit status. Adding a command
-is adding its module name to the tuple; modules are imported when the
-parser is built, so keep their top-level imports light (import heavy
-libraries inside ``func``).
+Sub-commands live in their own modules. :data:`COMMANDS` (a
+:class:`~featurepipe.registry.Registry`) maps each command name to the
+module that adds it: the module exposes ``register(subparsers)``, which
+adds its parser(s) with ``subparsers.add_parser(...)`` and sets ``func``
+(via ``set_defaults``) to a callable ``func(args) -> int`` returning the
+exit status. One module may add several commands; it is imported once.
+Adding a command is ``COMMANDS.register(name, "package.module")``;
+modules are imported only when the parser is built, so keep their
+top-level imports light (import heavy libraries inside ``func``).
 
 Exit status: 0 success, 1 the command ran and found problems (e.g. bad
 files), 2 usage errors (argparse) and errors in the input (a message
@@ -30,10 +32,17 @@ import sys
 
 from ._logging import quiet_tensorflow
 from ._version import __version__
+from .registry import Registry
 
-__all__ = ["main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser"]
 
-_COMMAND_MODULES = ("featurepipe.cli_data", "featurepipe.cli_run")
+#: Command name -> module path whose ``register(subparsers)`` adds that command (in help order).
+COMMANDS = Registry("command")
+for _name, _module in [("data", "featurepipe.cli_data"), ("recipes", "featurepipe.cli_run"),
+                       ("benchmark", "featurepipe.cli_run"), ("fit", "featurepipe.cli_run"),
+                       ("predict", "featurepipe.cli_run"), ("serve", "featurepipe.cli_run")]:
+    COMMANDS.register(_name, _module, built_in=True)
+del _name, _module
 
 
 def build_parser():
@@ -48,8 +57,12 @@ def build_parser():
     parser.add_argument("--verbose", action="store_true",
                         help="let TensorFlow print its start-up log lines (hidden by default)")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in dict.fromkeys(module for _, module in COMMANDS.items()):  # each module once, in order
+        importlib.import_module(module).register(subparsers)
+    missing = [name for name in COMMANDS if name not in subparsers.choices]
+    if missing:
+        raise RuntimeError(f"command {missing[0]!r} is registered in featurepipe.cli.COMMANDS but its module "
+                           f"{COMMANDS[missing[0]]!r} did not add it in register(subparsers)")
     return parser
 
 

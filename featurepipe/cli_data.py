@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["LAYOUT_NAMES", "register"]
 
-_LAYOUT_CHOICES = ("folder", "manifest", "busi", "mias", "breakhis", "dmr-ir")
+#: The built-in layouts of :data:`featurepipe.datasets.LAYOUTS`, spelled out so that building the
+#: parser imports no dataset builder (SciPy, OpenCV); tests/test_registry.py keeps them equal.
+LAYOUT_NAMES = ("folder", "manifest", "busi", "mias", "breakhis", "dmr-ir")
 _MODE_CHOICES = {"keep": None, "gray": "gray", "rgb": "rgb"}
 _DEFAULT_JOBS = min(8, os.cpu_count() or 1)
 
@@ -37,7 +39,7 @@ def register(subparsers):
                     "clusters of exact/near-duplicate images, naming those that span several labels. "
                     "Exit status 1 when some files cannot be used.")
     check.add_argument("target", help="manifest CSV, or a dataset folder")
-    check.add_argument("--layout", choices=("auto",) + _LAYOUT_CHOICES, default="auto",
+    check.add_argument("--layout", choices=("auto",) + LAYOUT_NAMES, default="auto",
                        help="dataset layout (default: detected from the files)")
     check.add_argument("--root", help="data root of a manifest (default: the manifest's folder)")
     add_allow_outside_root(check)
@@ -62,7 +64,7 @@ def register(subparsers):
         "manifest", help="write a manifest CSV (path,label,group,mask,sha256,...) for a dataset",
         description="Build a dataset from a known layout and write its manifest with file checksums. "
                     "Files that cannot be used are listed on stderr (exit status 1) and left out.")
-    manifest.add_argument("layout", choices=tuple(c for c in _LAYOUT_CHOICES if c != "manifest"),
+    manifest.add_argument("layout", choices=tuple(c for c in LAYOUT_NAMES if c != "manifest"),
                           help="layout of the data root")
     manifest.add_argument("root", help="data root")
     manifest.add_argument("-o", "--output", required=True, help="manifest file to write")

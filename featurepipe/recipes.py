@@ -81,7 +81,8 @@ equal weights), each a full recipe pipeline with its own scaler and
 calibrated classifier. Members' feature extractors cache per sample, so in
 a benchmark or grid search every image goes through the CNN once however
 often the vote is refitted. Options (``balancing``, ``use_mask``,
-``class_weight``, ``backbone``) are passed to every member;
+``class_weight``, ``backbone``, ``random_state``) are passed to every
+member that accepts them (``backbone`` to the CNN member only);
 ``preprocessing`` steps run once, before the vote. Member parameters are
 ``classifier__<member>__<parameter>`` (e.g.
 ``classifier__deep__classifier__estimator__C``).
@@ -143,15 +144,42 @@ is always its row-wise argmax.
 
 Parameter names of a wrapped classifier carry the wrapper:
 ``classifier__estimator__C`` (the default grids use them).
+
+Recipes as data, options, your own recipes
+------------------------------------------
+:data:`RECIPES` is a :class:`~featurepipe.registry.Registry` of
+:class:`Recipe` entries: name, description, citation, a keyword-only
+builder, the default grid and how its defaults were chosen. The builder's
+parameters are the recipe's options (``Recipe.options``, with their
+defaults in ``Recipe.option_defaults``): the shared ones of
+:data:`SHARED_OPTIONS` that it uses, and its own, such as ``epochs``,
+``fine_tune_epochs``, ``unfreeze`` and ``patience`` of the Keras recipes.
+:func:`make` refuses any other option with an error naming the recipe, the
+option and the accepted ones (a handcrafted recipe has no ``backbone``; the
+ELM recipe takes no ``class_weight``)::
+
+    >>> recipes.get("hog_svm").options
+    ('preprocessing', 'balancing', 'use_mask', 'class_weight', 'random_state')
+    >>> recipes.make("keras_head", epochs=5).named_steps["classifier"].epochs
+    5
+
+Add your own recipe with :func:`register_recipe` (an example is there); it
+is then listed by ``featurepipe recipes`` and built by :func:`make` like the
+built-in ones.
 """
 
 from __future__ import annotations
 
 import builtins
+import inspect
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
-__all__ = ["BALANCING", "CLASS_WEIGHTS", "PREPROCESSING", "RECIPES", "ROI_MARGIN", "Recipe", "get", "grid", "list",
-           "make"]
+from .registry import Registry
+
+__all__ = ["BALANCING", "CLASS_WEIGHTS", "DEFAULT_BACKBONE", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
+           "SHARED_OPTIONS", "Recipe", "RecipeParts", "get", "grid", "list", "make", "register_recipe"]
 
 #: Preprocessing options accepted by :func:`make` (applied in the order given).
 PREPROCESSING = ("median", "clahe", "otsu_roi")
@@ -165,45 +193,209 @@ CLASS_WEIGHTS = ("balanced", None)
 #: resolution of ultrasound and mammography images, small enough that the lesion stays the
 #: subject of the crop. Chosen by that principle, not by any benchmark score.
 ROI_MARGIN = 32
-_DEFAULT_BACKBONE = "efficientnet_lite0"
+#: CNN backbone of the CNN and Keras recipes when none is given: its ImageNet weights need no network.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+#: The options shared by recipes, each with the value :func:`make` uses when it is not given (see
+#: :func:`make` for their meaning). Which of them a recipe accepts is ``Recipe.options``.
+SHARED_OPTIONS = {"preprocessing": None, "balancing": None, "backbone": DEFAULT_BACKBONE, "use_mask": False,
+                  "class_weight": "balanced", "random_state": 0}
+
+_COMBINERS = ("soft_vote", "stack")
+
+
+class RecipeParts(NamedTuple):
+    """What a recipe's builder returns (a plain ``(features, classifier)`` tuple is accepted too).
+
+    Attributes
+    ----------
+    features : transformer or None
+        The ``"features"`` step; ``None`` for recipes without one (end-to-end
+        networks, fusions), which then get no ``"scale"`` step either.
+    classifier : estimator
+        The ``"classifier"`` step.
+    image_steps : tuple of (str, transformer), default=()
+        Image steps of the recipe itself, placed after the preprocessing
+        (and the ``"roi"`` crop) and before the features, e.g.
+        ``shape_texture_rf``'s Otsu ``"region"`` without ``use_mask``.
+    """
+
+    features: object
+    classifier: object
+    image_steps: tuple = ()
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named pipeline factory.
+    """A named pipeline recipe, declared as data: its builder, default grid and the options it accepts.
 
     Attributes
     ----------
     name, description, citation : str
-    build : callable ``(backbone, use_mask, random_state, class_weight) -> (feature_step or None, classifier)``
-        ``None`` for a fusion recipe (see ``members``).
+    build : callable
+        The builder, ``build(*, <options>) -> RecipeParts`` (or a
+        ``(features, classifier)`` tuple). Its parameters must be keyword-only;
+        they declare the options the recipe accepts. Parameters named like a
+        shared option (``backbone``, ``use_mask``, ``class_weight``,
+        ``random_state``, ``balancing``; see :data:`SHARED_OPTIONS`) receive
+        :func:`make`'s value, or its default, so they need no default of
+        their own; any other parameter is a recipe-specific option (e.g.
+        ``epochs`` of the Keras recipes) and must have a default, which is the
+        recipe's. ``preprocessing`` is always applied by :func:`make`, never
+        by a builder. A builder that takes ``balancing`` applies it itself
+        (fusions pass it to their members); otherwise :func:`make` adds the
+        ``"balance"`` step after the features. Omit ``build`` for a fusion
+        recipe (see ``members``).
     param_grid : dict
         Default grid for nested CV, keyed by full-pipeline parameter names.
-    uses_cnn : bool
-        Whether the recipe runs a CNN backbone (``backbone=`` applies).
     end_to_end : bool
         No separate feature step (Keras recipes): no scaler, no balancing.
+    crops_to_mask : bool
+        With ``use_mask=True``, crop each image to its mask first (a ``"roi"``
+        step, for features that cannot read masks: CNN, Keras, autoencoder).
+        Recipes whose builder takes ``use_mask`` read the mask themselves.
     defaults : str
         How the default parameters and the default grid were chosen (by
         principle or by the cited paper; never by a benchmark's test folds).
     members : tuple of (alias, recipe name)
         Fusion recipes only: the member recipes whose calibrated
         probabilities are combined (see "Fusion" in the module docstring).
+        Each member gets the fusion's shared options that it accepts.
     combiner : {"soft_vote", "stack"}
         Fusion recipes only: average the members' probabilities, or feed
         their out-of-fold probabilities to a logistic regression.
+
+    Derived, read-only:
+
+    options : tuple of str
+        **The option names** :func:`make` **accepts for this recipe** (the
+        shared ones it uses, in :data:`SHARED_OPTIONS` order, then its own);
+        any other option is refused with an error naming the recipe, the
+        option and these names. ``preprocessing`` is always accepted;
+        ``balancing`` unless the recipe is end-to-end; ``use_mask`` when the
+        builder reads the mask or the recipe crops to it; ``random_state``
+        when the builder takes it or ``balancing`` applies.
+    option_defaults : dict
+        ``{option: value make() uses when it is not given}``, in ``options``
+        order: the resolved options of a default :func:`make` call.
+    uses_cnn : bool
+        Whether the recipe runs a CNN backbone (it accepts ``backbone``).
+
+    Examples
+    --------
+    >>> from featurepipe import recipes
+    >>> keras_head = recipes.get("keras_head")
+    >>> keras_head.options
+    ('preprocessing', 'backbone', 'use_mask', 'class_weight', 'random_state', 'epochs', 'patience')
+    >>> keras_head.option_defaults["epochs"], keras_head.option_defaults["backbone"]
+    (20, 'efficientnet_lite0')
     """
 
     name: str
     description: str
     citation: str
-    build: object = field(repr=False)
+    build: object = field(default=None, repr=False)
     param_grid: dict = field(default_factory=dict)
-    uses_cnn: bool = False
     end_to_end: bool = False
+    crops_to_mask: bool = False
     defaults: str = ""
     members: tuple = ()
     combiner: str = "soft_vote"
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"recipe name must be a non-empty string; got {self.name!r}")
+        if self.members:
+            if self.build is not None:
+                raise ValueError(f"recipe {self.name!r}: give either build or members (a fusion), not both")
+            if self.combiner not in _COMBINERS:
+                raise ValueError(f"recipe {self.name!r}: combiner must be one of {builtins.list(_COMBINERS)}; "
+                                 f"got {self.combiner!r}")
+            object.__setattr__(self, "members", tuple(tuple(m) for m in self.members))
+            # Its options follow from the members' (looked up when first needed).
+            object.__setattr__(self, "build", _Fusion(self.members, self.combiner))
+            return
+        if not callable(self.build):
+            raise TypeError(f"recipe {self.name!r}: build must be a callable build(*, <options>); got {self.build!r}")
+        for parameter in self._builder_parameters.values():
+            if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise TypeError(f"recipe {self.name!r}: the builder's parameter {parameter.name!r} must be "
+                                f"keyword-only (def build(*, {parameter.name}, ...)); its parameters are the "
+                                "recipe's options")
+            if parameter.name == "preprocessing":
+                raise ValueError(f"recipe {self.name!r}: the builder must not take 'preprocessing' (make() adds "
+                                 "the preprocessing steps of every recipe)")
+            if parameter.name not in SHARED_OPTIONS and parameter.default is inspect.Parameter.empty:
+                raise ValueError(f"recipe {self.name!r}: the builder's own option {parameter.name!r} needs a "
+                                 "default (the recipe's default)")
+
+    @cached_property
+    def _builder_parameters(self):
+        return dict(inspect.signature(self.build).parameters)
+
+    @cached_property
+    def options(self):
+        taken = self._builder_parameters
+        balances = "balancing" in taken or not self.end_to_end
+        accepted = {
+            "preprocessing": True,
+            "balancing": balances,
+            "backbone": "backbone" in taken,
+            "use_mask": "use_mask" in taken or self.crops_to_mask,
+            "class_weight": "class_weight" in taken,
+            "random_state": "random_state" in taken or balances,
+        }
+        return tuple([name for name, ok in accepted.items() if ok] + [p for p in taken if p not in SHARED_OPTIONS])
+
+    @property
+    def option_defaults(self):
+        taken = self._builder_parameters
+        return {name: SHARED_OPTIONS[name] if name in SHARED_OPTIONS else taken[name].default
+                for name in self.options}
+
+    @property
+    def uses_cnn(self):
+        return "backbone" in self.options
+
+
+class _Fusion:
+    """Builder of a fusion recipe: each member recipe built with the fusion's options it accepts.
+
+    Its signature (the fusion's options) is every shared option but
+    ``preprocessing`` that some member accepts; ``preprocessing`` runs once,
+    before the members.
+    """
+
+    def __init__(self, members, combiner):
+        self.members = members
+        self.combiner = combiner
+
+    @property
+    def __signature__(self):
+        member_options = {o for _, member in self.members for o in get(member).options}
+        return inspect.Signature([inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+                                  for name in SHARED_OPTIONS if name != "preprocessing" and name in member_options])
+
+    def __call__(self, **options):
+        # Each member is a whole recipe pipeline (own features, scaler, calibrated classifier): the
+        # vote averages calibrated probabilities. Members' feature extractors cache per sample, so
+        # images are described once however often the vote is refitted.
+        members = []
+        for alias, member in self.members:
+            accepted = get(member).options
+            members.append((alias, make(member, **{k: v for k, v in options.items() if k in accepted})))
+        if self.combiner == "stack":
+            from sklearn.ensemble import StackingClassifier
+
+            # cv=5: stratified inner folds of the training part only (not grouped by patient or
+            # duplicate cluster; see "Fusion").
+            class_weight = options.get("class_weight", SHARED_OPTIONS["class_weight"])
+            combined = StackingClassifier(members, final_estimator=_logistic(class_weight), cv=5,
+                                          stack_method="predict_proba")
+        else:
+            from sklearn.ensemble import VotingClassifier
+
+            combined = VotingClassifier(members, voting="soft")
+        return RecipeParts(None, combined)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -264,43 +456,39 @@ def _rf(random_state, class_weight):
                                               random_state=random_state))
 
 
-def _elm(random_state, class_weight):
+def _elm(random_state):
     from .classifiers import ELMClassifier
 
-    # ELMClassifier has no class_weight / sample_weight: class_weight cannot be applied (use
-    # balancing="random" or "smote" for imbalanced data). Strong ridge regularisation (alpha=10):
+    # ELMClassifier has no class_weight / sample_weight, so convnet_elm does not accept class_weight
+    # (use balancing="random" or "smote" for imbalanced data). Strong ridge regularisation (alpha=10):
     # 500 random hidden units read out from a few hundred training images would interpolate them
     # with the ELM's own default (1e-3). Historical note: this value was first seen to help on
     # BUSI (balanced accuracy 0.74 against 0.54), so convnet_elm's BUSI numbers are optimistic by
     # that choice; it is the middle of the log-spaced default grid [1, 10, 100] that nested CV
     # searches. ELM scores are ridge-regression outputs, not log-odds: calibrate.
-    del class_weight
     return _calibrated(ELMClassifier(n_hidden=500, alpha=10.0, random_state=random_state))
+
+
+#: The recipes' settings of handcrafted families, beyond each family's defaults
+#: (:data:`featurepipe.features.bank.FAMILIES`): Haralick's distances 1, 2 and 4 px, and Ojala et
+#: al.'s two smallest LBP operators. One table for every recipe that uses these families.
+_FAMILY_SETTINGS = {"glcm": {"distances": (1, 2, 4)}, "lbp": {"scales": ((8, 1), (16, 2))}}
+
+
+def _family(name, use_mask):
+    """Feature family ``name`` at the recipes' settings (whole image, or the masked region)."""
+    from .features.bank import FAMILIES
+
+    return FAMILIES[name](use_mask=use_mask, **_FAMILY_SETTINGS.get(name, {}))
 
 
 def _handcrafted(*families, use_mask):
     """One extractor, or a FeatureBank when several families are asked for."""
-    from .features import (
-        CurveletFeatures,
-        FirstOrderFeatures,
-        GLCMFeatures,
-        HOGFeatures,
-        LBPFeatures,
-        ShapeFeatures,
-        make_feature_bank,
-    )
+    from .features import make_feature_bank
 
-    makers = {
-        "firstorder": lambda: FirstOrderFeatures(use_mask=use_mask),
-        "glcm": lambda: GLCMFeatures(distances=(1, 2, 4), use_mask=use_mask),
-        "lbp": lambda: LBPFeatures(scales=((8, 1), (16, 2)), use_mask=use_mask),
-        "hog": lambda: HOGFeatures(use_mask=use_mask),
-        "curvelet": lambda: CurveletFeatures(roi="mask_bbox" if use_mask else "image"),
-        # Shape always describes a mask: the expert one with use_mask=True,
-        # otherwise the Otsu region that make() inserts (see "shape_texture_rf").
-        "shape": lambda: ShapeFeatures(),
-    }
-    extractors = [makers[f]() for f in families]
+    # Shape always describes a mask: the expert one with use_mask=True, otherwise the Otsu
+    # region that shape_texture_rf puts before its features.
+    extractors = [_family(f, use_mask) for f in families]
     return extractors[0] if len(extractors) == 1 else make_feature_bank(*extractors)
 
 
@@ -311,14 +499,20 @@ def _bovw(use_mask, random_state):
 
 
 def _hybrid(backbone, use_mask):
-    from .features import FeatureBank, FirstOrderFeatures, GLCMFeatures, LBPFeatures
+    from .features import FeatureBank
 
-    return FeatureBank([
-        ("cnn", _cnn(backbone)),
-        ("firstorder", FirstOrderFeatures(use_mask=use_mask)),
-        ("glcm", GLCMFeatures(distances=(1, 2, 4), use_mask=use_mask)),
-        ("lbp", LBPFeatures(scales=((8, 1), (16, 2)), use_mask=use_mask)),
-    ])
+    return FeatureBank([("cnn", _cnn(backbone))] + [(f, _family(f, use_mask)) for f in ("firstorder", "glcm", "lbp")])
+
+
+def _shape_texture_rf(*, use_mask, random_state, class_weight):
+    features = _handcrafted("shape", "firstorder", "glcm", use_mask=use_mask)
+    if use_mask:
+        return RecipeParts(features, _rf(random_state, class_weight))
+    from .preprocessing import OtsuROI
+
+    # Shape descriptors need a region: without expert masks, the Otsu foreground region of each
+    # image (computed per image, no fitting).
+    return RecipeParts(features, _rf(random_state, class_weight), image_steps=(("region", OtsuROI(output="mask")),))
 
 
 def _keras(backbone, random_state, class_weight, **params):
@@ -326,6 +520,17 @@ def _keras(backbone, random_state, class_weight, **params):
 
     return KerasTransferClassifier(backbone=backbone, weights="imagenet", class_weight=class_weight,
                                    random_state=random_state, **params)
+
+
+def _keras_builder(*, patience):
+    """Builder of the fine-tuning Keras recipes: the head, then the last ``unfreeze`` backbone layers."""
+
+    def build(*, backbone, random_state, class_weight, epochs=20, fine_tune_epochs=10, unfreeze=20,
+              patience=patience):
+        return None, _keras(backbone, random_state, class_weight, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+                            unfreeze=unfreeze, patience=patience)
+
+    return build
 
 
 def _autoencoder(random_state):
@@ -375,54 +580,70 @@ _WHY_KERAS = (f"Adam with the published learning rates (head 1e-3, fine-tuning 1
               f"learning rate / unfrozen depth on decades and halvings")
 
 
-RECIPES = {r.name: r for r in [
+#: Every recipe by name: the built-in ones below, then any registered with :func:`register_recipe`.
+RECIPES = Registry("recipe")
+for _recipe in [
     Recipe("convnet_svm_linear", "Frozen CNN features (global average pool) + standardisation + linear SVM "
                                  "(one-vs-rest)",
            f"{_HUYNH}; {_RAZAVIAN}",
-           lambda b, m, rs, cw: (_cnn(b), _linear_svm(rs, cw, b)), _LINEAR_SVM_GRID, uses_cnn=True,
+           lambda *, backbone, random_state, class_weight: (_cnn(backbone),
+                                                            _linear_svm(random_state, class_weight, backbone)),
+           _LINEAR_SVM_GRID, crops_to_mask=True,
            defaults=f"{_WHY_CNN}; {_WHY_LINEAR_SVM}"),
     Recipe("convnet_svm_rbf", "Frozen CNN features + standardisation + RBF-kernel SVM", _HUYNH,
-           lambda b, m, rs, cw: (_cnn(b), _svc("rbf", rs, cw)), _SVM_RBF_GRID, uses_cnn=True,
+           lambda *, backbone, random_state, class_weight: (_cnn(backbone), _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID, crops_to_mask=True,
            defaults=f"{_WHY_CNN}; {_WHY_RBF_SVM}"),
     Recipe("convnet_elm", "Frozen CNN features + standardisation + Extreme Learning Machine",
            "Huang, Zhu & Siew (2006), Extreme learning machine: theory and applications, Neurocomputing "
            "70:489-501",
-           lambda b, m, rs, cw: (_cnn(b), _elm(rs, cw)), _ELM_GRID, uses_cnn=True,
+           lambda *, backbone, random_state: (_cnn(backbone), _elm(random_state)), _ELM_GRID, crops_to_mask=True,
            defaults=f"{_WHY_CNN}; {_WHY_ELM}"),
     Recipe("convnet_rf", "Frozen CNN features + standardisation + random forest",
            "Breiman (2001), Random forests, Machine Learning 45:5-32; " + _RAZAVIAN,
-           lambda b, m, rs, cw: (_cnn(b), _rf(rs, cw)), _RF_GRID, uses_cnn=True,
+           lambda *, backbone, random_state, class_weight: (_cnn(backbone), _rf(random_state, class_weight)), _RF_GRID,
+           crops_to_mask=True,
            defaults=f"{_WHY_CNN}; {_WHY_RF}"),
     Recipe("firstorder_glcm_svm", "First-order statistics + Haralick GLCM texture + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), Textural features for image classification, IEEE Trans. SMC "
            "3(6):610-621",
-           lambda b, m, rs, cw: (_handcrafted("firstorder", "glcm", use_mask=m), _svc("rbf", rs, cw)),
+           lambda *, use_mask, random_state, class_weight: (_handcrafted("firstorder", "glcm", use_mask=use_mask),
+                                                            _svc("rbf", random_state, class_weight)),
            _SVM_RBF_GRID,
            defaults=f"features: first-order statistics and Haralick's GLCM statistics at distances 1, 2, 4 px "
                     f"(mean and range over 4 angles, as in the paper); {_WHY_RBF_SVM}"),
     Recipe("glcm_svm", "Haralick GLCM texture (distances 1, 2, 4; mean and range over angles) + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), IEEE Trans. SMC 3(6):610-621",
-           lambda b, m, rs, cw: (_handcrafted("glcm", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           lambda *, use_mask, random_state, class_weight: (_handcrafted("glcm", use_mask=use_mask),
+                                                            _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID,
            defaults=f"features: distances 1, 2, 4 px, mean and range over 4 angles (Haralick 1973); {_WHY_RBF_SVM}"),
     Recipe("lbp_svm", "Uniform rotation-invariant LBP histograms (P,R = 8,1 and 16,2) + RBF SVM",
            "Ojala, Pietikainen & Maenpaa (2002), Multiresolution gray-scale and rotation invariant texture "
            "classification with local binary patterns, IEEE TPAMI 24(7):971-987",
-           lambda b, m, rs, cw: (_handcrafted("lbp", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           lambda *, use_mask, random_state, class_weight: (_handcrafted("lbp", use_mask=use_mask),
+                                                            _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID,
            defaults=f"features: the two smallest operators of Ojala et al. (8,1 and 16,2); {_WHY_RBF_SVM}"),
     Recipe("hog_svm", "Histogram of oriented gradients (128x128, 16-px cells) + RBF SVM",
            "Dalal & Triggs (2005), Histograms of oriented gradients for human detection, CVPR",
-           lambda b, m, rs, cw: (_handcrafted("hog", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           lambda *, use_mask, random_state, class_weight: (_handcrafted("hog", use_mask=use_mask),
+                                                            _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID,
            defaults=f"features: Dalal & Triggs' 9 orientations and 2x2-cell L2-Hys blocks, on a 128 px image "
                     f"with 16 px cells (8x8 cells: coarse enough for speckled images); {_WHY_RBF_SVM}"),
     Recipe("curvelet_svm", "Curvelet sub-band statistics (4 scales) + RBF SVM",
            "Eltoukhy, Faye & Samir (2010), Breast cancer diagnosis in digital mammogram using multiscale "
            "curvelet transform, Comput. Med. Imaging Graph. 34(4):269-276",
-           lambda b, m, rs, cw: (_handcrafted("curvelet", use_mask=m), _svc("rbf", rs, cw)), _SVM_RBF_GRID,
+           lambda *, use_mask, random_state, class_weight: (_handcrafted("curvelet", use_mask=use_mask),
+                                                            _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID,
            defaults=f"features: 4 scales, as in Eltoukhy et al.; {_WHY_RBF_SVM}"),
     Recipe("bovw_svm", "Bag of visual words (dense ORB descriptors, 64-word k-means vocabulary) + RBF SVM",
            "Csurka, Dance, Fan, Willamowski & Bray (2004), Visual categorization with bags of keypoints, "
            "ECCV Workshop on Statistical Learning in Computer Vision",
-           lambda b, m, rs, cw: (_bovw(m, rs), _svc("rbf", rs, cw)),
+           lambda *, use_mask, random_state, class_weight: (_bovw(use_mask, random_state),
+                                                            _svc("rbf", random_state, class_weight)),
            {**_SVM_RBF_GRID, "features__n_words": [32, 64]},
            defaults=f"features: 64 words (a vocabulary several times smaller than the descriptors of a few "
                     f"hundred images), also halved in the grid (8 points with C); {_WHY_RBF_SVM}"),
@@ -430,19 +651,21 @@ RECIPES = {r.name: r for r in [
                                "texture + random forest",
            "Cheng, Shi, Min, Hu, Cai & Du (2006), Approaches for automated detection and classification of "
            "masses in mammograms, Pattern Recognition 39(4):646-668",
-           lambda b, m, rs, cw: (_handcrafted("shape", "firstorder", "glcm", use_mask=m), _rf(rs, cw)), _RF_GRID,
+           _shape_texture_rf, _RF_GRID,
            defaults=f"features: the region's shape with first-order and GLCM texture, as in Cheng et al.; {_WHY_RF}"),
     Recipe("hybrid_svm", "Frozen CNN features + first-order, GLCM and LBP texture, concatenated + RBF SVM",
            "Antropova, Huynh & Giger (2017), A deep feature fusion methodology for breast cancer diagnosis "
            "demonstrated on three imaging modality datasets, Med. Phys. 44(10):5162-5171",
-           lambda b, m, rs, cw: (_hybrid(b, m), _svc("rbf", rs, cw)), _SVM_RBF_GRID, uses_cnn=True,
+           lambda *, backbone, use_mask, random_state, class_weight: (_hybrid(backbone, use_mask),
+                                                                      _svc("rbf", random_state, class_weight)),
+           _SVM_RBF_GRID, crops_to_mask=True,
            defaults=f"{_WHY_CNN}, concatenated with the texture families at their recipes' settings "
                     f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_RBF_SVM}"),
     Recipe("fusion_soft_vote", "Soft vote (mean of calibrated probabilities) of convnet_svm_linear, hog_svm "
                                "and firstorder_glcm_svm",
            "Kittler, Hatef, Duin & Matas (1998), On combining classifiers, IEEE TPAMI 20(3):226-239; "
            "Kuncheva (2004), Combining pattern classifiers, Wiley",
-           None, {"classifier__deep__classifier__estimator__C": [0.01, 0.1, 1.0]}, uses_cnn=True,
+           None, {"classifier__deep__classifier__estimator__C": [0.01, 0.1, 1.0]},
            members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
            defaults="members: one recipe per feature family (deep, gradient, texture), each at its own "
                     "defaults, because members whose errors differ are what averaging helps (Kuncheva 2004); "
@@ -453,7 +676,7 @@ RECIPES = {r.name: r for r in [
                            "convnet_svm_linear, hog_svm and firstorder_glcm_svm",
            "Wolpert (1992), Stacked generalization, Neural Networks 5(2):241-259; Ting & Witten (1999), Issues "
            "in stacked generalization, JAIR 10:271-289",
-           None, {"classifier__final_estimator__C": [0.1, 1.0, 10.0]}, uses_cnn=True,
+           None, {"classifier__final_estimator__C": [0.1, 1.0, 10.0]},
            members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
            combiner="stack",
            defaults=f"members as fusion_soft_vote; meta-learner: multinomial logistic regression (C=1, "
@@ -464,41 +687,39 @@ RECIPES = {r.name: r for r in [
     Recipe("keras_head", "End-to-end Keras transfer learning: frozen backbone, new dense head trained",
            "Yosinski, Clune, Bengio & Lipson (2014), How transferable are features in deep neural networks?, "
            "NeurIPS",
-           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=0, patience=None)),
+           lambda *, backbone, random_state, class_weight, epochs=20, patience=None: (
+               None, _keras(backbone, random_state, class_weight, unfreeze=0, epochs=epochs, patience=patience)),
            {"classifier__learning_rate": [1e-3, 1e-4], "classifier__dropout": [0.2, 0.5]},
-           uses_cnn=True, end_to_end=True, defaults=_WHY_KERAS),
+           end_to_end=True, crops_to_mask=True, defaults=_WHY_KERAS),
     Recipe("keras_finetune", "End-to-end Keras transfer learning: head, then the last 20 backbone layers "
                              "fine-tuned (fixed epochs)",
            "Tajbakhsh et al. (2016), Convolutional neural networks for medical image analysis: full training "
            "or fine tuning?, IEEE TMI 35(5):1299-1312",
-           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=20, fine_tune_epochs=10, patience=None)),
+           _keras_builder(patience=None),
            {"classifier__fine_tune_learning_rate": [1e-5, 1e-4], "classifier__unfreeze": [10, 20]},
-           uses_cnn=True, end_to_end=True,
+           end_to_end=True, crops_to_mask=True,
            defaults=f"the last 20 layers (about the last block) unfrozen for 10 epochs (Tajbakhsh et al.'s "
                     f"shallow fine-tuning); {_WHY_KERAS}"),
     Recipe("keras_finetune_earlystop", "As keras_finetune, with early stopping on a validation split and "
                                        "learning-rate reduction on plateau",
            "Al-Dhabyani, Gomaa, Khaled & Fahmy (2019), Deep learning approaches for data augmentation and "
            "classification of breast masses using ultrasound images, IJACSA 10(5)",
-           lambda b, m, rs, cw: (None, _keras(b, rs, cw, unfreeze=20, fine_tune_epochs=10, patience=5)),
+           _keras_builder(patience=5),
            {"classifier__fine_tune_learning_rate": [1e-5, 1e-4], "classifier__unfreeze": [10, 20]},
-           uses_cnn=True, end_to_end=True,
+           end_to_end=True, crops_to_mask=True,
            defaults=f"as keras_finetune, with patience 5 epochs on a validation split as published; {_WHY_KERAS}"),
     Recipe("stacked_autoencoder", "Greedy layer-wise stacked autoencoder on 32x32 pixels + softmax "
                                   "(logistic regression) on the codes",
            "Vincent, Larochelle, Lajoie, Bengio & Manzagol (2010), Stacked denoising autoencoders, JMLR "
            "11:3371-3408",
-           lambda b, m, rs, cw: (_autoencoder(rs), _logistic(cw)),
-           {"features__hidden_units": [(256, 64), (128, 32)], "classifier__C": [0.1, 1.0, 10.0]},
+           lambda *, random_state, class_weight: (_autoencoder(random_state), _logistic(class_weight)),
+           {"features__hidden_units": [(256, 64), (128, 32)], "classifier__C": [0.1, 1.0, 10.0]}, crops_to_mask=True,
            defaults=f"32x32 input and two layers (256, 64) halving the code size per layer, the usual "
                     f"halving of a stacked autoencoder; logistic regression C=1 (scikit-learn's default), "
                     f"{_WHY_BALANCED}; grid: layer widths halved, C on decades"),
-]}
-
-
-#: Recipes whose features cannot read a mask: with ``use_mask=True`` the image is cropped to it.
-_CROPS_TO_MASK = frozenset({"convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "hybrid_svm",
-                            "keras_head", "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder"})
+]:
+    RECIPES.register(_recipe.name, _recipe, built_in=True)
+del _recipe
 
 
 def _logistic(class_weight):
@@ -509,19 +730,104 @@ def _logistic(class_weight):
 # ----------------------------------------------------------------------------- API
 def get(name):
     """The :class:`Recipe` called ``name`` (``ValueError`` naming the known ones otherwise)."""
-    if not isinstance(name, str) or name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {builtins.list(RECIPES)}")
-    return RECIPES[name]
+    try:
+        recipe = RECIPES.get(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe {name!r} is registered as {type(recipe).__name__}, not a Recipe; register "
+                        "recipes with featurepipe.recipes.register_recipe(Recipe(...))")
+    return recipe
 
 
 def list():
     """Rows ``(name, description, citation)``, one per recipe, in registry order."""
-    return [(r.name, r.description, r.citation) for r in RECIPES.values()]
+    return [(name, recipe.description, recipe.citation) for name, recipe in RECIPES.items()]
 
 
 def grid(name):
     """A copy of the default parameter grid of recipe ``name`` (full-pipeline parameter names)."""
     return {k: builtins.list(v) for k, v in get(name).param_grid.items()}
+
+
+def register_recipe(recipe, *, overwrite=False):
+    """Add your own :class:`Recipe` to :data:`RECIPES`; :func:`make`, :func:`grid`, :func:`list` and
+    ``featurepipe recipes`` then know it like a built-in one.
+
+    ``RECIPES.register(recipe.name, recipe)`` does the same without this
+    function's checks. Built-in names cannot be replaced; another taken
+    name needs ``overwrite=True``. Returns ``recipe``.
+
+    Examples
+    --------
+    A builder's keyword-only parameters are the recipe's options (``C`` is
+    this recipe's own, with its default):
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from featurepipe import recipes
+    >>> from featurepipe.features import LBPFeatures
+    >>> def lbp_logistic(*, use_mask, class_weight, C=1.0):
+    ...     return LBPFeatures(use_mask=use_mask), LogisticRegression(C=C, class_weight=class_weight)
+    >>> recipe = recipes.register_recipe(recipes.Recipe(
+    ...     "lbp_logistic", "LBP histograms + logistic regression", "Ojala et al. (2002)", lbp_logistic,
+    ...     {"classifier__C": [0.1, 1.0, 10.0]}, defaults="C=1, scikit-learn's default; grid: C on decades"))
+    >>> recipe.options
+    ('preprocessing', 'balancing', 'use_mask', 'class_weight', 'random_state', 'C')
+    >>> pipe = recipes.make("lbp_logistic", C=10.0, balancing="random")
+    >>> [name for name, _ in pipe.steps], pipe.named_steps["classifier"].C
+    (['features', 'scale', 'balance', 'classifier'], 10.0)
+    >>> recipes.make("lbp_logistic", backbone="vgg16")
+    Traceback (most recent call last):
+    ...
+    ValueError: recipe 'lbp_logistic' does not accept the option backbone='vgg16' ... class_weight, random_state, C
+    >>> recipes.register_recipe(recipes.Recipe("hog_svm", "mine", "", lbp_logistic))
+    Traceback (most recent call last):
+    ...
+    ValueError: recipe 'hog_svm' is built in and cannot be replaced; choose another name
+    >>> recipes.RECIPES.unregister("lbp_logistic")
+    """
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"register_recipe expects a featurepipe.recipes.Recipe; got {type(recipe).__name__}")
+    for _, member in recipe.members:
+        get(member)  # a fusion's members must be known (they define its options)
+    return RECIPES.register(recipe.name, recipe, overwrite=overwrite)
+
+
+def _why_refused(recipe, option):
+    """Why ``recipe`` does not accept ``option`` (said in the refusal)."""
+    return {
+        "balancing": f"balancing is not available for the end-to-end recipe {recipe.name!r} (it has no feature "
+                     "step to oversample after); use its class_weight='balanced' instead",
+        "backbone": "it runs no CNN backbone",
+        "use_mask": "its features cannot read a mask and it does not crop to one",
+        "class_weight": "its classifier takes no class weights; use balancing= for imbalanced classes",
+        "random_state": "nothing in it is random",
+    }.get(option, "not an option of this recipe")
+
+
+def _resolve_options(recipe, options):
+    """``recipe.option_defaults`` updated with ``options``, checked; refuses options the recipe does not accept."""
+    for option, value in options.items():
+        # A shared option left at None asks for nothing, so one options dict (e.g. the command
+        # line's) can be given to several recipes; a value the recipe cannot use is refused.
+        if option not in recipe.options and not (option in SHARED_OPTIONS and value is None):
+            raise ValueError(f"recipe {recipe.name!r} does not accept the option {option}={value!r} "
+                             f"({_why_refused(recipe, option)}); its options are: {', '.join(recipe.options)}")
+    resolved = recipe.option_defaults
+    resolved.update((option, value) for option, value in options.items() if option in recipe.options)
+    if not isinstance(resolved.get("use_mask", False), bool):
+        raise TypeError(f"use_mask must be True or False; got {resolved['use_mask']!r}")
+    if resolved.get("class_weight") not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {builtins.list(CLASS_WEIGHTS)}; "
+                         f"got {resolved['class_weight']!r}")
+    if "backbone" in resolved:
+        backbone = resolved["backbone"]
+        if backbone is None:
+            resolved["backbone"] = DEFAULT_BACKBONE
+        elif not isinstance(backbone, str) or not backbone:
+            raise ValueError(f"backbone must be a backbone name (see featurepipe.cnn.list_backbones()); "
+                             f"got {backbone!r}")
+    return resolved
 
 
 def _preprocessing_steps(preprocessing):
@@ -563,9 +869,16 @@ def _sampler(balancing, random_state):
     raise ValueError(f"balancing must be one of {builtins.list(BALANCING)}; got {balancing!r}")
 
 
-def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=False, class_weight="balanced",
-         random_state=0):
+def make(name, **options):
     """Build recipe ``name`` as an :class:`imblearn.pipeline.Pipeline` (unfitted).
+
+    Each recipe accepts the options named in its ``Recipe.options``
+    (``get(name).options``); any other option is refused with a
+    ``ValueError`` naming the recipe, the option and the accepted ones,
+    never silently ignored. A shared option given as ``None`` (e.g.
+    ``backbone=None`` for a handcrafted recipe) asks for nothing and is
+    accepted by every recipe. Options not given take the recipe's
+    ``option_defaults``.
 
     Parameters
     ----------
@@ -574,14 +887,14 @@ def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=Fa
     preprocessing : None, str or list of str, default=None
         Image steps before the features, in order: ``"median"`` (3x3 median
         filter), ``"clahe"`` (CLAHE, clip limit 2, 8x8 tiles), ``"otsu_roi"``
-        (crop to the largest Otsu foreground region).
+        (crop to the largest Otsu foreground region). Every recipe.
     balancing : {None, "random", "smote"}, default=None
         Oversampling of the training part, placed after feature extraction
-        and scaling inside the pipeline (never before the split).
+        and scaling inside the pipeline (never before the split). Not for
+        the end-to-end (Keras) recipes, which have no feature step.
     backbone : str, optional
-        CNN backbone of the CNN and Keras recipes (default
+        CNN backbone of the CNN, hybrid, Keras and fusion recipes (default
         ``"efficientnet_lite0"``, whose ImageNet weights need no network).
-        Ignored by the handcrafted recipes.
     use_mask : bool, default=False
         Describe the annotated region (the sample's mask) instead of the
         whole image; see "Lesion-region tasks" in the module docstring.
@@ -596,67 +909,53 @@ def make(name, *, preprocessing=None, balancing=None, backbone=None, use_mask=Fa
         class inversely to its frequency in the training part (SVMs, random
         forests, logistic regression, Keras). The ELM recipe cannot weight
         classes (:class:`~featurepipe.classifiers.ELMClassifier` takes no
-        weights): use ``balancing=`` there.
+        weights) and does not accept it: use ``balancing=`` there.
     random_state : int or None, default=0
         Seed of the stochastic steps (SVM, forests, ELM, k-means, samplers, Keras).
+    **recipe_options
+        A recipe's own options, e.g. ``epochs`` and ``patience`` of
+        ``keras_head``, and also ``fine_tune_epochs`` and ``unfreeze`` of
+        ``keras_finetune`` and ``keras_finetune_earlystop``.
 
     Returns
     -------
     imblearn.pipeline.Pipeline
+
+    Examples
+    --------
+    >>> from featurepipe import recipes
+    >>> recipes.make("keras_finetune", epochs=5, unfreeze=10).named_steps["classifier"].unfreeze
+    10
+    >>> recipes.make("hog_svm", epochs=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: recipe 'hog_svm' does not accept the option epochs=5 (not an option of this recipe); ...
     """
     from imblearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     recipe = get(name)
-    if not isinstance(use_mask, bool):
-        raise TypeError(f"use_mask must be True or False; got {use_mask!r}")
-    if class_weight not in CLASS_WEIGHTS:
-        raise ValueError(f"class_weight must be one of {builtins.list(CLASS_WEIGHTS)}; got {class_weight!r}")
-    if backbone is None:
-        backbone = _DEFAULT_BACKBONE
-    elif not isinstance(backbone, str) or not backbone:
-        raise ValueError(f"backbone must be a backbone name (see featurepipe.cnn.list_backbones()); got {backbone!r}")
-    steps = _preprocessing_steps(preprocessing)
-    sampler = _sampler(balancing, random_state)
-    if recipe.members:
-        from sklearn.ensemble import VotingClassifier
-
-        # Each member is a whole recipe pipeline (own features, scaler, calibrated classifier): the
-        # vote averages calibrated probabilities. Members' feature extractors cache per sample, so
-        # images are described once however often the vote is refitted.
-        members = [(alias, make(member, balancing=balancing, backbone=backbone, use_mask=use_mask,
-                                class_weight=class_weight, random_state=random_state))
-                   for alias, member in recipe.members]
-        if recipe.combiner == "stack":
-            from sklearn.ensemble import StackingClassifier
-
-            # cv=5: stratified inner folds of the training part only (not grouped by patient or
-            # duplicate cluster; see "Fusion").
-            combined = StackingClassifier(members, final_estimator=_logistic(class_weight), cv=5,
-                                          stack_method="predict_proba")
-        else:
-            combined = VotingClassifier(members, voting="soft")
-        steps.append(("classifier", combined))
-        return Pipeline(steps)
-    if use_mask and recipe.name in _CROPS_TO_MASK:
+    resolved = _resolve_options(recipe, options)
+    steps = _preprocessing_steps(resolved["preprocessing"])
+    taken = recipe._builder_parameters
+    # A builder that takes ``balancing`` applies it itself (a fusion passes it to its members).
+    sampler = None if "balancing" in taken else _sampler(resolved.get("balancing"), resolved.get("random_state"))
+    parts = recipe.build(**{option: resolved[option] for option in taken})
+    if not isinstance(parts, tuple) or len(parts) not in (2, 3):
+        raise TypeError(f"recipe {name!r}: its builder must return (features, classifier) or RecipeParts; "
+                        f"got {type(parts).__name__}")
+    parts = RecipeParts(*parts)
+    if resolved.get("use_mask") and recipe.crops_to_mask:
         from .preprocessing import CropToMask
 
         steps.append(("roi", CropToMask(margin=ROI_MARGIN)))
-    if name == "shape_texture_rf" and not use_mask:
-        from .preprocessing import OtsuROI
-
-        # Shape descriptors need a region: without expert masks, the Otsu
-        # foreground region of each image (computed per image, no fitting).
-        steps.append(("region", OtsuROI(output="mask")))
-    features, classifier = recipe.build(backbone, use_mask, random_state, class_weight)
-    if recipe.end_to_end:
-        if sampler is not None:
-            raise ValueError(f"balancing={balancing!r} is not available for the end-to-end recipe {name!r} (it has "
-                             "no feature step to oversample after); use its class_weight='balanced' instead")
-        steps.append(("classifier", classifier))
-    else:
-        steps += [("features", features), ("scale", StandardScaler())]
-        if sampler is not None:
-            steps.append(("balance", sampler))
-        steps.append(("classifier", classifier))
+    steps += builtins.list(parts.image_steps)
+    if parts.features is not None:
+        steps += [("features", parts.features), ("scale", StandardScaler())]
+    if sampler is not None:
+        if parts.features is None:
+            raise ValueError(f"recipe {name!r} built no feature step to oversample after, so balancing="
+                             f"{resolved['balancing']!r} cannot apply; declare it end_to_end=True")
+        steps.append(("balance", sampler))
+    steps.append(("classifier", parts.classifier))
     return Pipeline(steps)

@@ -262,7 +262,8 @@ def test_every_recipe_predicts_probabilities_that_agree_with_predict(name, tiny_
     size = 64 if name == "bovw_svm" else 32
     X, y = _three_classes(8, size=size, seed=11)
     X_test, _ = _three_classes(3, size=size, seed=12)
-    pipe = _fast_settings(name, recipes.make(name, backbone=tiny_backbone), tiny_backbone)
+    backbone = {"backbone": tiny_backbone} if recipes.get(name).uses_cnn else {}  # refused by the others
+    pipe = _fast_settings(name, recipes.make(name, **backbone), tiny_backbone)
     pipe.fit(X, y)
     proba = pipe.predict_proba(X_test)
     assert proba.shape == (len(X_test), 3)
@@ -526,7 +527,8 @@ def test_recipes_that_crop_to_the_mask_fit_and_predict_on_the_crops(name, tiny_b
     from featurepipe.preprocessing import CropToMask
 
     X, y = _region_task(6, seed=51)
-    pipe = _fast_settings(name, recipes.make(name, backbone=tiny_backbone, use_mask=True), tiny_backbone)
+    backbone = {"backbone": tiny_backbone} if recipes.get(name).uses_cnn else {}  # refused by the others
+    pipe = _fast_settings(name, recipes.make(name, use_mask=True, **backbone), tiny_backbone)
     seen = []
     original = CropToMask._transform_image
 
@@ -562,3 +564,122 @@ def test_fusion_stack_fits_a_logistic_regression_on_out_of_fold_member_probabili
     # Predictions: members refitted on all the training images, then the meta-learner.
     refitted = np.hstack([clone(m).fit(X, y).predict_proba(X_test) for m in members])
     np.testing.assert_allclose(stack.predict_proba(X_test), meta.predict_proba(refitted), rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- recipes as data (issue 12 #3)
+def test_an_option_the_recipe_does_not_accept_is_refused_naming_recipe_option_and_accepted_ones():
+    with pytest.raises(ValueError, match=r"recipe 'hog_svm' does not accept the option backbone='vgg16' \(it runs no "
+                                         r"CNN backbone\); its options are: preprocessing, balancing, use_mask, "
+                                         r"class_weight, random_state$"):
+        recipes.make("hog_svm", backbone="vgg16")
+    with pytest.raises(ValueError, match=r"recipe 'convnet_elm' does not accept the option class_weight='balanced' "
+                                         r"\(its classifier takes no class weights; use balancing="):
+        recipes.make("convnet_elm", class_weight="balanced")
+    with pytest.raises(ValueError, match=r"recipe 'glcm_svm' does not accept the option epochs=3 \(not an option"):
+        recipes.make("glcm_svm", epochs=3)
+    with pytest.raises(ValueError, match=r"option balancing='random' \(balancing is not available for the "
+                                         r"end-to-end recipe 'keras_finetune'.*its options are: preprocessing, "
+                                         r"backbone, use_mask, class_weight, random_state, epochs, "
+                                         r"fine_tune_epochs, unfreeze, patience$"):
+        recipes.make("keras_finetune", balancing="random")
+    # A typo is refused even at None (only the shared options take None as "not given").
+    with pytest.raises(ValueError, match="does not accept the option balanceing=None"):
+        recipes.make("hog_svm", balanceing=None)
+
+
+def test_a_shared_option_at_none_asks_for_nothing_so_one_options_dict_fits_every_recipe():
+    # The command line passes the same options to every recipe it runs.
+    cli_options = {"preprocessing": None, "balancing": None, "backbone": None, "use_mask": False}
+    for name in EXPECTED:
+        accepted = {k: v for k, v in cli_options.items() if k in recipes.get(name).options}
+        assert repr(recipes.make(name, **cli_options).get_params(deep=True)) == \
+            repr(recipes.make(name, **accepted).get_params(deep=True)), name
+    assert recipes.make("hog_svm", backbone=None, class_weight=None).named_steps["classifier"].estimator \
+        .class_weight is None
+
+
+def test_every_recipe_declares_its_options_and_their_defaults():
+    for name in EXPECTED:
+        recipe = recipes.get(name)
+        assert recipe.options[0] == "preprocessing", name
+        assert list(recipe.option_defaults) == list(recipe.options), name
+        # The defaults are what make() uses: building with them spelled out changes nothing.
+        explicit = recipes.make(name, **recipe.option_defaults)
+        assert repr(explicit.get_params(deep=True)) == repr(recipes.make(name).get_params(deep=True)), name
+        assert recipe.uses_cnn == ("backbone" in recipe.options), name
+        assert ("balancing" in recipe.options) == (not recipe.end_to_end), name
+        assert {"use_mask", "random_state"} <= set(recipe.options), name  # every built-in honours both
+    assert "class_weight" not in recipes.get("convnet_elm").options
+    assert recipes.get("keras_finetune_earlystop").option_defaults == {
+        "preprocessing": None, "backbone": "efficientnet_lite0", "use_mask": False, "class_weight": "balanced",
+        "random_state": 0, "epochs": 20, "fine_tune_epochs": 10, "unfreeze": 20, "patience": 5}
+    assert recipes.get("keras_head").option_defaults["patience"] is None
+
+
+def test_keras_recipe_settings_are_options():
+    head = recipes.make("keras_head", epochs=3, patience=2).named_steps["classifier"]
+    assert (head.epochs, head.patience, head.unfreeze) == (3, 2, 0)
+    tuned = recipes.make("keras_finetune_earlystop", epochs=4, fine_tune_epochs=2, unfreeze=5,
+                         patience=None).named_steps["classifier"]
+    assert (tuned.epochs, tuned.fine_tune_epochs, tuned.unfreeze, tuned.patience) == (4, 2, 5, None)
+    assert recipes.make("keras_finetune").named_steps["classifier"].patience is None
+
+
+def test_fusion_members_get_only_the_options_they_accept():
+    vote = recipes.make("fusion_soft_vote", backbone="mobilenet_v2", class_weight=None, use_mask=True,
+                        balancing="random").named_steps["classifier"]
+    members = dict(vote.estimators)
+    assert members["deep"].named_steps["features"].backbone == "mobilenet_v2"
+    assert "roi" in members["deep"].named_steps and "roi" not in members["hog"].named_steps
+    assert members["hog"].named_steps["features"].use_mask is True
+    assert all(isinstance(m.named_steps["balance"], RandomOverSampler) for m in members.values())
+    assert all(m.named_steps["classifier"].estimator.class_weight is None for m in members.values())
+
+
+def _build_lbp_logistic(*, use_mask, class_weight, C=1.0):
+    from sklearn.linear_model import LogisticRegression
+
+    from featurepipe.features import LBPFeatures
+
+    return LBPFeatures(use_mask=use_mask), LogisticRegression(C=C, class_weight=class_weight)
+
+
+@pytest.fixture
+def user_recipe():
+    recipe = recipes.register_recipe(recipes.Recipe(
+        "test_lbp_logistic", "LBP + logistic regression (a test recipe)", "Ojala et al. (2002)", _build_lbp_logistic,
+        {"classifier__C": [0.1, 1.0]}, defaults="C=1, scikit-learn's default; grid: C on decades"))
+    yield recipe
+    recipes.RECIPES.unregister("test_lbp_logistic")
+
+
+def test_a_user_recipe_is_made_listed_and_validated_like_a_built_in_one(user_recipe):
+    from sklearn.linear_model import LogisticRegression
+
+    assert ("test_lbp_logistic", "LBP + logistic regression (a test recipe)", "Ojala et al. (2002)") \
+        in recipes.list()
+    assert user_recipe.options == ("preprocessing", "balancing", "use_mask", "class_weight", "random_state", "C")
+    pipe = recipes.make("test_lbp_logistic", C=3.0, balancing="smote", random_state=7, preprocessing="clahe")
+    assert [n for n, _ in pipe.steps] == ["clahe", "features", "scale", "balance", "classifier"]
+    assert isinstance(pipe.named_steps["classifier"], LogisticRegression) and pipe.named_steps["classifier"].C == 3.0
+    assert pipe.named_steps["balance"].random_state == 7
+    assert recipes.grid("test_lbp_logistic") == {"classifier__C": [0.1, 1.0]}
+    X, y = _images(12, seed=5)
+    assert np.mean(pipe.fit(X, y).predict(X) == y) >= 0.9  # the textured discs are told apart
+    with pytest.raises(ValueError, match="recipe 'test_lbp_logistic' is already registered"):
+        recipes.register_recipe(user_recipe)
+    with pytest.raises(ValueError, match="recipe 'hog_svm' is built in and cannot be replaced"):
+        recipes.register_recipe(recipes.Recipe("hog_svm", "x", "y", _build_lbp_logistic))
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; known: 'convnet_svm_linear', .*'test_lbp_logistic'"):
+        recipes.get("nope")
+
+
+def test_a_recipe_builder_declares_keyword_only_options_with_defaults():
+    with pytest.raises(TypeError, match=r"recipe 'positional': the builder's parameter 'b' must be keyword-only"):
+        recipes.Recipe("positional", "x", "y", lambda b, m, rs: (None, None))
+    with pytest.raises(ValueError, match=r"recipe 'no_default': the builder's own option 'depth' needs a default"):
+        recipes.Recipe("no_default", "x", "y", lambda *, random_state, depth: (None, None))
+    with pytest.raises(ValueError, match="must not take 'preprocessing'"):
+        recipes.Recipe("pre", "x", "y", lambda *, preprocessing: (None, None))
+    with pytest.raises(TypeError, match="expects a featurepipe.recipes.Recipe"):
+        recipes.register_recipe(_build_lbp_logistic)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..registry import Registry
 from ._common import is_hidden, is_image_file
 from .breakhis import BREAKHIS_SUBTYPES, BreakHisName, load_breakhis, parse_breakhis_name
 from .busi import BUSI_CLASSES, load_busi
@@ -70,15 +71,14 @@ __all__ = [
     "load_dmr_ir",
 ]
 
-#: Layout name -> builder ``f(root_or_manifest, **options) -> Dataset``.
-LAYOUTS = {
-    "folder": load_folder,
-    "manifest": load_manifest,
-    "busi": load_busi,
-    "mias": load_mias,
-    "breakhis": load_breakhis,
-    "dmr-ir": load_dmr_ir,
-}
+#: Layout name -> builder ``f(root_or_manifest, **options) -> Dataset``: the built-in layouts of
+#: the table above, and yours after ``LAYOUTS.register(name, builder)`` (then
+#: ``load_dataset(path, layout=name)`` uses it; see :func:`load_dataset`).
+LAYOUTS = Registry("layout")
+for _name, _builder in [("folder", load_folder), ("manifest", load_manifest), ("busi", load_busi),
+                        ("mias", load_mias), ("breakhis", load_breakhis), ("dmr-ir", load_dmr_ir)]:
+    LAYOUTS.register(_name, _builder, built_in=True)
+del _name, _builder
 
 
 def detect_layout(target):
@@ -126,8 +126,36 @@ def detect_layout(target):
 def load_dataset(target, layout="auto", **options):
     """Build a dataset with the builder of ``layout`` (``"auto"``: :func:`detect_layout`).
 
-    ``options`` are passed to the builder (e.g. ``mode``, ``validate``,
-    ``task``). Returns the :class:`~featurepipe.dataset.Dataset`.
+    ``layout`` is ``"auto"`` or a name of :data:`LAYOUTS`, including layouts
+    you registered there. ``options`` are passed to the builder (e.g.
+    ``mode``, ``validate``, ``task``). Returns the
+    :class:`~featurepipe.dataset.Dataset`.
+
+    Examples
+    --------
+    A layout of your own: one class per file-name prefix (``<label>_<n>.png``)
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import cv2
+    >>> import numpy as np
+    >>> from featurepipe.dataset import Dataset
+    >>> from featurepipe.sample import Sample
+    >>> def load_prefixed(root, **options):
+    ...     files = sorted(Path(root).glob("*.png"))
+    ...     return Dataset([Sample.from_path(f, label=f.name.split("_")[0]) for f in files], name="prefixed")
+    >>> _ = LAYOUTS.register("prefixed", load_prefixed)
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("cyst_1.png", "cyst_2.png", "solid_1.png"):
+    ...     _ = cv2.imwrite(str(root / name), np.zeros((8, 8), np.uint8))
+    >>> dataset = load_dataset(root, layout="prefixed")
+    >>> dataset.y.tolist()
+    ['cyst', 'cyst', 'solid']
+    >>> load_dataset(root, layout="bmp")
+    Traceback (most recent call last):
+    ...
+    ValueError: layout must be 'auto' or one of ['breakhis', 'busi', ..., 'mias', 'prefixed']; got 'bmp'
+    >>> LAYOUTS.unregister("prefixed")
     """
     if layout == "auto":
         layout = detect_layout(target)

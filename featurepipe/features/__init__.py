@@ -13,6 +13,7 @@ from .._lazy import lazy_attributes
 
 _LAZY = {
     "DEFAULT_FAMILIES": ".bank",
+    "FAMILIES": ".bank",
     "FeatureBank": ".bank",
     "default_handcrafted_bank": ".bank",
     "make_feature_bank": ".bank",

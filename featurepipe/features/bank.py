@@ -19,10 +19,40 @@ featurepipe's samples:
 Nested parameters work as for any scikit-learn composite:
 ``bank.set_params(glcm__levels=32)``, ``GridSearchCV(pipe,
 {"features__glcm__levels": [32, 64]})``, ``bank.set_params(hog="drop")``.
+
+Feature families
+----------------
+:data:`FAMILIES` is the registry of handcrafted feature families: a name
+and a factory that builds the family's extractor with the family defaults,
+defined once for :func:`default_handcrafted_bank` and the recipes alike
+(whole image, empty masks refused, per-sample cache)::
+
+    >>> from featurepipe.features.bank import FAMILIES
+    >>> FAMILIES.names()
+    ['firstorder', 'glcm', 'lbp', 'hog', 'curvelet', 'shape']
+    >>> glcm = FAMILIES["glcm"](distances=(1, 2, 4))
+    >>> glcm.distances, glcm.use_mask, glcm.empty_mask
+    ((1, 2, 4), False, 'error')
+    >>> FAMILIES["curvelet"](use_mask=True).roi  # curvelets read the mask through their ROI
+    'mask_bbox'
+
+Your own family joins the same way (the factory takes ``use_mask``,
+``empty_mask`` and ``cache``), and :func:`default_handcrafted_bank` then
+accepts its name::
+
+    >>> from featurepipe.features import FirstOrderFeatures
+    >>> def coarse_histogram(*, use_mask=False, empty_mask="error", cache=True):
+    ...     return FirstOrderFeatures(bins=8, use_mask=use_mask, empty_mask=empty_mask, cache=cache)
+    >>> _ = FAMILIES.register("coarse_histogram", coarse_histogram)
+    >>> bank = default_handcrafted_bank(families=("glcm", "coarse_histogram"))
+    >>> [(name, type(member).__name__) for name, member in bank.transformer_list]
+    [('glcm', 'GLCMFeatures'), ('coarse_histogram', 'FirstOrderFeatures')]
+    >>> FAMILIES.unregister("coarse_histogram")
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 
 import numpy as np
@@ -30,12 +60,60 @@ from joblib import Parallel, delayed
 from sklearn.pipeline import FeatureUnion
 
 from ..base import is_stateless
+from ..registry import Registry
 from ..sample import as_samples
 
-__all__ = ["FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES"]
+__all__ = ["FAMILIES", "FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES"]
 
 #: Families of :func:`default_handcrafted_bank`, in output order.
 DEFAULT_FAMILIES = ("firstorder", "glcm", "lbp", "hog", "curvelet")
+
+
+def _family_factory(module, class_name, mask_parameter):
+    """The factory of one feature family: the extractor with the family defaults, defined here once.
+
+    ``mask_parameter`` says how the extractor reads ``use_mask``: its own
+    ``use_mask`` parameter, ``roi`` (``"mask_bbox"`` or ``"image"``), or not
+    at all (``None``: shape features always describe the sample's mask).
+    """
+
+    def factory(*, use_mask=False, empty_mask="error", cache=True, **params):
+        extractor = getattr(importlib.import_module(module, __package__), class_name)
+        if mask_parameter == "use_mask":
+            params["use_mask"] = use_mask
+        elif mask_parameter == "roi":
+            params["roi"] = "mask_bbox" if use_mask else "image"
+        return extractor(empty_mask=empty_mask, cache=cache, **params)
+
+    factory.__name__ = factory.__qualname__ = f"{class_name}_family"
+    factory.__doc__ = (f"A :class:`~featurepipe.features.{class_name}` with the family defaults (whole image, "
+                       "empty masks refused, per-sample cache); ``params`` are its other parameters.")
+    return factory
+
+
+#: Feature family name -> factory ``factory(*, use_mask=False, empty_mask="error", cache=True, **params)``
+#: returning the family's extractor. The family defaults are these keyword defaults, the same for
+#: every family and every user of them (:func:`default_handcrafted_bank`, the recipes): the whole
+#: image (``use_mask=False``; curvelet: ``roi="image"``; shape features always describe the
+#: sample's mask), an empty mask refused, the per-sample cache on; ``params`` are the extractor's
+#: other parameters (e.g. ``distances=(1, 2, 4)`` for GLCM). Register your own family with
+#: ``FAMILIES.register(name, factory)``; its factory takes the same three keywords (see the
+#: module docstring).
+FAMILIES = Registry("feature family")
+for _name, _module, _class, _mask_parameter in [
+    ("firstorder", ".firstorder", "FirstOrderFeatures", "use_mask"),
+    ("glcm", ".glcm", "GLCMFeatures", "use_mask"),
+    ("lbp", ".lbp", "LBPFeatures", "use_mask"),
+    ("hog", ".hog", "HOGFeatures", "use_mask"),
+    ("curvelet", ".curvelet", "CurveletFeatures", "roi"),
+    ("shape", ".shape", "ShapeFeatures", None),
+]:
+    FAMILIES.register(_name, _family_factory(_module, _class, _mask_parameter), built_in=True)
+del _name, _module, _class, _mask_parameter
+
+#: Families that :func:`default_handcrafted_bank` computes on the whole image whatever its
+#: ``use_mask`` (its documented behaviour: the curvelet family describes the whole image).
+_WHOLE_IMAGE_IN_DEFAULT_BANK = frozenset({"curvelet"})
 
 
 def _transform_member(transformer, samples, weight, fit, y):
@@ -199,23 +277,25 @@ def make_feature_bank(*extractors, n_jobs=None):
 
 def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_mask="error", cache=True,
                              n_jobs=None):
-    """The default handcrafted feature bank with each family's default parameters.
+    """The default handcrafted feature bank: each family of :data:`FAMILIES` at its family defaults.
 
     Parameters
     ----------
     families : sequence of str, default=("firstorder", "glcm", "lbp", "hog", "curvelet")
-        Which families, in output order, from ``"firstorder"``, ``"glcm"``,
-        ``"lbp"``, ``"hog"``, ``"curvelet"`` and ``"shape"``. Shape features
-        describe the lesion mask and need a non-empty mask on every image, so
-        they are not in the default; add them for segmented data sets
-        (e.g. ``families=DEFAULT_FAMILIES + ("shape",)``).
+        Which families, in output order, from :data:`FAMILIES`
+        (``"firstorder"``, ``"glcm"``, ``"lbp"``, ``"hog"``, ``"curvelet"``,
+        ``"shape"`` and any registered family). Shape features describe the
+        lesion mask and need a non-empty mask on every image, so they are not
+        in the default; add them for segmented data sets (e.g.
+        ``families=DEFAULT_FAMILIES + ("shape",)``).
     use_mask : bool, default=True
-        Passed to first-order, GLCM, LBP and HOG (describe the masked region).
-        The curvelet family describes the whole image (its default
-        ``roi="image"``); shape features always use the mask.
+        Describe the masked region (this bank is for segmented data, hence
+        its default differs from the family default ``False``). Passed to
+        every family except curvelet, which describes the whole image here
+        (``roi="image"``); shape features always use the mask.
     empty_mask : {"error", "nan", "image"}, default="error"
-        Passed to the families that use the mask (``"image"`` is not
-        available for shape features, which have no image to fall back to).
+        Passed to every family (``"image"`` is not available for shape
+        features, which have no image to fall back to).
     cache : bool or path, default=True
         Passed to every member.
     n_jobs : int, optional
@@ -226,32 +306,18 @@ def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_
     FeatureBank
         Members named after the families, e.g. ``bank.set_params(glcm__levels=32)``.
     """
-    from .curvelet import CurveletFeatures
-    from .firstorder import FirstOrderFeatures
-    from .glcm import GLCMFeatures
-    from .hog import HOGFeatures
-    from .lbp import LBPFeatures
-    from .shape import ShapeFeatures
-
-    masked = {"firstorder": FirstOrderFeatures, "glcm": GLCMFeatures, "lbp": LBPFeatures, "hog": HOGFeatures}
-    allowed = (*masked, "curvelet", "shape")
+    allowed = FAMILIES.names()
     if isinstance(families, str) or not families:
-        raise ValueError(f"families must be a non-empty sequence of names from {list(allowed)}; got {families!r}")
-    unknown = [f for f in families if f not in allowed]
+        raise ValueError(f"families must be a non-empty sequence of names from {allowed}; got {families!r}")
+    unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise ValueError(f"families: unknown family {unknown[0]!r}; choose from {list(allowed)}")
+        raise ValueError(f"families: unknown family {unknown[0]!r}; choose from {allowed}")
     if len(set(families)) != len(families):
         raise ValueError(f"families must not repeat a name; got {families!r}")
     if "shape" in families and empty_mask == "image":
         raise ValueError("empty_mask='image' is not available with the 'shape' family (a mask's shape has no "
                          "whole-image fallback); use 'error' or 'nan'")
-    members = []
-    for family in families:
-        if family in masked:
-            est = masked[family](use_mask=use_mask, empty_mask=empty_mask, cache=cache)
-        elif family == "curvelet":
-            est = CurveletFeatures(cache=cache)
-        else:
-            est = ShapeFeatures(empty_mask=empty_mask, cache=cache)
-        members.append((family, est))
+    members = [(family, FAMILIES[family](use_mask=use_mask and family not in _WHOLE_IMAGE_IN_DEFAULT_BANK,
+                                         empty_mask=empty_mask, cache=cache))
+               for family in families]
     return FeatureBank(members, n_jobs=n_jobs)
