@@ -26,6 +26,18 @@ def is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value))
 
 
+def is_int_or_pair(value, minimum):
+    """An int >= ``minimum`` (a square size) or a pair of such ints (height, width); bools excluded.
+
+    >>> is_int_or_pair((32, 16), 1), is_int_or_pair(0, 1), is_int_or_pair((2, 2.0), 1)
+    (True, False, False)
+    """
+    if is_int(value):
+        return value >= minimum
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(is_int(v) and v >= minimum for v in value))
+
+
 def invalid_value_message(name, value, allowed, where=None):
     """The one wording of a bad-parameter message: who, which parameter, what is allowed, what came.
 
