@@ -143,3 +143,10 @@ class ParamValidationMixin:
     def set_params(self, **params):
         self.__dict__.pop("_validated_params", None)
         return super().set_params(**params)
+
+    def __getstate__(self):
+        # What was validated in this process is not part of the estimator: pickles and skops files stay as
+        # they were, and a loaded step validates once on first use.
+        state = dict(super().__getstate__())
+        state.pop("_validated_params", None)
+        return state
