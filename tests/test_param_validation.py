@@ -66,7 +66,7 @@ def test_every_parameter_has_a_constraint(Est):
      r"'orientations' parameter of HOGFeatures must be an int in the range \[1, inf\)\. Got 0 instead"),
     (lambda: MedianFilter(size=4), "transform", r"MedianFilter: size must be an odd integer >= 1; got 4"),
     (lambda: FirstOrderFeatures(log_base=np.inf, cache=False), "transform",
-     r"'log_base' parameter of FirstOrderFeatures must be a float in the range \(1, inf\)\. Got inf instead"),
+     r"'log_base' parameter of FirstOrderFeatures must be a float in the range \(1\.0, inf\)\. Got inf instead"),
     (lambda: GaussianFilter(sigma=float("nan")), "transform",
      r"'sigma' parameter of GaussianFilter must be a float in the range \(0\.0, inf\)\. Got nan instead"),
 ])
