@@ -10,6 +10,7 @@
 """
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn import get_config
@@ -122,12 +123,23 @@ class ParamValidationMixin:
       ``sklearn.config_context(skip_parameter_validation=True)``.
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_check_params" in vars(cls):
+            warnings.warn(
+                f"{cls.__qualname__}._check_params() is deprecated and will stop being called in a future "
+                "featurepipe release: declare _parameter_constraints (scikit-learn constraints) and, for rules "
+                "they cannot express, override _validate_param_rules()", FutureWarning, stacklevel=2)
+
     def _validate_param_rules(self):
         """Raise :func:`invalid_parameter` for rules ``_parameter_constraints`` cannot express."""
 
     def _validate_params(self):
         super()._validate_params()
         self._validate_param_rules()
+        legacy = getattr(self, "_check_params", None)
+        if legacy is not None:  # a user subclass written for featurepipe < the constraints (warned above)
+            legacy()
         self._validated_params = self.get_params(deep=False)
 
     def _validate_params_once(self):

@@ -181,3 +181,26 @@ def test_meta_estimator_validates_its_own_parameters_and_the_wrapped_ones():
     with pytest.raises(InvalidParameterError, match=r"'bins' parameter of FirstOrderFeatures must be an int in the "
                                                     r"range \[1, 65536\]\. Got 0 instead"):
         ImageModel(bad).fit(X, [0, 1, 0, 1])
+
+
+def test_a_subclass_written_with_the_old_check_params_still_validates_and_is_warned():
+    from featurepipe.base import ImageStep
+
+    with pytest.warns(FutureWarning, match=r"LegacyGain\._check_params\(\) is deprecated.*_parameter_constraints"):
+        class LegacyGain(ImageStep):
+            def __init__(self, gain=1.0):
+                self.gain = gain
+
+            def _check_params(self):
+                if not self.gain > 0:
+                    raise ValueError(f"gain must be > 0; got {self.gain!r}")
+
+            def _transform_image(self, image, mask):
+                return (self.gain * image).astype(np.float32), mask
+
+    with pytest.raises(ValueError, match="gain must be > 0; got -1"):
+        LegacyGain(gain=-1).fit([_image()])
+    with pytest.raises(ValueError, match="gain must be > 0; got 0"):
+        LegacyGain(gain=0).transform([_image()])
+    out = LegacyGain(gain=0.5).transform([_image()])[0].image
+    np.testing.assert_allclose(out, 0.5 * _image(), rtol=1e-7)
