@@ -242,8 +242,8 @@ class AugmentingSampler(ParamValidationMixin, BaseSampler):
         if isinstance(self.sampling_strategy, dict):
             for label, n in self.sampling_strategy.items():
                 if not is_int(n) or n < 0:
-                    raise invalid_parameter(self, f"sampling_strategy[{label!r}]", "an integer >= 0 (copies per sample)",
-                                            value=n)
+                    raise invalid_parameter(self, f"sampling_strategy[{label!r}]",
+                                            "an integer >= 0 (copies per sample)", value=n)
 
     def _ranges(self):
         """The validated (low, high) ranges of the random parameters."""

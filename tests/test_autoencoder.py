@@ -155,14 +155,19 @@ def test_transform_rejects_other_channel_count_and_unfitted(fitted):
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("input_size", 1, r"'input_size' parameter of StackedAutoencoder must be an int in the range \[2, inf\)\. Got 1 instead"),
-    ("hidden_units", (), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive integers; got \(\)"),
-    ("hidden_units", (8, 0), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive integers; got \(8, 0\)"),
-    ("activation", "softmax", r"'activation' parameter of StackedAutoencoder must be a str among \{.*'relu'.*\}\. Got 'softmax'"),
+    ("input_size", 1, r"'input_size' parameter of StackedAutoencoder must be an int in the range \[2, inf\)\. "
+                      r"Got 1 instead"),
+    ("hidden_units", (), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive integers; "
+                         r"got \(\)"),
+    ("hidden_units", (8, 0), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive "
+                             r"integers; got \(8, 0\)"),
+    ("activation", "softmax", r"'activation' parameter of StackedAutoencoder must be a str among "
+                              r"\{.*'relu'.*\}\. Got 'softmax'"),
     ("layerwise", "yes", r"'layerwise' parameter of StackedAutoencoder must be an instance of 'bool'.*Got 'yes'"),
     ("noise", -0.1, r"'noise' parameter of StackedAutoencoder must be a float in the range \[0\.0, inf\)\. Got -0\.1"),
     ("epochs", 0, r"'epochs' parameter of StackedAutoencoder must be an int in the range \[1, inf\)\. Got 0 instead"),
-    ("learning_rate", 0.0, r"'learning_rate' parameter of StackedAutoencoder must be a float in the range \(0\.0, inf\)\. "
+    ("learning_rate", 0.0, r"'learning_rate' parameter of StackedAutoencoder must be a float in the range "
+                           r"\(0\.0, inf\)\. "
                            r"Got 0\.0"),
 ])
 def test_bad_parameters_are_named(param, value, message):

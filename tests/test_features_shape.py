@@ -224,7 +224,8 @@ def test_empty_missing_and_degenerate_masks():
     "params, match",
     [
         (dict(perimeter="chain"),
-         r"'perimeter' parameter of ShapeFeatures must be a str among \{(?=.*'crofton')(?=.*'contour').*\}\. Got 'chain'"),
+         r"'perimeter' parameter of ShapeFeatures must be a str among \{(?=.*'crofton')(?=.*'contour').*\}\. "
+         r"Got 'chain'"),
         (dict(components="all"),
          r"'components' parameter of ShapeFeatures must be a str among \{(?=.*'largest')(?=.*'union').*\}\. Got 'all'"),
         (dict(empty_mask=0.0),

@@ -349,29 +349,42 @@ def test_predict_rejects_other_channel_count(grid):
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("backbone", "alexnet", r"KerasTransferClassifier: backbone must be a registered backbone \(unknown backbone 'alexnet'.*; "
+    ("backbone", "alexnet", r"KerasTransferClassifier: backbone must be a registered backbone \(unknown "
+                            r"backbone 'alexnet'.*; "
                             "got 'alexnet'"),
-    ("weights", 3, r"'weights' parameter of KerasTransferClassifier must be a str among \{'imagenet'\}, None, .*Got 3 instead"),
+    ("weights", 3, r"'weights' parameter of KerasTransferClassifier must be a str among \{'imagenet'\}, None, "
+                   r".*Got 3 instead"),
     ("input_size", 16, r"KerasTransferClassifier: input_size must be None or an integer >= 32 .*; got 16"),
-    ("dense_units", (8, 0), r"KerasTransferClassifier: dense_units must be an integer >= 0 or a sequence of positive integers; "
+    ("dense_units", (8, 0), r"KerasTransferClassifier: dense_units must be an integer >= 0 or a sequence of "
+                            r"positive integers; "
                             r"got \(8, 0\)"),
-    ("dropout", 1.0, r"'dropout' parameter of KerasTransferClassifier must be a float in the range \[0\.0, 1\.0\)\. Got 1\.0"),
-    ("optimizer", "adagrad", r"'optimizer' parameter of KerasTransferClassifier must be a str among \{.*'adam'.*\}\. Got 'adagrad'"),
-    ("learning_rate", 0, r"'learning_rate' parameter of KerasTransferClassifier must be a float in the range \(0\.0, inf\)\. Got 0 "),
-    ("unfreeze", -1, r"'unfreeze' parameter of KerasTransferClassifier must be an int in the range \[0, inf\) or an instance of 'str'\. "
+    ("dropout", 1.0, r"'dropout' parameter of KerasTransferClassifier must be a float in the range \[0\.0, "
+                     r"1\.0\)\. Got 1\.0"),
+    ("optimizer", "adagrad", r"'optimizer' parameter of KerasTransferClassifier must be a str among "
+                             r"\{.*'adam'.*\}\. Got 'adagrad'"),
+    ("learning_rate", 0, r"'learning_rate' parameter of KerasTransferClassifier must be a float in the range "
+                         r"\(0\.0, inf\)\. Got 0 "),
+    ("unfreeze", -1, r"'unfreeze' parameter of KerasTransferClassifier must be an int in the range \[0, inf\) "
+                     r"or an instance of 'str'\. "
                      "Got -1"),
-    ("epochs", 0, r"'epochs' parameter of KerasTransferClassifier must be an int in the range \[1, inf\)\. Got 0 instead"),
-    ("patience", 1.5, r"'patience' parameter of KerasTransferClassifier must be None or an int in the range \[0, inf\)\. Got 1\.5"),
-    ("min_delta", -0.1, r"'min_delta' parameter of KerasTransferClassifier must be a float in the range \[0\.0, inf\)\. Got -0\.1"),
+    ("epochs", 0, r"'epochs' parameter of KerasTransferClassifier must be an int in the range \[1, inf\)\. Got "
+                  r"0 instead"),
+    ("patience", 1.5, r"'patience' parameter of KerasTransferClassifier must be None or an int in the range "
+                      r"\[0, inf\)\. Got 1\.5"),
+    ("min_delta", -0.1, r"'min_delta' parameter of KerasTransferClassifier must be a float in the range \[0\.0, "
+                        r"inf\)\. Got -0\.1"),
     ("reduce_lr_factor", 1.0, r"'reduce_lr_factor' parameter of KerasTransferClassifier must be a float in the range "
                               r"\(0\.0, 1\.0\)\. Got 1\.0"),
-    ("class_weight", "auto", r"'class_weight' parameter of KerasTransferClassifier must be None, a str among \{'balanced'\} or an "
+    ("class_weight", "auto", r"'class_weight' parameter of KerasTransferClassifier must be None, a str among "
+                             r"\{'balanced'\} or an "
                              r"instance of 'dict'\. Got 'auto'"),
     ("augment_flip", "diagonal", r"'augment_flip' parameter of KerasTransferClassifier must be None or a str among "
                                  r"\{(?=.*'horizontal')(?=.*'vertical').*\}\. Got 'diagonal'"),
-    ("augment_zoom", 1.0, r"'augment_zoom' parameter of KerasTransferClassifier must be a float in the range \[0\.0, 1\.0\)\. "
+    ("augment_zoom", 1.0, r"'augment_zoom' parameter of KerasTransferClassifier must be a float in the range "
+                          r"\[0\.0, 1\.0\)\. "
                           r"Got 1\.0"),
-    ("validation_fraction", 1.0, r"'validation_fraction' parameter of KerasTransferClassifier must be a float in the range "
+    ("validation_fraction", 1.0, r"'validation_fraction' parameter of KerasTransferClassifier must be a float "
+                                 r"in the range "
                                  r"\[0\.0, 1\.0\)\. Got 1\.0"),
 ])
 def test_bad_parameters_are_named(tiny_backbone, param, value, message):
