@@ -17,16 +17,18 @@ only when a feature extractor needs them.
 
 from __future__ import annotations
 
-import numbers
 from collections import Counter
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
 from imblearn.base import BaseSampler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
+from ._validation import ParamValidationMixin, StrictInterval, invalid_parameter, is_int, is_real
 from ._version import __version__
 from .sample import as_samples
 
@@ -119,25 +121,23 @@ class Augmentation:
         return self.token().split("@")[0]
 
 
-def _as_range(sampler, name, value, centre, minimum=None):
-    """``value`` as a (low, high) range: a number r means centre +/- r; a pair is taken as is."""
-    cls = type(sampler).__name__
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value) and value >= 0:
+def _as_range(sampler, name, centre, minimum=None):
+    """Parameter ``name`` as a (low, high) range: a number r means centre +/- r; a pair is taken as is."""
+    value = getattr(sampler, name)
+    if is_real(value) and value >= 0:
         low, high = centre - float(value), centre + float(value)
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in value)
+    elif (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_real(v) for v in value)
           and value[0] <= value[1]):
         low, high = float(value[0]), float(value[1])
     else:
-        raise ValueError(f"{cls}: {name} must be a number >= 0 (meaning {centre:g} +/- that) or a pair "
-                         f"(low, high) with low <= high; got {value!r}")
+        raise invalid_parameter(sampler, name, f"a number >= 0 (meaning {centre:g} +/- that) or a pair "
+                                               "(low, high) of finite numbers with low <= high")
     if minimum is not None and low <= minimum:
-        raise ValueError(f"{cls}: {name} gives the range ({low:g}, {high:g}) but values must be > {minimum:g}; "
-                         f"got {value!r}")
+        raise invalid_parameter(sampler, name, f"a range of values > {minimum:g} (it gives ({low:g}, {high:g}))")
     return low, high
 
 
-class AugmentingSampler(BaseSampler):
+class AugmentingSampler(ParamValidationMixin, BaseSampler):
     """Add ``n_copies`` randomly augmented copies of each training sample (training folds only).
 
     An imbalanced-learn sampler: use it as a step of
@@ -205,8 +205,20 @@ class AugmentingSampler(BaseSampler):
     """
 
     _sampling_type = "bypass"
-    # Validation is done by _check_params (messages name parameter, value, what is allowed).
-    _parameter_constraints: dict = {}
+    _parameter_constraints = {
+        "n_copies": [StrictInterval(Integral, 1, None, closed="left")],
+        "horizontal_flip": ["boolean"],
+        "vertical_flip": ["boolean"],
+        "rotation_range": [StrictInterval(Real, 0, None, closed="left"), tuple, list],
+        "zoom_range": [StrictInterval(Real, 0, None, closed="left"), tuple, list],
+        "shift_range": [StrictInterval(Real, 0, None, closed="left"), tuple, list],
+        "brightness_range": [None, tuple, list],
+        "fill_mode": [StrOptions(set(_FILL_MODES))],
+        "fill_value": [StrictInterval(Real, None, None, closed="neither")],
+        "interpolation": [StrOptions(set(_INTERPOLATIONS))],
+        "sampling_strategy": [StrOptions(set(_STRATEGY_WORDS)), list, tuple, dict],
+        "random_state": ["random_state"],
+    }
 
     def __init__(self, n_copies=1, *, horizontal_flip=True, vertical_flip=False, rotation_range=0.0,
                  zoom_range=0.0, shift_range=0.0, brightness_range=None, fill_mode="constant",
@@ -225,47 +237,23 @@ class AugmentingSampler(BaseSampler):
         self.random_state = random_state
 
     # -- validation -----------------------------------------------------------------
-    def _check_params(self):
-        cls = type(self).__name__
-        if not isinstance(self.n_copies, numbers.Integral) or isinstance(self.n_copies, bool) or self.n_copies < 1:
-            raise ValueError(f"{cls}: n_copies must be an integer >= 1; got {self.n_copies!r}")
-        for name in ("horizontal_flip", "vertical_flip"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{cls}: {name} must be True or False; got {getattr(self, name)!r}")
-        ranges = {
-            "rotation": _as_range(self, "rotation_range", self.rotation_range, 0.0),
-            "zoom": _as_range(self, "zoom_range", self.zoom_range, 1.0, minimum=0.0),
-            "shift": _as_range(self, "shift_range", self.shift_range, 0.0),
+    def _validate_param_rules(self):
+        self._ranges()
+        if isinstance(self.sampling_strategy, dict):
+            for label, n in self.sampling_strategy.items():
+                if not is_int(n) or n < 0:
+                    raise invalid_parameter(self, f"sampling_strategy[{label!r}]",
+                                            "an integer >= 0 (copies per sample)", value=n)
+
+    def _ranges(self):
+        """The validated (low, high) ranges of the random parameters."""
+        return {
+            "rotation": _as_range(self, "rotation_range", 0.0),
+            "zoom": _as_range(self, "zoom_range", 1.0, minimum=0.0),
+            "shift": _as_range(self, "shift_range", 0.0),
+            "brightness": (None if self.brightness_range is None
+                           else _as_range(self, "brightness_range", 1.0, minimum=0.0)),
         }
-        if self.brightness_range is None:
-            ranges["brightness"] = None
-        else:
-            if not isinstance(self.brightness_range, (tuple, list)):
-                raise ValueError(f"{cls}: brightness_range must be None or a pair (low, high) of factors > 0; "
-                                 f"got {self.brightness_range!r}")
-            ranges["brightness"] = _as_range(self, "brightness_range", self.brightness_range, 1.0, minimum=0.0)
-        if self.fill_mode not in _FILL_MODES:
-            raise ValueError(f"{cls}: fill_mode must be one of {sorted(_FILL_MODES)}; got {self.fill_mode!r}")
-        if (not isinstance(self.fill_value, numbers.Real) or isinstance(self.fill_value, bool)
-                or not np.isfinite(self.fill_value)):
-            raise ValueError(f"{cls}: fill_value must be a finite number; got {self.fill_value!r}")
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"{cls}: interpolation must be one of {sorted(_INTERPOLATIONS)}; "
-                             f"got {self.interpolation!r}")
-        strategy = self.sampling_strategy
-        if isinstance(strategy, str):
-            if strategy not in _STRATEGY_WORDS:
-                raise ValueError(f"{cls}: sampling_strategy must be one of {list(_STRATEGY_WORDS)}, a list of "
-                                 f"class labels or a dict {{label: n_copies}}; got {strategy!r}")
-        elif isinstance(strategy, dict):
-            for label, n in strategy.items():
-                if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
-                    raise ValueError(f"{cls}: sampling_strategy[{label!r}] must be an integer >= 0 "
-                                     f"(copies per sample); got {n!r}")
-        elif not isinstance(strategy, (list, tuple)):
-            raise ValueError(f"{cls}: sampling_strategy must be a string, a list of class labels or a dict; "
-                             f"got {type(strategy).__name__}")
-        return ranges
 
     def _check_X_y(self, X, y, accept_sparse=None):
         # X holds images (samples, paths or arrays), not a 2-D feature matrix, so
@@ -320,16 +308,14 @@ class AugmentingSampler(BaseSampler):
             Originals first, in order, then the lazy augmented copies.
         y_resampled : ndarray of shape (n_samples + n_added,)
         """
-        self._check_params()
-        return super().fit_resample(X, y, **params)
+        return super().fit_resample(X, y, **params)  # imbalanced-learn's _fit_context validates the parameters
 
     def fit(self, X, y, **params):
         """Validate parameters and inputs (``fit_resample`` is what pipelines call). Returns ``self``."""
-        self._check_params()
         return super().fit(X, y, **params)
 
     def _fit_resample(self, X, y):
-        ranges = self._check_params()
+        ranges = self._ranges()
         per_class = self._copies_per_class(y)
         self.sampling_strategy_ = per_class
         rng = check_random_state(self.random_state)

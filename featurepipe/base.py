@@ -10,22 +10,27 @@
 
 Both follow imbalanced-learn's template-method style: the public method
 validates and orchestrates, and subclasses implement one protected
-per-image method (``_transform_image`` / ``_extract``) plus ``_check_params``
-for parameter validation. Both are stateless — their output for a sample
-does not depend on the data seen in ``fit`` — and say so with
-scikit-learn's ``requires_fit=False`` tag (a subclass that learns sets the
-class attribute ``_stateless = False``); :func:`is_stateless` reads it, and
-the benchmark runner and the search compute the stateless prefix of a
-pipeline once per dataset.
+per-image method (``_transform_image`` / ``_extract``). Parameters are
+validated the scikit-learn way (``_parameter_constraints``, see
+:class:`featurepipe._validation.ParamValidationMixin`): in ``fit``, or once
+per parameter state when a stateless step is used without ``fit``. Both
+kinds are stateless — their output for a sample does not depend on the
+data seen in ``fit`` — and say so with scikit-learn's ``requires_fit=False``
+tag (a subclass that learns sets the class attribute ``_stateless =
+False``); :func:`is_stateless` reads it, and the benchmark runner and the
+search compute the stateless prefix of a pipeline once per dataset.
 """
 
 from __future__ import annotations
 
+import os
+from numbers import Integral
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 
+from ._validation import ParamValidationMixin, StrictInterval
 from .cache import step_token
 from .feature_store import FeatureExtractorKind, FeatureStore, ImageStepKind, is_stateless
 from .io import ImageReadError
@@ -90,34 +95,37 @@ class _StatelessTagsMixin:
         return is_stateless(self) or getattr(self, "_is_fitted", False)
 
 
-class ImageStep(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
+class ImageStep(ParamValidationMixin, _StatelessTagsMixin, TransformerMixin, BaseEstimator):
     """Base class of image → image steps.
 
     Subclasses implement ``_transform_image(image, mask) -> (image, mask)``
     for one image in the :mod:`featurepipe.io` convention (mask may be
-    ``None``), and ``_check_params()`` raising ``ValueError`` that names the
-    bad parameter. ``transform`` returns a 1-D object array of derived
+    ``None``), declare ``_parameter_constraints`` (scikit-learn constraints
+    per ``__init__`` parameter) and, only for rules those cannot express
+    (odd sizes, elements of pairs, relations between parameters), override
+    ``_validate_param_rules()`` raising
+    :func:`featurepipe._validation.invalid_parameter`. ``fit`` validates;
+    ``transform`` without ``fit`` validates once per parameter state.
+    ``transform`` returns a 1-D object array of derived
     :class:`~featurepipe.sample.Sample` whose pixels are computed on demand.
     """
 
     _stateless = True
     _non_key_params = ()
-
-    def _check_params(self):
-        """Validate parameters; raise ``ValueError`` naming the parameter and what is allowed."""
+    _parameter_constraints: dict = {}
 
     def _transform_image(self, image, mask):
         raise NotImplementedError  # abstract: every concrete step defines it
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the parameters; stateless steps learn nothing. Returns ``self``."""
-        self._check_params()
         return self
 
     def transform(self, X):
         """Lazy derived samples: ``(image, mask)`` of each sample passed through this step."""
         samples = as_samples(X)
-        self._check_params()
+        self._validate_params_once()
         frozen = clone(self)
         token = step_token(frozen)
         out = np.empty(len(samples), dtype=object)
@@ -142,7 +150,7 @@ class ImageStep(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
         raise AttributeError(f"{type(self).__name__} outputs images, not named features")
 
 
-class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
+class FeatureExtractor(ParamValidationMixin, _StatelessTagsMixin, TransformerMixin, BaseEstimator):
     """Base class of image → vector steps, with the per-sample cache.
 
     Subclasses implement
@@ -150,19 +158,27 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
     * ``_extract(image, mask) -> 1-D array`` for one image (or override
       ``_extract_many(samples) -> 2-D array`` to batch, as CNNs do);
     * ``_feature_names() -> list of str`` (readable names, fixed length);
-    * ``_check_params()`` raising ``ValueError`` naming the parameter.
+    * ``_parameter_constraints``: ``{**FeatureExtractor._parameter_constraints,
+      ...}`` (scikit-learn constraints per ``__init__`` parameter), plus
+      ``_validate_param_rules()`` for rules those cannot express (elements
+      of sequences, relations between parameters), raising
+      :func:`featurepipe._validation.invalid_parameter`;
 
     and declare ``cache`` (``True``: process memory; a directory: also on
     disk; ``False``: off) and ``n_jobs`` among their ``__init__`` parameters.
+    ``fit`` validates the parameters; ``transform`` and
+    ``get_feature_names_out`` without ``fit`` validate them once per
+    parameter state (not on every call).
     Cached and uncached outputs are identical: the cache stores exactly what
     ``_extract`` returned (as float64).
     """
 
     _stateless = True
     _non_key_params = ("cache", "n_jobs", "batch_size", "verbose")
-
-    def _check_params(self):
-        """Validate parameters; raise ``ValueError`` naming the parameter and what is allowed."""
+    _parameter_constraints: dict = {
+        "cache": ["boolean", None, str, bytes, os.PathLike],
+        "n_jobs": [None, StrictInterval(Integral, None, None, closed="neither")],
+    }
 
     def _extract(self, image, mask):
         raise NotImplementedError  # abstract: every concrete extractor defines it (or _extract_many)
@@ -170,15 +186,15 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
     def _feature_names(self):
         raise NotImplementedError  # abstract
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the parameters; stateless extractors learn nothing. Returns ``self``."""
-        self._check_params()
         return self
 
     def transform(self, X):
         """Feature matrix of shape ``(n_samples, n_features)``, float64, cached per sample."""
         samples = as_samples(X)
-        self._check_params()
+        self._validate_params_once()
         # The feature engine looks every sample up in the cache and computes only the misses.
         return FeatureStore(self).transform(samples).features
 
@@ -202,7 +218,7 @@ class FeatureExtractor(_StatelessTagsMixin, TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Readable output feature names, e.g. ``glcm_contrast_d1_a0``."""
-        self._check_params()
+        self._validate_params_once()
         return np.asarray(self._feature_names(), dtype=object)
 
 

@@ -40,10 +40,12 @@ import re
 import warnings
 from pathlib import Path
 
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import ParamValidationMixin
 from ._version import __version__
 
 __all__ = [
@@ -116,7 +118,7 @@ class UntrustedModelError(ValueError):
 
 
 # ----------------------------------------------------------------------------- the model
-class ImageModel(ClassifierMixin, BaseEstimator):
+class ImageModel(ParamValidationMixin, ClassifierMixin, BaseEstimator):
     """A fitted image classifier with its input contract, as saved by :func:`save_model`.
 
     Parameters
@@ -163,14 +165,17 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         self.recipe = recipe
         self.options = options
 
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "use_mask": [Options(bool, {False, True})],  # a plain bool: it goes into the JSON-like contract
+        "mode": [None, StrOptions({"gray", "rgb"})],
+        "recipe": [None, str],
+        "options": [None, dict],
+    }
+
+    @_fit_context(prefer_skip_nested_validation=False)  # the user's estimator validates its own parameters
     def fit(self, X, y):
         """Fit a clone of ``estimator`` on images ``X`` and labels ``y``; record the contract."""
-        if self.estimator is None:
-            raise ValueError("estimator must be a classifier; got None")
-        if not isinstance(self.use_mask, bool):
-            raise ValueError(f"use_mask must be True or False; got {self.use_mask!r}")
-        if self.mode not in (None, "gray", "rgb"):
-            raise ValueError(f"mode must be None, 'gray' or 'rgb'; got {self.mode!r}")
         self.estimator_ = clone(self.estimator).fit(X, y)
         self.classes_ = self.estimator_.classes_
         params = self.estimator_.get_params(deep=True) if hasattr(self.estimator_, "get_params") else {}

@@ -30,14 +30,16 @@ Conventions
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
+from sklearn.utils._param_validation import Options, StrOptions
 
-from ._validation import is_int as _is_int
-from ._validation import is_real as _is_real
+from ._validation import StrictInterval, invalid_parameter, is_int, is_int_or_pair
 from .base import ImageStep, ImageStepError
 from .io import check_image, convert_channels, to_gray
 
@@ -84,51 +86,28 @@ PreprocessingError = ImageStepError
 
 
 # ----------------------------------------------------------------------------------------
-# parameter checks (messages name the step, the parameter, the value and what is allowed)
+# parameter constraints (scikit-learn's; see featurepipe._validation.ParamValidationMixin)
 # ----------------------------------------------------------------------------------------
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_NON_NEGATIVE_INT = StrictInterval(Integral, 0, None, closed="left")
+_POSITIVE_REAL = StrictInterval(Real, 0, None, closed="neither")
+_FINITE_REAL = StrictInterval(Real, None, None, closed="neither")
 
 
-def _check_int(step, name, value, minimum, odd=False):
-    if not _is_int(value) or value < minimum or (odd and value % 2 == 0):
-        what = f"an odd integer >= {minimum}" if odd else f"an integer >= {minimum}"
-        raise ValueError(f"{type(step).__name__}: {name} must be {what}; got {value!r}")
-    return int(value)
+def _as_pair(value):
+    """A validated int-or-pair parameter as ``(height, width)``."""
+    return (int(value), int(value)) if is_int(value) else (int(value[0]), int(value[1]))
 
 
-def _check_real(step, name, value, minimum=None, strict=False):
-    ok = _is_real(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else (f" > {minimum}" if strict else f" >= {minimum}")
-        raise ValueError(f"{type(step).__name__}: {name} must be a finite number{bound}; got {value!r}")
-    return float(value)
+def _validate_pair(step, name):
+    if not is_int_or_pair(getattr(step, name), 1):
+        raise invalid_parameter(step, name, "an integer >= 1 or a pair (height, width) of such integers")
 
 
-def _check_choice(step, name, value, choices):
-    if not isinstance(value, (str, bool, np.bool_)) or value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{type(step).__name__}: {name} must be one of {allowed}; got {value!r}")
-    return value
-
-
-def _check_bool(step, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{type(step).__name__}: {name} must be True or False; got {value!r}")
-    return bool(value)
-
-
-def _check_pair(step, name, value, minimum):
-    """An int (used twice) or a pair of ints, each >= minimum -> (a, b)."""
-    if _is_int(value) and value >= minimum:
-        return int(value), int(value)
-    if (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(_is_int(v) and v >= minimum for v in value)):
-        return int(value[0]), int(value[1])
-    raise ValueError(
-        f"{type(step).__name__}: {name} must be an integer >= {minimum} or a pair (height, width) "
-        f"of such integers; got {value!r}"
-    )
+def _validate_odd(step, name):
+    value = getattr(step, name)
+    if value is not None and value % 2 == 0:
+        raise invalid_parameter(step, name, "an odd integer >= 1")
 
 
 def _require_unit_range(image, what):
@@ -492,14 +471,18 @@ class Resize(ImageStep):
         self.pad_value = pad_value
         self.interpolation = interpolation
 
-    def _check_params(self):
-        _check_pair(self, "size", self.size, 1)
-        _check_bool(self, "keep_aspect", self.keep_aspect)
-        _check_real(self, "pad_value", self.pad_value)
-        _check_choice(self, "interpolation", self.interpolation, tuple(_INTERPOLATIONS))
+    _parameter_constraints = {
+        "size": [_POSITIVE_INT, tuple, list],
+        "keep_aspect": ["boolean"],
+        "pad_value": [_FINITE_REAL],
+        "interpolation": [StrOptions(set(_INTERPOLATIONS))],
+    }
+
+    def _validate_param_rules(self):
+        _validate_pair(self, "size")
 
     def _transform_image(self, image, mask):
-        return resize_image(image, mask, _check_pair(self, "size", self.size, 1), bool(self.keep_aspect),
+        return resize_image(image, mask, _as_pair(self.size), bool(self.keep_aspect),
                             float(self.pad_value), self.interpolation)
 
 
@@ -515,8 +498,10 @@ class MedianFilter(ImageStep):
     def __init__(self, size=3):
         self.size = size
 
-    def _check_params(self):
-        _check_int(self, "size", self.size, 1, odd=True)
+    _parameter_constraints = {"size": [_POSITIVE_INT]}
+
+    def _validate_param_rules(self):
+        _validate_odd(self, "size")
 
     def _transform_image(self, image, mask):
         return median_filter(image, int(self.size)), mask
@@ -537,10 +522,10 @@ class GaussianFilter(ImageStep):
         self.sigma = sigma
         self.size = size
 
-    def _check_params(self):
-        _check_real(self, "sigma", self.sigma, 0.0, strict=True)
-        if self.size is not None:
-            _check_int(self, "size", self.size, 1, odd=True)
+    _parameter_constraints = {"sigma": [_POSITIVE_REAL], "size": [_POSITIVE_INT, None]}
+
+    def _validate_param_rules(self):
+        _validate_odd(self, "size")
 
     def _transform_image(self, image, mask):
         return gaussian_filter(image, float(self.sigma), self.size), mask
@@ -564,10 +549,11 @@ class BilateralFilter(ImageStep):
         self.sigma_color = sigma_color
         self.sigma_space = sigma_space
 
-    def _check_params(self):
-        _check_int(self, "diameter", self.diameter, 1)
-        _check_real(self, "sigma_color", self.sigma_color, 0.0, strict=True)
-        _check_real(self, "sigma_space", self.sigma_space, 0.0, strict=True)
+    _parameter_constraints = {
+        "diameter": [_POSITIVE_INT],
+        "sigma_color": [_POSITIVE_REAL],
+        "sigma_space": [_POSITIVE_REAL],
+    }
 
     def _transform_image(self, image, mask):
         return bilateral_filter(image, self.diameter, self.sigma_color, self.sigma_space), mask
@@ -591,14 +577,17 @@ class CLAHE(ImageStep):
         self.tile_grid_size = tile_grid_size
         self.bit_depth = bit_depth
 
-    def _check_params(self):
-        _check_real(self, "clip_limit", self.clip_limit, 0.0, strict=True)
-        _check_pair(self, "tile_grid_size", self.tile_grid_size, 1)
-        if not _is_int(self.bit_depth) or self.bit_depth not in (8, 16):
-            raise ValueError(f"CLAHE: bit_depth must be 8 or 16; got {self.bit_depth!r}")
+    _parameter_constraints = {
+        "clip_limit": [_POSITIVE_REAL],
+        "tile_grid_size": [_POSITIVE_INT, tuple, list],
+        "bit_depth": [Options(Integral, {8, 16})],
+    }
+
+    def _validate_param_rules(self):
+        _validate_pair(self, "tile_grid_size")
 
     def _transform_image(self, image, mask):
-        tiles = _check_pair(self, "tile_grid_size", self.tile_grid_size, 1)
+        tiles = _as_pair(self.tile_grid_size)
         return clahe(image, float(self.clip_limit), tiles, int(self.bit_depth)), mask
 
 
@@ -620,10 +609,11 @@ class Standardize(ImageStep):
         self.per_channel = per_channel
         self.on_constant = on_constant
 
-    def _check_params(self):
-        _check_bool(self, "within_mask", self.within_mask)
-        _check_bool(self, "per_channel", self.per_channel)
-        _check_choice(self, "on_constant", self.on_constant, ("error", "zero"))
+    _parameter_constraints = {
+        "within_mask": ["boolean"],
+        "per_channel": ["boolean"],
+        "on_constant": [StrOptions({"error", "zero"})],
+    }
 
     def _transform_image(self, image, mask):
         return standardize(image, mask, bool(self.within_mask), bool(self.per_channel), self.on_constant), mask
@@ -670,14 +660,15 @@ class OtsuROI(ImageStep):
         self.clear_outside = clear_outside
         self.nbins = nbins
 
-    def _check_params(self):
-        _check_int(self, "opening_radius", self.opening_radius, 0)
-        _check_int(self, "margin", self.margin, 0)
-        _check_choice(self, "output", self.output, ("crop", "mask"))
-        _check_choice(self, "foreground", self.foreground, ("bright", "dark"))
-        _check_bool(self, "fill_holes", self.fill_holes)
-        _check_bool(self, "clear_outside", self.clear_outside)
-        _check_int(self, "nbins", self.nbins, 2)
+    _parameter_constraints = {
+        "opening_radius": [_NON_NEGATIVE_INT],
+        "margin": [_NON_NEGATIVE_INT],
+        "output": [StrOptions({"crop", "mask"})],
+        "foreground": [StrOptions({"bright", "dark"})],
+        "fill_holes": ["boolean"],
+        "clear_outside": ["boolean"],
+        "nbins": [StrictInterval(Integral, 2, None, closed="left")],
+    }
 
     def _transform_image(self, image, mask):
         roi, _ = otsu_roi(image, int(self.opening_radius), self.foreground, bool(self.fill_holes),
@@ -707,8 +698,7 @@ class CropToMask(ImageStep):
     def __init__(self, margin=0):
         self.margin = margin
 
-    def _check_params(self):
-        _check_int(self, "margin", self.margin, 0)
+    _parameter_constraints = {"margin": [_NON_NEGATIVE_INT]}
 
     def _transform_image(self, image, mask):
         if mask is None:

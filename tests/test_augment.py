@@ -225,17 +225,24 @@ def test_input_types_and_outputs(tmp_path):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"n_copies": 0}, r"AugmentingSampler: n_copies must be an integer >= 1; got 0"),
-        ({"rotation_range": -5}, r"rotation_range must be a number >= 0 .* or a pair \(low, high\)"),
-        ({"rotation_range": (10, -10)}, r"rotation_range .*low <= high; got \(10, -10\)"),
-        ({"zoom_range": 1.0}, r"zoom_range gives the range \(0, 2\) but values must be > 0"),
-        ({"brightness_range": 0.2}, r"brightness_range must be None or a pair"),
-        ({"fill_mode": "mirror"}, r"fill_mode must be one of .*'reflect'.*got 'mirror'"),
-        ({"interpolation": "area"}, r"interpolation must be one of .*got 'area'"),
-        ({"horizontal_flip": "yes"}, r"horizontal_flip must be True or False"),
-        ({"sampling_strategy": "auto"}, r"sampling_strategy must be one of \['all', 'minority'"),
+        ({"n_copies": 0}, r"'n_copies' parameter of AugmentingSampler must be an int in the range \[1, inf\)\. Got 0"),
+        ({"rotation_range": -5}, r"'rotation_range' parameter of AugmentingSampler must be a float in the range "
+                                 r"\[0\.0, inf\), an instance of 'tuple' or an instance of 'list'\. Got -5"),
+        ({"rotation_range": (10, -10)}, r"AugmentingSampler: rotation_range must be .*low <= high; got \(10, -10\)"),
+        ({"zoom_range": 1.0}, r"AugmentingSampler: zoom_range must be a range of values > 0 \(it gives \(0, 2\)\); "
+                              r"got 1\.0"),
+        ({"brightness_range": 0.2}, r"'brightness_range' parameter of AugmentingSampler must be None, .*'tuple'.*"
+                                    r"Got 0\.2"),
+        ({"fill_mode": "mirror"}, r"'fill_mode' parameter of AugmentingSampler must be a str among "
+                                  r"\{(?=.*'reflect')(?=.*'constant').*\}\. Got 'mirror'"),
+        ({"interpolation": "area"}, r"'interpolation' parameter of AugmentingSampler must be a str among "
+                                    r"\{(?=.*'linear')(?=.*'cubic').*\}\. Got 'area'"),
+        ({"horizontal_flip": "yes"}, r"'horizontal_flip' parameter of AugmentingSampler must be an instance of 'bool'"
+                                     r".*Got 'yes'"),
+        ({"sampling_strategy": "auto"}, r"'sampling_strategy' parameter of AugmentingSampler must be a str among "
+                                        r"\{(?=.*'all')(?=.*'minority').*\}, an instance of 'list'.*Got 'auto'"),
         ({"sampling_strategy": ["z"]}, r"sampling_strategy names classes \['z'\] that are not in y"),
-        ({"sampling_strategy": {"a": -1}}, r"sampling_strategy\['a'\] must be an integer >= 0"),
+        ({"sampling_strategy": {"a": -1}}, r"sampling_strategy\['a'\] must be an integer >= 0 .*; got -1"),
     ],
 )
 def test_bad_parameters_are_named(params, message):

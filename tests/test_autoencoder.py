@@ -155,14 +155,20 @@ def test_transform_rejects_other_channel_count_and_unfitted(fitted):
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("input_size", 1, "input_size must be an integer >= 2"),
-    ("hidden_units", (), "hidden_units must be a non-empty sequence of positive integers; got ()"),
-    ("hidden_units", (8, 0), "hidden_units must be a non-empty sequence of positive integers"),
-    ("activation", "softmax", "activation must be one of .*'relu'.*got 'softmax'"),
-    ("layerwise", "yes", "layerwise must be True or False"),
-    ("noise", -0.1, "noise must be a number >= 0"),
-    ("epochs", 0, "epochs must be an integer >= 1; got 0"),
-    ("learning_rate", 0.0, "learning_rate must be a number > 0"),
+    ("input_size", 1, r"'input_size' parameter of StackedAutoencoder must be an int in the range \[2, inf\)\. "
+                      r"Got 1 instead"),
+    ("hidden_units", (), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive integers; "
+                         r"got \(\)"),
+    ("hidden_units", (8, 0), r"StackedAutoencoder: hidden_units must be a non-empty sequence of positive "
+                             r"integers; got \(8, 0\)"),
+    ("activation", "softmax", r"'activation' parameter of StackedAutoencoder must be a str among "
+                              r"\{.*'relu'.*\}\. Got 'softmax'"),
+    ("layerwise", "yes", r"'layerwise' parameter of StackedAutoencoder must be an instance of 'bool'.*Got 'yes'"),
+    ("noise", -0.1, r"'noise' parameter of StackedAutoencoder must be a float in the range \[0\.0, inf\)\. Got -0\.1"),
+    ("epochs", 0, r"'epochs' parameter of StackedAutoencoder must be an int in the range \[1, inf\)\. Got 0 instead"),
+    ("learning_rate", 0.0, r"'learning_rate' parameter of StackedAutoencoder must be a float in the range "
+                           r"\(0\.0, inf\)\. "
+                           r"Got 0\.0"),
 ])
 def test_bad_parameters_are_named(param, value, message):
     X, _ = _images(4, seed=0)

@@ -213,19 +213,23 @@ def test_weights_none_warns():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"backbone": "alexnet"}, r"unknown backbone 'alexnet'"),
-    ({"pooling": "sum"}, r"pooling must be one of \('avg', 'max', 'gem'\); got 'sum'"),
-    ({"gem_p": 0}, r"gem_p must be a finite number > 0; got 0"),
-    ({"input_size": 16}, r"input_size must be .*>= 32"),
-    ({"backbone": "xception", "input_size": 64}, r"input_size must be .*>= 71 .*'xception'"),
-    ({"input_size": (64, "a")}, r"input_size must be"),
-    ({"layer": []}, r"layer must be None, a layer name"),
-    ({"layer": 2.5}, r"layer must be None, a layer name"),
-    ({"batch_size": 0}, r"batch_size must be an integer >= 1; got 0"),
-    ({"weights": "/no/such/file.h5"}, r"weights must be .*existing weights file"),
-    ({"n_jobs": 0}, r"n_jobs must be None, -1 or an integer >= 1"),
-    ({"precision": "float16"}, r"precision must be one of \('float32', 'bfloat16', 'mixed_float16', "
-                               r"'mixed_bfloat16'\)"),
+    ({"backbone": "alexnet"}, r"CNNFeatures: backbone must be a registered backbone \(unknown backbone 'alexnet'.*"
+                              r"got 'alexnet'"),
+    ({"pooling": "sum"}, r"'pooling' parameter of CNNFeatures must be a str among "
+                         r"\{(?=.*'avg')(?=.*'max')(?=.*'gem').*\}\. Got 'sum'"),
+    ({"gem_p": 0}, r"'gem_p' parameter of CNNFeatures must be a float in the range \(0\.0, inf\)\. Got 0 instead"),
+    ({"input_size": 16}, r"input_size must be .*>= 32.*; got 16"),
+    ({"backbone": "xception", "input_size": 64}, r"input_size must be .*>= 71 .*'xception'.*; got 64"),
+    ({"input_size": (64, "a")}, r"input_size must be .*; got \(64, 'a'\)"),
+    ({"layer": []}, r"layer must be None, a layer name.*; got \[\]"),
+    ({"layer": 2.5}, r"'layer' parameter of CNNFeatures must be None, an instance of 'str', an int.*Got 2\.5"),
+    ({"batch_size": 0}, r"'batch_size' parameter of CNNFeatures must be an int in the range \[1, inf\)\. Got 0"),
+    ({"weights": "/no/such/file.h5"}, r"weights must be .*existing weights file.*; got '/no/such/file.h5'"),
+    ({"n_jobs": 0}, r"'n_jobs' parameter of CNNFeatures must be None, a int among \{-1\} or an int in "
+                    r"the range \[1, inf\)\. Got 0"),
+    ({"precision": "float16"}, r"'precision' parameter of CNNFeatures must be a str among "
+                               r"\{(?=.*'float32')(?=.*'bfloat16')(?=.*'mixed_float16')(?=.*'mixed_bfloat16').*\}\. "
+                               r"Got 'float16'"),
 ])
 def test_bad_parameters_are_named(params, message):
     f = CNNFeatures(**{"weights": None, **params})

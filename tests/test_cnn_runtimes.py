@@ -169,8 +169,9 @@ def test_missing_runtime_names_the_extra(monkeypatch):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"runtime": "tflite"}, r"runtime must be one of \('auto', 'tensorflow', 'onnxruntime', 'openvino'\); "
-                            r"got 'tflite'"),
+    ({"runtime": "tflite"}, r"'runtime' parameter of CNNFeatures must be a str among "
+                            r"\{(?=.*'auto')(?=.*'tensorflow')(?=.*'onnxruntime')(?=.*'openvino').*\}\. "
+                            r"Got 'tflite'"),
     ({"runtime": "onnxruntime", "precision": "mixed_float16"}, r"precision must be 'float32' or 'bfloat16' with "
                                                                r"runtime='onnxruntime'"),
     ({"runtime": "onnxruntime", "precision": "bfloat16"}, r"precision must be 'float32' with "

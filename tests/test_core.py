@@ -1,6 +1,7 @@
 """Sample keys, lazy derivation, the per-sample cache and the step base classes."""
 
 import pickle
+from numbers import Real
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
+from sklearn.utils._param_validation import Interval
 
 from featurepipe import FeatureExtractor, ImageStep, Sample, as_samples, is_stateless, step_token
 from featurepipe.cache import FeatureCache, clear_memory_cache
@@ -16,12 +18,10 @@ from featurepipe.dataset import Dataset
 
 
 class Invert(ImageStep):
+    _parameter_constraints = {"gain": [Interval(Real, 0, None, closed="neither")]}
+
     def __init__(self, gain=1.0):
         self.gain = gain
-
-    def _check_params(self):
-        if not self.gain > 0:
-            raise ValueError(f"gain must be > 0; got {self.gain!r}")
 
     def _transform_image(self, image, mask):
         return (self.gain * (1.0 - image)).astype(np.float32), mask
@@ -132,7 +132,8 @@ def test_image_step_is_lazy_and_keyed_by_params(rng):
     lazy = step.transform(samples)[0]
     step.set_params(gain=5.0)
     np.testing.assert_allclose(lazy.image, 2.0 * (1 - image), rtol=1e-6)
-    with pytest.raises(ValueError, match="gain must be > 0; got -1"):
+    with pytest.raises(ValueError, match=r"'gain' parameter of Invert must be a float in the range \(0\.0, inf\)\. "
+                                         "Got -1 instead"):
         Invert(gain=-1).fit(samples)
 
 

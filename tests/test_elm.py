@@ -238,12 +238,18 @@ def test_classifier_rejects_one_class():
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("n_hidden", 0, "n_hidden must be a positive integer; got 0"),
-    ("n_hidden", 2.5, "n_hidden must be a positive integer; got 2.5"),
-    ("activation", "softplus", "activation must be one of .*'sigmoid'.*got 'softplus'"),
-    ("alpha", -1.0, r"alpha must be a finite number >= 0 \(ridge penalty\); got -1.0"),
-    ("weight_scale", 0, "weight_scale must be a finite number > 0; got 0"),
-    ("gamma", "auto", "gamma must be 'scale' or a finite number > 0; got 'auto'"),
+    ("n_hidden", 0, r"'n_hidden' parameter of ELMClassifier must be an int in the range \[1, inf\)\. Got 0 instead"),
+    ("n_hidden", 2.5, r"'n_hidden' parameter of ELMClassifier must be an int in the range \[1, inf\)\. Got 2\.5"),
+    ("n_hidden", True, r"'n_hidden' parameter of ELMClassifier must be an int in the range \[1, inf\)\. Got True"),
+    ("activation", "softplus", r"'activation' parameter of ELMClassifier must be a str among \{.*'sigmoid'.*\}\. "
+                               "Got 'softplus'"),
+    ("alpha", -1.0, r"'alpha' parameter of ELMClassifier must be a float in the range \[0\.0, inf\)\. Got -1\.0"),
+    ("alpha", float("inf"), r"'alpha' parameter of ELMClassifier must be a float in the range \[0\.0, inf\)\. "
+                            "Got inf"),
+    ("weight_scale", 0, r"'weight_scale' parameter of ELMClassifier must be a float in the range \(0\.0, inf\)\. "
+                        "Got 0 instead"),
+    ("gamma", "auto", r"'gamma' parameter of ELMClassifier must be a str among \{'scale'\} or a float in the range "
+                      r"\(0\.0, inf\)\. Got 'auto'"),
 ])
 def test_bad_parameters_are_named(param, value, message):
     X, y = make_classification(n_samples=20, n_features=4, random_state=0)

@@ -236,12 +236,17 @@ def test_descriptors_cached_per_sample_histograms_not(monkeypatch):
 @pytest.mark.parametrize(
     "params, match",
     [
-        (dict(n_words=1), "n_words must be an int >= 2; got 1"),
-        (dict(descriptor="surf"), "descriptor must be one of 'orb', 'sift'; got 'surf'"),
-        (dict(grid_step=0), "grid_step must be an int >= 1"),
-        (dict(patch_size=4), r"patch_size must be an int >= 8 \(pixels\); got 4"),
-        (dict(roi="bbox"), "roi must be one of 'image', 'mask'; got 'bbox'"),
-        (dict(empty_mask="skip"), "empty_mask must be one of 'error', 'nan'"),
+        (dict(n_words=1), r"'n_words' parameter of BagOfVisualWords must be an int in the range \[2, inf\)\. Got 1"),
+        (dict(descriptor="surf"),
+         r"'descriptor' parameter of BagOfVisualWords must be a str among \{(?=.*'orb')(?=.*'sift').*\}\. Got 'surf'"),
+        (dict(grid_step=0), r"'grid_step' parameter of BagOfVisualWords must be an int in the range \[1, inf\)\. "
+                            "Got 0"),
+        (dict(patch_size=4), r"'patch_size' parameter of BagOfVisualWords must be an int in the range \[8, inf\)\. "
+                             "Got 4"),
+        (dict(roi="bbox"),
+         r"'roi' parameter of BagOfVisualWords must be a str among \{(?=.*'image')(?=.*'mask').*\}\. Got 'bbox'"),
+        (dict(empty_mask="skip"), r"'empty_mask' parameter of BagOfVisualWords must be a str among "
+                                  r"\{(?=.*'error')(?=.*'nan')(?=.*'image').*\}\. Got 'skip'"),
         (dict(max_descriptors=3), r"max_descriptors must be an int >= 64 \(at least n_words\) or None"),
     ],
 )

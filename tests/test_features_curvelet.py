@@ -240,13 +240,17 @@ def test_missing_or_empty_mask_policy():
 @pytest.mark.parametrize(
     "params, match",
     [
-        (dict(num_scales=1), "num_scales must be an int in"),
-        (dict(wedges_per_direction=4), "wedges_per_direction must be a positive multiple of 3"),
-        (dict(size=0), "size must be at least 16"),
-        (dict(size=(64, "a")), "size must be a positive int or a pair"),
-        (dict(roi="box"), "roi must be one of 'image', 'mask_bbox'; got 'box'"),
-        (dict(empty_mask="zero"), "empty_mask must be one of 'error', 'nan', 'image'; got 'zero'"),
-        (dict(rotation_invariant="yes"), "rotation_invariant must be True or False"),
+        (dict(num_scales=1), r"'num_scales' parameter of CurveletFeatures must be an int in the range \[2, 8\]\. "
+                             "Got 1 instead"),
+        (dict(wedges_per_direction=4), "wedges_per_direction must be a positive multiple of 3.*got 4"),
+        (dict(size=0), r"'size' parameter of CurveletFeatures must be an int in the range \[16, inf\).*Got 0 instead"),
+        (dict(size=(64, "a")), r"size must be a positive int or a pair.*got \(64, 'a'\)"),
+        (dict(roi="box"),
+         r"'roi' parameter of CurveletFeatures must be a str among \{(?=.*'image')(?=.*'mask_bbox').*\}\. Got 'box'"),
+        (dict(empty_mask="zero"), r"'empty_mask' parameter of CurveletFeatures must be a str among "
+                                  r"\{(?=.*'error')(?=.*'nan')(?=.*'image').*\}\. Got 'zero'"),
+        (dict(rotation_invariant="yes"),
+         r"'rotation_invariant' parameter of CurveletFeatures must be an instance of 'bool'.*Got 'yes'"),
     ],
 )
 def test_bad_parameters_are_named(params, match):

@@ -223,10 +223,14 @@ def test_empty_missing_and_degenerate_masks():
 @pytest.mark.parametrize(
     "params, match",
     [
-        (dict(perimeter="chain"), "perimeter must be one of 'crofton', 'contour'; got 'chain'"),
-        (dict(components="all"), "components must be one of 'largest', 'union'; got 'all'"),
-        (dict(empty_mask=0.0), "empty_mask must be one of 'error', 'nan'; got 0.0"),
-        (dict(hu_log=1), "hu_log must be True or False; got 1"),
+        (dict(perimeter="chain"),
+         r"'perimeter' parameter of ShapeFeatures must be a str among \{(?=.*'crofton')(?=.*'contour').*\}\. "
+         r"Got 'chain'"),
+        (dict(components="all"),
+         r"'components' parameter of ShapeFeatures must be a str among \{(?=.*'largest')(?=.*'union').*\}\. Got 'all'"),
+        (dict(empty_mask=0.0),
+         r"'empty_mask' parameter of ShapeFeatures must be a str among \{(?=.*'error')(?=.*'nan').*\}\. Got 0\.0"),
+        (dict(hu_log=1), r"'hu_log' parameter of ShapeFeatures must be an instance of 'bool'.*\. Got 1 instead"),
     ],
 )
 def test_bad_parameters_are_named(params, match):

@@ -280,7 +280,8 @@ def test_class_weight_matches_sklearn_balanced_and_dicts():
 def test_unfreeze_of_a_registry_backbone_by_name_and_count():
     spec = get_backbone("mobilenet_v2")
     clf = KerasTransferClassifier(backbone="mobilenet_v2", weights=None, input_size=32, unfreeze="block_16_project")
-    _, units = clf._check_params()
+    clf._validate_params()
+    units = clf._dense_units()
     model, base = clf._build(spec, units, 32, 3)
     assert model.output_shape == (None, 3)
     assert not any(layer.trainable for layer in base.layers)
@@ -348,22 +349,43 @@ def test_predict_rejects_other_channel_count(grid):
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("backbone", "alexnet", "unknown backbone 'alexnet'"),
-    ("weights", 3, "weights must be 'imagenet', None or a path"),
-    ("input_size", 16, "input_size must be None or an integer >= 32"),
-    ("dense_units", (8, 0), "dense_units must be an integer >= 0 or a sequence of positive integers"),
-    ("dropout", 1.0, r"dropout must be a number in \[0, 1\); got 1.0"),
-    ("optimizer", "adagrad", "optimizer must be one of .*'adam'.*got 'adagrad'"),
-    ("learning_rate", 0, "learning_rate must be a number > 0; got 0"),
-    ("unfreeze", -1, "unfreeze must be an integer >= 0 or the name of a backbone layer; got -1"),
-    ("epochs", 0, "epochs must be an integer >= 1; got 0"),
-    ("patience", 1.5, "patience must be None or an integer >= 0; got 1.5"),
-    ("min_delta", -0.1, "min_delta must be a number >= 0; got -0.1"),
-    ("reduce_lr_factor", 1.0, r"reduce_lr_factor must be a number in \(0, 1\)"),
-    ("class_weight", "auto", "class_weight must be None, 'balanced' or a dict"),
-    ("augment_flip", "diagonal", "augment_flip must be one of"),
-    ("augment_zoom", 1.0, r"augment_zoom must be a number in \[0, 1\)"),
-    ("validation_fraction", 1.0, r"validation_fraction must be a number in \[0, 1\)"),
+    ("backbone", "alexnet", r"KerasTransferClassifier: backbone must be a registered backbone \(unknown "
+                            r"backbone 'alexnet'.*; "
+                            "got 'alexnet'"),
+    ("weights", 3, r"'weights' parameter of KerasTransferClassifier must be a str among \{'imagenet'\}, None, "
+                   r".*Got 3 instead"),
+    ("input_size", 16, r"KerasTransferClassifier: input_size must be None or an integer >= 32 .*; got 16"),
+    ("dense_units", (8, 0), r"KerasTransferClassifier: dense_units must be an integer >= 0 or a sequence of "
+                            r"positive integers; "
+                            r"got \(8, 0\)"),
+    ("dropout", 1.0, r"'dropout' parameter of KerasTransferClassifier must be a float in the range \[0\.0, "
+                     r"1\.0\)\. Got 1\.0"),
+    ("optimizer", "adagrad", r"'optimizer' parameter of KerasTransferClassifier must be a str among "
+                             r"\{.*'adam'.*\}\. Got 'adagrad'"),
+    ("learning_rate", 0, r"'learning_rate' parameter of KerasTransferClassifier must be a float in the range "
+                         r"\(0\.0, inf\)\. Got 0 "),
+    ("unfreeze", -1, r"'unfreeze' parameter of KerasTransferClassifier must be an int in the range \[0, inf\) "
+                     r"or an instance of 'str'\. "
+                     "Got -1"),
+    ("epochs", 0, r"'epochs' parameter of KerasTransferClassifier must be an int in the range \[1, inf\)\. Got "
+                  r"0 instead"),
+    ("patience", 1.5, r"'patience' parameter of KerasTransferClassifier must be None or an int in the range "
+                      r"\[0, inf\)\. Got 1\.5"),
+    ("min_delta", -0.1, r"'min_delta' parameter of KerasTransferClassifier must be a float in the range \[0\.0, "
+                        r"inf\)\. Got -0\.1"),
+    ("reduce_lr_factor", 1.0, r"'reduce_lr_factor' parameter of KerasTransferClassifier must be a float in the range "
+                              r"\(0\.0, 1\.0\)\. Got 1\.0"),
+    ("class_weight", "auto", r"'class_weight' parameter of KerasTransferClassifier must be None, a str among "
+                             r"\{'balanced'\} or an "
+                             r"instance of 'dict'\. Got 'auto'"),
+    ("augment_flip", "diagonal", r"'augment_flip' parameter of KerasTransferClassifier must be None or a str among "
+                                 r"\{(?=.*'horizontal')(?=.*'vertical').*\}\. Got 'diagonal'"),
+    ("augment_zoom", 1.0, r"'augment_zoom' parameter of KerasTransferClassifier must be a float in the range "
+                          r"\[0\.0, 1\.0\)\. "
+                          r"Got 1\.0"),
+    ("validation_fraction", 1.0, r"'validation_fraction' parameter of KerasTransferClassifier must be a float "
+                                 r"in the range "
+                                 r"\[0\.0, 1\.0\)\. Got 1\.0"),
 ])
 def test_bad_parameters_are_named(tiny_backbone, param, value, message):
     X, y = _squares(8, seed=0)
@@ -511,5 +533,6 @@ def test_augmentation_is_refused_with_cache_trunk_and_turns_auto_off(tiny_backbo
         _small(cache_trunk=True, augment_flip="horizontal").fit(X, y)
     auto = _small(augment_zoom=0.1, epochs=1)
     assert not auto._uses_cached_trunk() and _small()._uses_cached_trunk()
-    with pytest.raises(ValueError, match="cache_trunk must be 'auto', True or False; got 'yes'"):
+    with pytest.raises(ValueError, match=r"'cache_trunk' parameter of KerasTransferClassifier must be a str among "
+                                         r"\{'auto'\} or a bool among \{False, True\}\. Got 'yes'"):
         _small(cache_trunk="yes").fit(X, y)

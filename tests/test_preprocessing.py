@@ -436,26 +436,39 @@ def test_crop_to_mask_missing_or_empty_mask_names_sample(tmp_path, gray8):
 @pytest.mark.parametrize(
     "step, message",
     [
-        (Resize(size=0), r"Resize: size must be an integer >= 1 or a pair \(height, width\).*got 0"),
-        (Resize(size=(10, 5.5)), r"Resize: size .*got \(10, 5.5\)"),
-        (Resize(interpolation="bicubic"), r"Resize: interpolation must be one of 'area', 'linear'.*'bicubic'"),
-        (Resize(keep_aspect="yes"), r"Resize: keep_aspect must be True or False; got 'yes'"),
-        (Resize(pad_value=float("nan")), r"Resize: pad_value must be a finite number"),
+        # scikit-learn's _parameter_constraints wording: "The 'p' parameter of Step must be <allowed>. Got <v> instead."
+        (Resize(size=0), r"'size' parameter of Resize must be an int in the range \[1, inf\).*Got 0 instead"),
+        # featurepipe's _validate_param_rules wording: "Step: p must be <allowed>; got <v>"
+        (Resize(size=(10, 5.5)), r"Resize: size must be an integer >= 1 or a pair \(height, width\).*got \(10, 5.5\)"),
+        (Resize(interpolation="bicubic"),
+         r"'interpolation' parameter of Resize must be a str among \{(?=.*'area')(?=.*'linear').*\}\. Got 'bicubic'"),
+        (Resize(keep_aspect="yes"), r"'keep_aspect' parameter of Resize must be an instance of 'bool'.*Got 'yes'"),
+        (Resize(pad_value=float("nan")), r"'pad_value' parameter of Resize must be a float in the range "
+                                         r"\(-inf, inf\)\. Got nan"),
         (MedianFilter(size=4), r"MedianFilter: size must be an odd integer >= 1; got 4"),
-        (MedianFilter(size=3.0), r"MedianFilter: size must be an odd integer >= 1; got 3.0"),
-        (GaussianFilter(sigma=0), r"GaussianFilter: sigma must be a finite number > 0.0; got 0"),
+        (MedianFilter(size=3.0), r"'size' parameter of MedianFilter must be an int in the range \[1, inf\)\. Got 3\.0"),
+        (GaussianFilter(sigma=0), r"'sigma' parameter of GaussianFilter must be a float in the range \(0\.0, inf\)\. "
+                                  "Got 0 instead"),
         (GaussianFilter(size=6), r"GaussianFilter: size must be an odd integer >= 1; got 6"),
-        (BilateralFilter(diameter=0), r"BilateralFilter: diameter must be an integer >= 1; got 0"),
-        (BilateralFilter(sigma_color=-1), r"BilateralFilter: sigma_color must be a finite number > 0.0"),
-        (CLAHE(clip_limit=0), r"CLAHE: clip_limit must be a finite number > 0.0; got 0"),
-        (CLAHE(tile_grid_size=(0, 2)), r"CLAHE: tile_grid_size must be an integer >= 1 or a pair"),
-        (CLAHE(bit_depth=12), r"CLAHE: bit_depth must be 8 or 16; got 12"),
-        (Standardize(on_constant="ignore"), r"Standardize: on_constant must be one of 'error', 'zero'"),
-        (OtsuROI(opening_radius=-1), r"OtsuROI: opening_radius must be an integer >= 0; got -1"),
-        (OtsuROI(output="box"), r"OtsuROI: output must be one of 'crop', 'mask'; got 'box'"),
-        (OtsuROI(foreground="white"), r"OtsuROI: foreground must be one of 'bright', 'dark'"),
-        (OtsuROI(nbins=1), r"OtsuROI: nbins must be an integer >= 2; got 1"),
-        (CropToMask(margin=-2), r"CropToMask: margin must be an integer >= 0; got -2"),
+        (BilateralFilter(diameter=0), r"'diameter' parameter of BilateralFilter must be an int in the range "
+                                      r"\[1, inf\)\. Got 0 instead"),
+        (BilateralFilter(sigma_color=-1), r"'sigma_color' parameter of BilateralFilter must be a float in the range "
+                                          r"\(0\.0, inf\)\. Got -1 instead"),
+        (CLAHE(clip_limit=0), r"'clip_limit' parameter of CLAHE must be a float in the range \(0\.0, inf\)\. Got 0"),
+        (CLAHE(tile_grid_size=(0, 2)), r"CLAHE: tile_grid_size must be an integer >= 1 or a pair.*got \(0, 2\)"),
+        (CLAHE(bit_depth=12), r"'bit_depth' parameter of CLAHE must be a int among \{(?=.*8)(?=.*16).*\}\. Got 12"),
+        (CLAHE(bit_depth=True), r"'bit_depth' parameter of CLAHE must be a int among \{(?=.*8)(?=.*16).*\}\. Got True"),
+        (Standardize(on_constant="ignore"), r"'on_constant' parameter of Standardize must be a str among "
+                                            r"\{(?=.*'error')(?=.*'zero').*\}\. Got 'ignore'"),
+        (OtsuROI(opening_radius=-1), r"'opening_radius' parameter of OtsuROI must be an int in the range "
+                                     r"\[0, inf\)\. Got -1 instead"),
+        (OtsuROI(output="box"), r"'output' parameter of OtsuROI must be a str among "
+                                r"\{(?=.*'crop')(?=.*'mask').*\}\. Got 'box'"),
+        (OtsuROI(foreground="white"), r"'foreground' parameter of OtsuROI must be a str among "
+                                      r"\{(?=.*'bright')(?=.*'dark').*\}\. Got 'white'"),
+        (OtsuROI(nbins=1), r"'nbins' parameter of OtsuROI must be an int in the range \[2, inf\)\. Got 1 instead"),
+        (CropToMask(margin=-2), r"'margin' parameter of CropToMask must be an int in the range \[0, inf\)\. "
+                                "Got -2 instead"),
     ],
 )
 def test_bad_parameters_are_named(step, message, gray8):

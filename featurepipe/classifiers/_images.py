@@ -1,4 +1,4 @@
-"""Shared parts of the Keras-based estimators: image batches, label checks, tags, parameter errors."""
+"""Shared parts of the Keras-based estimators: image batches, label checks, tags."""
 
 from __future__ import annotations
 
@@ -16,16 +16,13 @@ _RANGE_TOL = 1e-4
 
 
 class KerasImageEstimatorMixin:
-    """Tags and parameter errors of estimators that take images and train a Keras network."""
+    """Tags of estimators that take images and train a Keras network."""
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False  # X holds images, not a feature matrix
         tags.non_deterministic = True  # TensorFlow kernels may differ across machines
         return tags
-
-    def _fail(self, param, value, allowed):
-        raise ValueError(f"{type(self).__name__}: {param} must be {allowed}; got {value!r}")
 
 
 def channel_count(image):

@@ -22,16 +22,18 @@ training of deep networks. NeurIPS 2006.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import is_int as _is_int
-from .._validation import is_real as _is_real
+from .._validation import ParamValidationMixin, StrictInterval, invalid_parameter, is_int
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, load_resized
 from ._keras_serialization import model_from_bytes, model_to_bytes
@@ -43,7 +45,7 @@ AE_ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
 
 
 
-class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimator):
+class StackedAutoencoder(ParamValidationMixin, KerasImageEstimatorMixin, TransformerMixin, BaseEstimator):
     """Dense stacked (denoising) autoencoder: flattened resized images → learned codes.
 
     ``fit`` learns the encoder from the images alone (``y`` is ignored);
@@ -130,30 +132,23 @@ class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimat
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self):
-        if not _is_int(self.input_size) or self.input_size < 2:
-            self._fail("input_size", self.input_size, "an integer >= 2 (pixels)")
-        units = self.hidden_units
-        if (not isinstance(units, (list, tuple)) or not units
-                or not all(_is_int(u) and u > 0 for u in units)):
-            self._fail("hidden_units", units, "a non-empty sequence of positive integers")
-        if self.activation not in AE_ACTIVATIONS:
-            self._fail("activation", self.activation, f"one of {AE_ACTIVATIONS}")
-        if not isinstance(self.layerwise, (bool, np.bool_)):
-            self._fail("layerwise", self.layerwise, "True or False")
-        if not _is_real(self.noise) or self.noise < 0:
-            self._fail("noise", self.noise, "a number >= 0 (noise standard deviation)")
-        if not _is_int(self.epochs) or self.epochs < 1:
-            self._fail("epochs", self.epochs, "an integer >= 1")
-        if not _is_int(self.fine_tune_epochs) or self.fine_tune_epochs < 0:
-            self._fail("fine_tune_epochs", self.fine_tune_epochs, "an integer >= 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            self._fail("batch_size", self.batch_size, "an integer >= 1")
-        if not _is_real(self.learning_rate) or self.learning_rate <= 0:
-            self._fail("learning_rate", self.learning_rate, "a number > 0")
-        if self.verbose not in (0, 1, 2):
-            self._fail("verbose", self.verbose, "0, 1 or 2")
-        return tuple(int(u) for u in units)
+    _parameter_constraints = {
+        "input_size": [StrictInterval(Integral, 2, None, closed="left")],  # pixels
+        "hidden_units": [list, tuple],
+        "activation": [StrOptions(set(AE_ACTIVATIONS))],
+        "layerwise": ["boolean"],
+        "noise": [StrictInterval(Real, 0, None, closed="left")],  # noise standard deviation
+        "epochs": [StrictInterval(Integral, 1, None, closed="left")],
+        "fine_tune_epochs": [StrictInterval(Integral, 0, None, closed="left")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+        "verbose": [Options(Integral, {0, 1, 2})],
+    }
+
+    def _validate_param_rules(self):
+        if not self.hidden_units or not all(is_int(u) and u > 0 for u in self.hidden_units):
+            raise invalid_parameter(self, "hidden_units", "a non-empty sequence of positive integers")
 
     def _flat(self, samples, n_channels=None):
         images, n_channels = load_resized(samples, self.input_size, owner=type(self).__name__,
@@ -168,6 +163,7 @@ class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimat
                          verbose=self.verbose)
         history[key] = [float(v) for v in hist.history["loss"]]
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Learn the encoder from the images (``y`` is ignored).
 
@@ -183,7 +179,7 @@ class StackedAutoencoder(KerasImageEstimatorMixin, TransformerMixin, BaseEstimat
         """
         import keras
 
-        units = self._check_params()
+        units = tuple(int(u) for u in self.hidden_units)
         samples = as_samples(X)
         if len(samples) < 2:
             raise ValueError(f"{type(self).__name__}.fit needs at least 2 images; got {len(samples)}")

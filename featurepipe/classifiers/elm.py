@@ -23,18 +23,21 @@ contract on top.
 
 from __future__ import annotations
 
-import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg
 from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._validation import ParamValidationMixin, StrictInterval
 
 __all__ = [
     "ACTIVATIONS",
@@ -194,7 +197,7 @@ def _predict_scores(X, layer, beta):
 # ---------------------------------------------------------------------------------------------
 # estimators
 # ---------------------------------------------------------------------------------------------
-class _BaseELM(BaseEstimator):
+class _BaseELM(ParamValidationMixin, BaseEstimator):
     def __init__(self, n_hidden=500, activation="sigmoid", alpha=1e-3, weight_scale=1.0, gamma="scale",
                  random_state=None):
         self.n_hidden = n_hidden
@@ -204,23 +207,14 @@ class _BaseELM(BaseEstimator):
         self.gamma = gamma
         self.random_state = random_state
 
-    def _check_params(self):
-        name = type(self).__name__
-        if (not isinstance(self.n_hidden, numbers.Integral) or isinstance(self.n_hidden, bool)
-                or self.n_hidden < 1):
-            raise ValueError(f"{name}: n_hidden must be a positive integer; got {self.n_hidden!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"{name}: activation must be one of {ACTIVATIONS}; got {self.activation!r}")
-        if (not isinstance(self.alpha, numbers.Real) or isinstance(self.alpha, bool)
-                or not np.isfinite(self.alpha) or self.alpha < 0):
-            raise ValueError(f"{name}: alpha must be a finite number >= 0 (ridge penalty); got {self.alpha!r}")
-        if (not isinstance(self.weight_scale, numbers.Real) or isinstance(self.weight_scale, bool)
-                or not np.isfinite(self.weight_scale) or self.weight_scale <= 0):
-            raise ValueError(f"{name}: weight_scale must be a finite number > 0; got {self.weight_scale!r}")
-        if not (self.gamma == "scale" if isinstance(self.gamma, str) else
-                isinstance(self.gamma, numbers.Real) and not isinstance(self.gamma, bool)
-                and np.isfinite(self.gamma) and self.gamma > 0):
-            raise ValueError(f"{name}: gamma must be 'scale' or a finite number > 0; got {self.gamma!r}")
+    _parameter_constraints = {
+        "n_hidden": [StrictInterval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "alpha": [StrictInterval(Real, 0, None, closed="left")],  # ridge penalty; finite
+        "weight_scale": [StrictInterval(Real, 0, None, closed="neither")],
+        "gamma": [StrOptions({"scale"}), StrictInterval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+    }
 
     def _fit_layer(self, X, T):
         self.layer_ = elm_random_layer(X, self.n_hidden, self.activation, self.weight_scale, self.gamma,
@@ -318,6 +312,7 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
     True
     """
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Draw the hidden layer and solve for the output weights.
 
@@ -332,7 +327,6 @@ class ELMClassifier(ClassifierMixin, _BaseELM):
         -------
         self
         """
-        self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
         check_classification_targets(y)
         binarizer = LabelBinarizer(neg_label=-1, pos_label=1)
@@ -408,6 +402,7 @@ class ELMRegressor(RegressorMixin, _BaseELM):
         tags.target_tags.multi_output = True
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Draw the hidden layer and solve for the output weights.
 
@@ -421,7 +416,6 @@ class ELMRegressor(RegressorMixin, _BaseELM):
         -------
         self
         """
-        self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
         y = np.asarray(y, dtype=np.float64)
         self._y_1d = y.ndim == 1

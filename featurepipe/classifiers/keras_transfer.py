@@ -23,16 +23,17 @@ fine-tuning costs its unfrozen layers, not the whole network.
 from __future__ import annotations
 
 import os
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import is_int as _is_int
-from .._validation import is_real as _is_real
+from .._validation import ParamValidationMixin, StrictInterval, invalid_parameter, is_int, is_real
 from ..base import step_token
 from ..cache import cached_per_sample, get_cache
 from ..sample import as_samples
@@ -47,7 +48,7 @@ FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
 
 
-class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEstimator):
+class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Transfer learning of a CNN backbone (frozen base + new head, optional fine-tuning).
 
     Training runs in up to two phases, each with early stopping on the
@@ -276,66 +277,51 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         self.verbose = verbose
 
     # -- validation -----------------------------------------------------------------------------
-    def _check_params(self):
+    _parameter_constraints = {
+        "backbone": [str],
+        "weights": [StrOptions({"imagenet"}), None, str, os.PathLike],
+        "input_size": [None, StrictInterval(Integral, 1, None, closed="left")],
+        "dense_units": [StrictInterval(Integral, 0, None, closed="left"), list, tuple],
+        "dropout": [StrictInterval(Real, 0, 1, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "momentum": [StrictInterval(Real, 0, 1, closed="left")],
+        "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "fine_tune_learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "unfreeze": [StrictInterval(Integral, 0, None, closed="left"), str],
+        "epochs": [StrictInterval(Integral, 1, None, closed="left")],
+        "fine_tune_epochs": [StrictInterval(Integral, 0, None, closed="left")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "patience": [None, StrictInterval(Integral, 0, None, closed="left")],
+        "min_delta": [StrictInterval(Real, 0, None, closed="left")],
+        "reduce_lr_patience": [None, StrictInterval(Integral, 0, None, closed="left")],
+        "reduce_lr_factor": [StrictInterval(Real, 0, 1, closed="neither")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "augment_flip": [None, StrOptions({mode for mode in FLIP_MODES if mode is not None})],
+        "augment_rotation": [StrictInterval(Real, 0, None, closed="left")],  # fraction of a full turn
+        "augment_zoom": [StrictInterval(Real, 0, 1, closed="left")],
+        "augment_brightness": [StrictInterval(Real, 0, 1, closed="both")],
+        "validation_fraction": [StrictInterval(Real, 0, 1, closed="left")],
+        "cache_trunk": [StrOptions({"auto"}), Options(bool, {True, False})],
+        "cache": ["boolean", None, str, bytes, os.PathLike],
+        "random_state": ["random_state"],
+        "verbose": [Options(Integral, {0, 1, 2})],
+    }
+
+    def _validate_param_rules(self):
         from ..cnn.specs import get_backbone
 
-        spec = get_backbone(self.backbone)  # ValueError listing the known backbones
-        if not (self.weights is None or self.weights == "imagenet" or isinstance(self.weights, (str, os.PathLike))):
-            self._fail("weights", self.weights, "'imagenet', None or a path to a weights file")
-        if self.input_size is not None and (not _is_int(self.input_size)
-                                            or self.input_size < spec.min_input_size):
-            self._fail("input_size", self.input_size,
-                       f"None or an integer >= {spec.min_input_size} (the smallest input {spec.name!r} takes)")
-        units = self._dense_units()
-        if units is None:
-            self._fail("dense_units", self.dense_units, "an integer >= 0 or a sequence of positive integers")
-        if not _is_real(self.dropout) or not 0 <= self.dropout < 1:
-            self._fail("dropout", self.dropout, "a number in [0, 1)")
-        if self.optimizer not in OPTIMIZERS:
-            self._fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
-            self._fail("momentum", self.momentum, "a number in [0, 1)")
-        for name in ("learning_rate", "fine_tune_learning_rate"):
-            value = getattr(self, name)
-            if not _is_real(value) or value <= 0:
-                self._fail(name, value, "a number > 0")
-        if isinstance(self.unfreeze, str):
-            if not self.unfreeze:
-                self._fail("unfreeze", self.unfreeze, "an integer >= 0 or the name of a backbone layer")
-        elif not _is_int(self.unfreeze) or self.unfreeze < 0:
-            self._fail("unfreeze", self.unfreeze, "an integer >= 0 or the name of a backbone layer")
-        if not _is_int(self.epochs) or self.epochs < 1:
-            self._fail("epochs", self.epochs, "an integer >= 1")
-        if not _is_int(self.fine_tune_epochs) or self.fine_tune_epochs < 0:
-            self._fail("fine_tune_epochs", self.fine_tune_epochs, "an integer >= 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            self._fail("batch_size", self.batch_size, "an integer >= 1")
-        for name in ("patience", "reduce_lr_patience"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 0):
-                self._fail(name, value, "None or an integer >= 0")
-        if not _is_real(self.min_delta) or self.min_delta < 0:
-            self._fail("min_delta", self.min_delta, "a number >= 0")
-        if not _is_real(self.reduce_lr_factor) or not 0 < self.reduce_lr_factor < 1:
-            self._fail("reduce_lr_factor", self.reduce_lr_factor, "a number in (0, 1)")
-        cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
-            self._fail("class_weight", cw, "None, 'balanced' or a dict {class label: weight}")
-        if self.augment_flip not in FLIP_MODES:
-            self._fail("augment_flip", self.augment_flip, f"one of {FLIP_MODES}")
-        if not _is_real(self.augment_rotation) or self.augment_rotation < 0:
-            self._fail("augment_rotation", self.augment_rotation, "a number >= 0 (fraction of a full turn)")
-        if not _is_real(self.augment_zoom) or not 0 <= self.augment_zoom < 1:
-            self._fail("augment_zoom", self.augment_zoom, "a number in [0, 1)")
-        if not _is_real(self.augment_brightness) or not 0 <= self.augment_brightness <= 1:
-            self._fail("augment_brightness", self.augment_brightness, "a number in [0, 1]")
-        if not _is_real(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
-            self._fail("validation_fraction", self.validation_fraction, "a number in [0, 1)")
-        if self.verbose not in (0, 1, 2):
-            self._fail("verbose", self.verbose, "0, 1 or 2")
-        if self.cache_trunk not in ("auto", True, False):
-            self._fail("cache_trunk", self.cache_trunk, "'auto', True or False")
-        get_cache(self.cache)  # ValueError naming the parameter
+        try:
+            spec = get_backbone(self.backbone)
+        except ValueError as exc:
+            raise invalid_parameter(self, "backbone", f"a registered backbone ({exc})") from None
+        if self.input_size is not None and self.input_size < spec.min_input_size:
+            raise invalid_parameter(self, "input_size", f"None or an integer >= {spec.min_input_size} (the "
+                                                        f"smallest input {spec.name!r} takes)")
+        if self._dense_units() is None:
+            raise invalid_parameter(self, "dense_units", "an integer >= 0 or a sequence of positive integers")
+        if self.unfreeze == "":
+            raise invalid_parameter(self, "unfreeze", "an integer >= 0 or the name of a backbone layer")
+        get_cache(self.cache)  # an empty path is refused, naming the parameter
         if self.cache_trunk is True and self._augments():
             raise ValueError(
                 f"{type(self).__name__}: cache_trunk=True cannot be combined with augmentation "
@@ -345,7 +331,6 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
                 "each epoch has no cached activations (see the class notes). Turn augmentation off, or "
                 "pass cache_trunk=False (or 'auto') to train end to end on augmented images."
             )
-        return spec, units
 
     def _augments(self):
         return (self.augment_flip is not None or self.augment_rotation > 0 or self.augment_zoom > 0
@@ -356,9 +341,9 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
 
     def _dense_units(self):
         value = self.dense_units
-        if _is_int(value):
+        if is_int(value):
             return () if value == 0 else ((int(value),) if value > 0 else None)
-        if isinstance(value, (list, tuple)) and all(_is_int(v) and v > 0 for v in value):
+        if isinstance(value, (list, tuple)) and all(is_int(v) and v > 0 for v in value):
             return tuple(int(v) for v in value)
         return None
 
@@ -383,7 +368,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
             )
         weights = np.empty(n_classes)
         for key, value in cw.items():
-            if not _is_real(value) or value < 0:
+            if not is_real(value) or value < 0:
                 raise ValueError(f"{type(self).__name__}: class_weight[{key!r}] must be a number >= 0; got {value!r}")
             weights[next(i for i, c in enumerate(labels) if _same_label(key, c))] = value
         return weights
@@ -581,6 +566,7 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         return np.sort(train_idx), np.sort(val_idx)
 
     # -- fit ------------------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train the head (and optionally fine-tune the backbone) on image samples.
 
@@ -600,7 +586,9 @@ class KerasTransferClassifier(KerasImageEstimatorMixin, ClassifierMixin, BaseEst
         import tensorflow as tf
 
         name = type(self).__name__
-        spec, units = self._check_params()
+        from ..cnn.specs import get_backbone
+
+        spec, units = get_backbone(self.backbone), self._dense_units()
         samples, y, classes = check_samples_and_labels(X, y, name)
         self.classes_ = classes
         n_classes = len(classes)

@@ -289,7 +289,7 @@ def _split(estimator, extractor):
         estimator = _Steps(rest) if len(rest) > 1 else rest[0][1]
     if not isinstance(extractor, CNNFeatures):
         raise TypeError(f"class_activation_map: extractor must be a CNNFeatures; got {type(extractor).__name__}")
-    extractor._check_params()
+    extractor._validate_params_once()
     if extractor.pooling != "avg" or extractor.layer is not None:
         raise ValueError(f"class_activation_map needs global average pooling of the last feature map "
                          f"(pooling='avg', layer=None); the extractor has pooling={extractor.pooling!r}, "

@@ -28,16 +28,17 @@ Speed and memory
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Options, StrOptions
 
-from .._validation import is_int as _is_int
+from .._validation import StrictInterval, invalid_parameter, is_int, is_int_or_pair
 from .._version import __version__
-from .._validation import is_real as _is_real
 from ..base import FeatureExtractor
 from . import runtimes
 from .model_cache import MODEL_CACHE
@@ -334,53 +335,43 @@ class CNNFeatures(FeatureExtractor):
         self.n_jobs = n_jobs
 
     # -- validation ---------------------------------------------------------------------------
-    def _fail(self, param, value, allowed):
-        raise ValueError(f"CNNFeatures: {param} must be {allowed}; got {value!r}")
+    _parameter_constraints = {
+        **FeatureExtractor._parameter_constraints,
+        "backbone": [str],
+        "weights": [StrOptions({"imagenet"}), None, str, os.PathLike],
+        "input_size": [None, StrictInterval(Integral, 1, None, closed="left"), tuple, list],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "gem_p": [StrictInterval(Real, 0, None, closed="neither")],
+        "layer": [None, str, StrictInterval(Integral, None, None, closed="neither"), list, tuple],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "runtime": [StrOptions(set(runtimes.RUNTIMES))],
+        "n_jobs": [None, Options(Integral, {-1}), StrictInterval(Integral, 1, None, closed="left")],
+    }
 
-    def _check_params(self):
+    def _validate_param_rules(self):
         try:
             spec = get_backbone(self.backbone)
         except ValueError as exc:
-            raise ValueError(f"CNNFeatures: backbone: {exc}") from None
-        weights = self.weights
-        if weights is not None and weights != "imagenet":
-            if not isinstance(weights, (str, os.PathLike)):
-                self._fail("weights", weights, "'imagenet', None or the path of a weights file")
-            if not os.path.isfile(weights):
-                self._fail("weights", weights, "'imagenet', None or the path of an existing weights file "
-                                               "(no such file)")
-        size = self.input_size
-        if size is not None:
-            pair = (size, size) if _is_int(size) else size
-            if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(_is_int(v) for v in pair)
-                    or min(pair) < spec.min_input_size):
-                self._fail("input_size", size, f"None, an integer or a (height, width) pair of integers >= "
-                                               f"{spec.min_input_size} (the smallest input {spec.name!r} takes)")
-        if self.pooling not in POOLINGS:
-            self._fail("pooling", self.pooling, f"one of {POOLINGS}")
-        if not _is_real(self.gem_p) or not math.isfinite(self.gem_p) or self.gem_p <= 0:
-            self._fail("gem_p", self.gem_p, "a finite number > 0")
+            raise invalid_parameter(self, "backbone", f"a registered backbone ({exc})") from None
+        if self.weights not in (None, "imagenet") and not os.path.isfile(self.weights):
+            raise invalid_parameter(self, "weights", "'imagenet', None or the path of an existing weights file "
+                                                     "(no such file)")
+        if self.input_size is not None and not is_int_or_pair(self.input_size, spec.min_input_size):
+            raise invalid_parameter(self, "input_size", f"None, an integer or a (height, width) pair of integers >= "
+                                                        f"{spec.min_input_size} (the smallest input {spec.name!r} "
+                                                        "takes)")
         layer = self.layer
-        if layer is not None:
-            items = layer if isinstance(layer, (list, tuple)) else [layer]
-            if not items or not all((isinstance(v, str) and v) or _is_int(v) for v in items):
-                self._fail("layer", layer, "None, a layer name, a layer depth (int), or a non-empty list of "
-                                           "those")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            self._fail("batch_size", self.batch_size, "an integer >= 1")
-        if self.precision not in PRECISIONS:
-            self._fail("precision", self.precision, f"one of {PRECISIONS}")
-        if self.runtime not in runtimes.RUNTIMES:
-            self._fail("runtime", self.runtime, f"one of {runtimes.RUNTIMES}")
+        items = layer if isinstance(layer, (list, tuple)) else [layer]
+        if layer is not None and (not items or not all((isinstance(v, str) and v) or is_int(v) for v in items)):
+            raise invalid_parameter(self, "layer", "None, a layer name, a layer depth (int), or a non-empty list "
+                                                   "of those")
         if self.precision.startswith("mixed_") and self.runtime not in ("auto", "tensorflow"):
-            self._fail("precision", self.precision, f"'float32' or 'bfloat16' with runtime={self.runtime!r} "
-                                                    "(the mixed_* Keras policies need runtime='tensorflow')")
+            raise invalid_parameter(self, "precision", f"'float32' or 'bfloat16' with runtime={self.runtime!r} "
+                                                       "(the mixed_* Keras policies need runtime='tensorflow')")
         if self.precision == "bfloat16" and self.runtime not in ("auto", "openvino"):
-            self._fail("precision", self.precision, f"'float32' with runtime={self.runtime!r} (bfloat16 runs on "
-                                                    "runtime='openvino' or 'auto')")
-        if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0 or self.n_jobs < -1):
-            self._fail("n_jobs", self.n_jobs, "None, -1 or an integer >= 1")
-        return spec
+            raise invalid_parameter(self, "precision", f"'float32' with runtime={self.runtime!r} (bfloat16 runs "
+                                                       "on runtime='openvino' or 'auto')")
 
     def _cache_token_extra(self):
         """Identify what the parameters alone cannot: weights files, random networks, user models."""
@@ -398,16 +389,16 @@ class CNNFeatures(FeatureExtractor):
         return extra
 
     # -- scikit-learn API -------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the parameters and pick the runtime (``runtime_``; nothing is learned). Returns ``self``."""
-        self._check_params()
         self._warn_random()
         self.runtime_ = self._resolved_runtime()
         return self
 
     def transform(self, X):
         """Feature matrix ``(n_samples, n_features)``, float64, cached per sample."""
-        self._check_params()
+        self._validate_params_once()
         self._warn_random()
         self.runtime_ = self._resolved_runtime()
         return super().transform(X)

@@ -54,12 +54,14 @@ import numbers
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
+from .._validation import StrictInterval, check_choice, invalid_parameter, invalid_value_message, is_int
 from ..base import FeatureExtractor, describe_sample, step_token
 from ..cache import cached_per_sample, get_cache
 from ..io import ImageReadError, convert_channels, to_float_image
@@ -73,22 +75,15 @@ _EMPTY_MASK_CHOICES = ("error", "nan", "image")
 _DIMENSIONS = {"orb": 256, "sift": 128}  # after unpacking ORB's 32 bytes to bits
 
 
-def _check_int(name, value, low, what=""):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{what}; got {value!r}")
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_descriptor_params(descriptor, grid_step, patch_size, roi, empty_mask):
-    _check_choice("descriptor", descriptor, _DESCRIPTORS)
-    _check_int("grid_step", grid_step, 1, " (pixels between keypoint centres)")
-    _check_int("patch_size", patch_size, 8, " (pixels)")
-    _check_choice("roi", roi, _ROI_CHOICES)
-    _check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
+def _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask):
+    """The option checks of the descriptor functions (functions, so not ``_parameter_constraints``)."""
+    check_choice("descriptor", descriptor, _DESCRIPTORS)
+    if not is_int(grid_step) or grid_step < 1:
+        raise ValueError(invalid_value_message("grid_step", grid_step, "an int >= 1 (pixels between keypoint centres)"))
+    if not is_int(patch_size) or patch_size < 8:
+        raise ValueError(invalid_value_message("patch_size", patch_size, "an int >= 8 (pixels)"))
+    check_choice("roi", roi, _ROI_CHOICES)
+    check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
 
 
 def _margin(descriptor, patch_size):
@@ -161,7 +156,7 @@ def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_
     descriptors : ndarray, shape (n_keypoints, 32) uint8 for ORB, (n_keypoints, 128) float32 for SIFT
         ORB's packed 256-bit strings, as OpenCV returns them.
     """
-    _check_descriptor_params(descriptor, grid_step, patch_size, roi, empty_mask)
+    _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask)
     gray = _to_uint8_gray(image)
     width = 32 if descriptor == "orb" else 128
     empty = np.empty((0, width), dtype=np.uint8 if descriptor == "orb" else np.float32)
@@ -298,12 +293,21 @@ class BagOfVisualWords(FeatureExtractor):
         self.n_jobs = n_jobs
 
     # -- parameters ---------------------------------------------------------------------
-    def _check_params(self):
-        _check_int("n_words", self.n_words, 2)
-        _check_descriptor_params(self.descriptor, self.grid_step, self.patch_size, self.roi, self.empty_mask)
-        if self.max_descriptors is not None:
-            _check_int("max_descriptors", self.max_descriptors, self.n_words,
-                       " (at least n_words) or None")
+    _parameter_constraints = {
+        **FeatureExtractor._parameter_constraints,
+        "n_words": [StrictInterval(numbers.Integral, 2, None, closed="left")],
+        "descriptor": [StrOptions(set(_DESCRIPTORS))],
+        "grid_step": [StrictInterval(numbers.Integral, 1, None, closed="left")],
+        "patch_size": [StrictInterval(numbers.Integral, 8, None, closed="left")],
+        "roi": [StrOptions(set(_ROI_CHOICES))],
+        "empty_mask": [StrOptions(set(_EMPTY_MASK_CHOICES))],
+        "max_descriptors": [StrictInterval(numbers.Integral, 2, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+
+    def _validate_param_rules(self):
+        if self.max_descriptors is not None and self.max_descriptors < self.n_words:
+            raise invalid_parameter(self, "max_descriptors", f"an int >= {self.n_words} (at least n_words) or None")
 
     def _feature_names(self):
         digits = max(3, len(str(self.n_words - 1)))
@@ -364,9 +368,9 @@ class BagOfVisualWords(FeatureExtractor):
         return out
 
     # -- public API ------------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Learn the codebook from the dense descriptors of ``X``. Returns ``self``."""
-        self._check_params()
         self._fit_codebook(self._descriptors(list(as_samples(X))))
         return self
 
@@ -381,7 +385,7 @@ class BagOfVisualWords(FeatureExtractor):
         are cached.
         """
         check_is_fitted(self)
-        self._check_params()
+        self._validate_params_once()
         if self._fit_signature != (step_token(self._descriptor_step()), self.n_words):
             raise NotFittedError(
                 "BagOfVisualWords parameters (n_words or descriptor settings) changed since fit; "
@@ -389,9 +393,9 @@ class BagOfVisualWords(FeatureExtractor):
             )
         return self._histograms(self._descriptors(list(as_samples(X))))
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, **fit_params):
         """``fit(X).transform(X)``, computing the descriptors of ``X`` once even without a cache."""
-        self._check_params()
         descriptors = self._descriptors(list(as_samples(X)))
         self._fit_codebook(descriptors)
         return self._histograms(descriptors)

@@ -91,7 +91,9 @@ import numbers
 import cv2
 import numpy as np
 from scipy.special import entr
+from sklearn.utils._param_validation import StrOptions
 
+from .._validation import StrictInterval, check_choice, invalid_value_message
 from ..base import FeatureExtractor
 from ..io import convert_channels, to_float_image
 
@@ -327,9 +329,10 @@ def curvelet_features(image, mask=None, *, size=128, num_scales=4, wedges_per_di
     names : list of str
         See :func:`curvelet_feature_names`.
     """
-    _check_choice("roi", roi, _ROI_CHOICES)
-    _check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
-    _check_bool("rotation_invariant", rotation_invariant)
+    check_choice("roi", roi, _ROI_CHOICES)
+    check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
+    if not isinstance(rotation_invariant, (bool, np.bool_)):
+        raise ValueError(invalid_value_message("rotation_invariant", rotation_invariant, "True or False"))
     size, udct = _check_transform_params(size, num_scales, wedges_per_direction)
     names = curvelet_feature_names(num_scales, wedges_per_direction, rotation_invariant)
     gray = _prepare(image, mask, size, roi, empty_mask)
@@ -348,16 +351,6 @@ def curvelet_features(image, mask=None, *, size=128, num_scales=4, wedges_per_di
         rows.append(stats)
     values = np.concatenate([r.ravel() for r in rows])
     return values, names
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False; got {value!r}")
 
 
 # --------------------------------------------------------------------------- estimator
@@ -408,10 +401,18 @@ class CurveletFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        _check_choice("roi", self.roi, _ROI_CHOICES)
-        _check_choice("empty_mask", self.empty_mask, _EMPTY_MASK_CHOICES)
-        _check_bool("rotation_invariant", self.rotation_invariant)
+    _parameter_constraints = {
+        **FeatureExtractor._parameter_constraints,
+        "size": [StrictInterval(numbers.Integral, 16, None, closed="left"), tuple, list],
+        "num_scales": [StrictInterval(numbers.Integral, 2, 8, closed="both")],
+        "wedges_per_direction": [StrictInterval(numbers.Integral, 3, None, closed="left")],
+        "rotation_invariant": ["boolean"],
+        "roi": [StrOptions(set(_ROI_CHOICES))],
+        "empty_mask": [StrOptions(set(_EMPTY_MASK_CHOICES))],
+    }
+
+    def _validate_param_rules(self):
+        # The pair form of size, multiples of 3 and the decimation ratios: the one check the functions use too.
         _check_transform_params(self.size, self.num_scales, self.wedges_per_direction)
 
     def _feature_names(self):

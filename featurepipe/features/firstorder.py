@@ -28,10 +28,12 @@ Shared conventions of the handcrafted extractors
 from __future__ import annotations
 
 import functools
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import StrOptions
 
+from .._validation import StrictInterval, invalid_parameter
 from ..base import FeatureExtractor
 from ..io import to_gray  # re-exported: glcm, lbp and hog take it from here
 
@@ -91,7 +93,7 @@ def intensity_bounds(values, intensity_range):
     pixels). Values less than 1e-5 outside a fixed range are accepted (and
     clipped by the callers); others raise ``ValueError``.
     """
-    if isinstance(intensity_range, str):  # "region" (validated by the callers' _check_params)
+    if isinstance(intensity_range, str):  # "region" (the estimators validate intensity_range)
         lo = float(values.min())
         hi = float(values.max())
         return lo, hi
@@ -132,50 +134,33 @@ def quantize(values, levels, lo, hi):
     return q.astype(dtype)
 
 
-def check_choice(name, value, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+#: ``_parameter_constraints`` shared by the region-aware handcrafted extractors (firstorder, glcm, lbp, hog).
+REGION_CONSTRAINTS = {
+    **FeatureExtractor._parameter_constraints,
+    "use_mask": ["boolean"],
+    "empty_mask": [StrOptions(set(EMPTY_MASK_POLICIES))],
+}
+#: ``intensity_range``: "region" or a (low, high) pair (checked by :func:`validate_intensity_range`).
+INTENSITY_RANGE_CONSTRAINT = [StrOptions({"region"}), tuple, list, np.ndarray]
+#: ``log_base`` of entropies: a finite number > 1 (2 for bits, e for nats).
+LOG_BASE_CONSTRAINT = [StrictInterval(Real, 1, None, closed="neither")]
 
 
-def check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < low or (high is not None and value > high):
-        span = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an integer {span}; got {value!r}")
+#: ``levels``: gray levels of the quantised image, an int in [2, 65536].
+GRAY_LEVELS_CONSTRAINT = [StrictInterval(Integral, 2, 65536, closed="both")]
 
 
-def check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False; got {value!r}")
-
-
-def check_intensity_range(value):
+def validate_intensity_range(estimator):
+    """``estimator.intensity_range`` is "region" or a finite (low, high) pair with low < high."""
+    value = estimator.intensity_range
     if isinstance(value, str):
-        if value != "region":
-            raise ValueError(f"intensity_range must be a (low, high) pair of numbers or 'region'; got {value!r}")
         return
     try:
-        lo, hi = value
-        lo = float(lo)
-        hi = float(hi)
+        lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"intensity_range must be a (low, high) pair of numbers or 'region'; got {value!r}"
-        ) from None
+        lo = hi = np.nan
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ValueError(f"intensity_range must be finite with low < high; got {value!r}")
-
-
-def check_log_base(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 1 or not np.isfinite(value):
-        raise ValueError(f"log_base must be a number > 1 (2 for bits, e for nats); got {value!r}")
-
-
-def check_common(est):
-    """Validate ``use_mask`` and ``empty_mask`` of an extractor."""
-    check_bool("use_mask", est.use_mask)
-    check_choice("empty_mask", est.empty_mask, EMPTY_MASK_POLICIES)
+        raise invalid_parameter(estimator, "intensity_range", "'region' or a finite (low, high) pair with low < high")
 
 
 def shannon_entropy(p, log_base):
@@ -358,21 +343,26 @@ class FirstOrderFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        check_int("bins", self.bins, 1, 65536)
-        check_int("histogram_bins", self.histogram_bins, 0, 65536)
+    _parameter_constraints = {
+        **REGION_CONSTRAINTS,
+        "bins": [StrictInterval(Integral, 1, 65536, closed="both")],
+        "histogram_bins": [StrictInterval(Integral, 0, 65536, closed="both")],
+        "percentiles": [tuple, list, np.ndarray],
+        "intensity_range": INTENSITY_RANGE_CONSTRAINT,
+        "log_base": LOG_BASE_CONSTRAINT,
+    }
+
+    def _validate_param_rules(self):
         try:
             q = np.asarray(self.percentiles, dtype=np.float64)
         except (TypeError, ValueError):
             q = None
         if q is None or q.ndim != 1 or not np.all((q >= 0) & (q <= 100)):
-            raise ValueError(f"percentiles must be a sequence of numbers in [0, 100]; got {self.percentiles!r}")
+            raise invalid_parameter(self, "percentiles", "a sequence of numbers in [0, 100]")
         labels = [_percentile_label(v) for v in q]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"percentiles must not repeat a value; got {self.percentiles!r}")
-        check_intensity_range(self.intensity_range)
-        check_log_base(self.log_base)
-        check_common(self)
+            raise invalid_parameter(self, "percentiles", "a sequence of distinct numbers (no repeated value)")
+        validate_intensity_range(self)
 
     def _feature_names(self):
         return first_order_feature_names(self.percentiles, self.histogram_bins)

@@ -89,18 +89,21 @@ import numbers
 
 import numpy as np
 
+from sklearn.utils._param_validation import StrOptions
+
+from .._validation import invalid_parameter
 from ..base import FeatureExtractor
 from .firstorder import (
+    GRAY_LEVELS_CONSTRAINT,
+    INTENSITY_RANGE_CONSTRAINT,
+    LOG_BASE_CONSTRAINT,
+    REGION_CONSTRAINTS,
     EmptyRegion,
-    check_choice,
-    check_common,
-    check_int,
-    check_intensity_range,
-    check_log_base,
     intensity_bounds,
     quantize,
     resolve_region,
     to_gray,
+    validate_intensity_range,
 )
 
 __all__ = [
@@ -470,29 +473,6 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     return np.ascontiguousarray(out, dtype=np.float64).ravel(), names
 
 
-def _check_distances(distances):
-    try:
-        items = list(distances)
-    except TypeError:
-        items = None
-    if not items or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in items):
-        raise ValueError(f"distances must be a non-empty sequence of positive integers; got {distances!r}")
-    if len(set(int(d) for d in items)) != len(items):
-        raise ValueError(f"distances must not repeat a value; got {distances!r}")
-
-
-def _check_angles(angles):
-    try:
-        items = [float(a) for a in angles]
-    except (TypeError, ValueError):
-        items = None
-    if not items or not all(np.isfinite(a) for a in items):
-        raise ValueError(f"angles must be a non-empty sequence of finite angles in radians; got {angles!r}")
-    labels = [_angle_label(a) for a in items]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"angles must be distinct (to 0.01 degree); got {angles!r}")
-
-
 class GLCMFeatures(FeatureExtractor):
     """GLCM / Haralick texture features of each image (inside its mask).
 
@@ -541,17 +521,38 @@ class GLCMFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        _check_distances(self.distances)
-        _check_angles(self.angles)
-        check_int("levels", self.levels, 2, 65536)
-        if not isinstance(self.symmetric, (bool, np.bool_)):
-            raise ValueError(f"symmetric must be True or False; got {self.symmetric!r}")
-        check_choice("aggregate", self.aggregate, _AGGREGATES)
-        check_log_base(self.log_base)
-        check_intensity_range(self.intensity_range)
-        check_choice("offset_metric", self.offset_metric, _OFFSET_METRICS)
-        check_common(self)
+    _parameter_constraints = {
+        **REGION_CONSTRAINTS,
+        "distances": [tuple, list, np.ndarray],
+        "angles": [tuple, list, np.ndarray],
+        "levels": GRAY_LEVELS_CONSTRAINT,
+        "symmetric": ["boolean"],
+        "aggregate": [StrOptions(set(_AGGREGATES))],
+        "log_base": LOG_BASE_CONSTRAINT,
+        "intensity_range": INTENSITY_RANGE_CONSTRAINT,
+        "offset_metric": [StrOptions(set(_OFFSET_METRICS))],
+    }
+
+    def _validate_param_rules(self):
+        try:
+            distances = list(self.distances)
+        except TypeError:  # a 0-d array
+            distances = []
+        if not distances or not all(isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)) and d >= 1
+                                    for d in distances):
+            raise invalid_parameter(self, "distances", "a non-empty sequence of positive integers")
+        if len(set(int(d) for d in distances)) != len(distances):
+            raise invalid_parameter(self, "distances", "a sequence of distinct positive integers (no repeat)")
+        try:
+            angles = [float(a) for a in self.angles]
+        except (TypeError, ValueError):
+            angles = None
+        if not angles or not all(np.isfinite(a) for a in angles):
+            raise invalid_parameter(self, "angles", "a non-empty sequence of finite angles in radians")
+        labels = [_angle_label(a) for a in angles]
+        if len(set(labels)) != len(labels):
+            raise invalid_parameter(self, "angles", "distinct angles (to 0.01 degree)")
+        validate_intensity_range(self)
 
     def _feature_names(self):
         return glcm_feature_names(self.distances, self.angles, self.aggregate)

@@ -25,14 +25,16 @@ orientations`` with ``n_blocks = size // pixels_per_cell - cells_per_block
 from __future__ import annotations
 
 import functools
-import numbers
+from numbers import Integral
 
 import cv2
 import numpy as np
 from skimage.feature import hog
+from sklearn.utils._param_validation import StrOptions
 
+from .._validation import StrictInterval, invalid_parameter, is_int
 from ..base import FeatureExtractor
-from .firstorder import EmptyRegion, check_bool, check_choice, check_common, check_int, resolve_region, to_gray
+from .firstorder import REGION_CONSTRAINTS, EmptyRegion, resolve_region, to_gray
 
 __all__ = ["HOGFeatures", "hog_feature_names", "hog_features", "resize_gray"]
 
@@ -40,7 +42,7 @@ _BLOCK_NORMS = ("L2-Hys", "L2", "L1", "L1-sqrt")
 
 
 def _pair(value):
-    if isinstance(value, numbers.Integral):
+    if isinstance(value, Integral):
         return int(value), int(value)
     return int(value[0]), int(value[1])
 
@@ -169,31 +171,28 @@ class HOGFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        pairs = {}
+    _parameter_constraints = {
+        **REGION_CONSTRAINTS,
+        "size": [StrictInterval(Integral, 1, None, closed="left"), tuple, list],
+        "orientations": [StrictInterval(Integral, 1, None, closed="left")],
+        "pixels_per_cell": [StrictInterval(Integral, 1, None, closed="left"), tuple, list],
+        "cells_per_block": [StrictInterval(Integral, 1, None, closed="left"), tuple, list],
+        "block_norm": [StrOptions(set(_BLOCK_NORMS))],
+        "transform_sqrt": ["boolean"],
+    }
+
+    def _validate_param_rules(self):
         for name in ("size", "pixels_per_cell", "cells_per_block"):
             value = getattr(self, name)
-            try:
-                pair = _pair(value)
-                ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or (
-                    len(value) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                            for v in value))
-            except (TypeError, ValueError, IndexError):
-                ok = False
-            if not ok or min(pair) < 1:
-                raise ValueError(f"{name} must be a positive integer or a pair of positive integers; got {value!r}")
-            pairs[name] = pair
-        check_int("orientations", self.orientations, 1)
-        check_choice("block_norm", self.block_norm, _BLOCK_NORMS)
-        check_bool("transform_sqrt", self.transform_sqrt)
-        (rows, cols), (pr, pc), (br, bc) = pairs["size"], pairs["pixels_per_cell"], pairs["cells_per_block"]
+            if not is_int(value) and not (len(value) == 2 and all(is_int(v) and v >= 1 for v in value)):
+                raise invalid_parameter(self, name, "a positive integer or a pair of positive integers")
+        (rows, cols), (pr, pc), (br, bc) = (_pair(self.size), _pair(self.pixels_per_cell),
+                                            _pair(self.cells_per_block))
         if rows // pr < br or cols // pc < bc:
-            raise ValueError(
-                f"size={self.size!r} holds {rows // pr}x{cols // pc} cells of "
-                f"pixels_per_cell={self.pixels_per_cell!r}, "
-                f"fewer than one block of cells_per_block={self.cells_per_block!r}; enlarge size or shrink the cells"
-            )
-        check_common(self)
+            raise invalid_parameter(
+                self, "size", f"large enough for one block of cells_per_block={self.cells_per_block!r} cells of "
+                              f"pixels_per_cell={self.pixels_per_cell!r}; it holds {rows // pr}x{cols // pc} cells, "
+                              "fewer than one block (enlarge size or shrink the cells)")
 
     def _feature_names(self):
         return hog_feature_names(self.size, self.orientations, self.pixels_per_cell, self.cells_per_block)

@@ -47,18 +47,21 @@ import cv2
 import numpy as np
 from skimage.feature import local_binary_pattern
 
+from sklearn.utils._param_validation import StrOptions
+
+from .._validation import invalid_parameter
 from ..base import FeatureExtractor
 from .firstorder import (
+    GRAY_LEVELS_CONSTRAINT,
+    INTENSITY_RANGE_CONSTRAINT,
+    REGION_CONSTRAINTS,
     EmptyRegion,
-    check_choice,
-    check_common,
-    check_int,
-    check_intensity_range,
     empty_region,
     intensity_bounds,
     quantize,
     resolve_region,
     to_gray,
+    validate_intensity_range,
 )
 
 __all__ = ["LBPFeatures", "lbp_feature_names", "lbp_features", "lbp_footprint", "lbp_n_bins"]
@@ -236,33 +239,6 @@ def _histogram(q, valid, P, R, method, e):
     return hist
 
 
-def _check_scales(scales, method):
-    try:
-        items = [tuple(s) for s in scales]
-    except TypeError:
-        items = None
-    ok = bool(items) and all(
-        len(s) == 2 and isinstance(s[0], numbers.Integral) and not isinstance(s[0], bool) and s[0] >= 1
-        and isinstance(s[1], numbers.Real) and not isinstance(s[1], bool) and np.isfinite(s[1]) and s[1] > 0
-        for s in items
-    )
-    if not ok:
-        raise ValueError(f"scales must be a non-empty sequence of (P, R) pairs with integer P >= 1 and R > 0; "
-                         f"got {scales!r}")
-    labels = [(int(P), _radius_label(R)) for P, R in items]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"scales must not repeat a (P, R) pair; got {scales!r}")
-    if method in ("default", "ror"):
-        big = [P for P, _ in items if P > _MAX_P_DENSE]
-        if big:
-            raise ValueError(f"method={method!r} has 2**P histogram bins and supports P <= {_MAX_P_DENSE}; "
-                             f"got P={big[0]} "
-                             "in scales (use method='uniform' for larger P)")
-    big = [P for P, _ in items if P > _MAX_P]
-    if big:
-        raise ValueError(f"scales: P must be <= {_MAX_P}; got P={big[0]}")
-
-
 class LBPFeatures(FeatureExtractor):
     """Normalised LBP histograms of each image (inside its mask) at one or several (P, R) scales.
 
@@ -300,12 +276,37 @@ class LBPFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        check_choice("method", self.method, _METHODS)
-        _check_scales(self.scales, self.method)
-        check_int("levels", self.levels, 2, 65536)
-        check_intensity_range(self.intensity_range)
-        check_common(self)
+    _parameter_constraints = {
+        **REGION_CONSTRAINTS,
+        "scales": [tuple, list],
+        "method": [StrOptions(set(_METHODS))],
+        "levels": GRAY_LEVELS_CONSTRAINT,
+        "intensity_range": INTENSITY_RANGE_CONSTRAINT,
+    }
+
+    def _validate_param_rules(self):
+        try:
+            items = [tuple(s) for s in self.scales]
+        except TypeError:
+            items = None
+
+        def is_scale(s):
+            return (len(s) == 2 and isinstance(s[0], numbers.Integral) and not isinstance(s[0], (bool, np.bool_))
+                    and s[0] >= 1 and isinstance(s[1], numbers.Real) and not isinstance(s[1], (bool, np.bool_))
+                    and np.isfinite(s[1]) and s[1] > 0)
+
+        if not items or not all(is_scale(s) for s in items):
+            raise invalid_parameter(self, "scales", "a non-empty sequence of (P, R) pairs with integer P >= 1 "
+                                                    "and R > 0")
+        labels = [(int(P), _radius_label(R)) for P, R in items]
+        if len(set(labels)) != len(labels):
+            raise invalid_parameter(self, "scales", "distinct (P, R) pairs (no repeat)")
+        max_p = _MAX_P_DENSE if self.method in ("default", "ror") else _MAX_P
+        if max(P for P, _ in items) > max_p:
+            why = (f" (method={self.method!r} has 2**P histogram bins; use method='uniform' for larger P)"
+                   if max_p == _MAX_P_DENSE else "")
+            raise invalid_parameter(self, "scales", f"(P, R) pairs with P <= {max_p}{why}")
+        validate_intensity_range(self)
 
     def _feature_names(self):
         return lbp_feature_names(self.scales, self.method)

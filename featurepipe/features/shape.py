@@ -64,6 +64,9 @@ import cv2
 import numpy as np
 from skimage.measure import perimeter as _skimage_perimeter
 
+from sklearn.utils._param_validation import StrOptions
+
+from .._validation import check_choice, invalid_value_message
 from ..base import FeatureExtractor
 
 __all__ = ["ShapeFeatures", "shape_features", "SHAPE_FEATURE_NAMES"]
@@ -101,17 +104,13 @@ _DIAMOND = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
 _TOL = 1e-9
 
 
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_params(perimeter, components, empty_mask, hu_log):
-    _check_choice("perimeter", perimeter, _PERIMETER_CHOICES)
-    _check_choice("components", components, _COMPONENT_CHOICES)
-    _check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
+def _validate_options(perimeter, components, empty_mask, hu_log):
+    """The option checks of :func:`shape_features` (a function, so not ``_parameter_constraints``)."""
+    check_choice("perimeter", perimeter, _PERIMETER_CHOICES)
+    check_choice("components", components, _COMPONENT_CHOICES)
+    check_choice("empty_mask", empty_mask, _EMPTY_MASK_CHOICES)
     if not isinstance(hu_log, (bool, np.bool_)):
-        raise ValueError(f"hu_log must be True or False; got {hu_log!r}")
+        raise ValueError(invalid_value_message("hu_log", hu_log, "True or False"))
 
 
 def _crop(mask):
@@ -198,7 +197,7 @@ def shape_features(mask, *, perimeter="crofton", components="largest", hu_log=Tr
     names : list of str
         :data:`SHAPE_FEATURE_NAMES`.
     """
-    _check_params(perimeter, components, empty_mask, hu_log)
+    _validate_options(perimeter, components, empty_mask, hu_log)
     names = list(SHAPE_FEATURE_NAMES)
     problem = None
     if mask is None:
@@ -275,8 +274,13 @@ class ShapeFeatures(FeatureExtractor):
         self.cache = cache
         self.n_jobs = n_jobs
 
-    def _check_params(self):
-        _check_params(self.perimeter, self.components, self.empty_mask, self.hu_log)
+    _parameter_constraints = {
+        **FeatureExtractor._parameter_constraints,
+        "perimeter": [StrOptions(set(_PERIMETER_CHOICES))],
+        "components": [StrOptions(set(_COMPONENT_CHOICES))],
+        "hu_log": ["boolean"],
+        "empty_mask": [StrOptions(set(_EMPTY_MASK_CHOICES))],
+    }
 
     def _feature_names(self):
         return list(SHAPE_FEATURE_NAMES)
