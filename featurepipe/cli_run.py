@@ -247,7 +247,7 @@ def _folds(text):
 def _add_recipe_options(parser):
     parser.add_argument("--preprocessing", default=None,
                         help="comma-separated image steps before the features: median, clahe, otsu_roi")
-    parser.add_argument("--balancing", choices=("none", "random", "smote"), default="none",
+    parser.add_argument("--balancing", choices=("none", "random", "smote"), default=None,
                         help="oversampling after feature extraction, inside the pipeline (default none)")
     parser.add_argument("--backbone", default=None, help="CNN backbone (default efficientnet_lite0, offline)")
     parser.add_argument("--use-mask", action="store_true",

@@ -4,8 +4,10 @@ An experiment names its dataset, its pipelines — each a recipe with its
 *own* options, or a user's pipeline factory — the cross-validation, the
 metrics and where results go. It is written in TOML::
 
+    output = "results/busi-backbones"   # relative paths: against this file's folder
+
     [dataset]
-    path = "busi"                  # relative paths: against this file's folder
+    path = "busi"
     mode = "gray"
 
     [cv]
@@ -111,9 +113,13 @@ import dataclasses
 import importlib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 __all__ = ["DEMO_RECIPES", "EXPERIMENT_TOML", "CrossValidation", "DatasetSpec", "ExperimentSpec", "PipelineSpec",
            "PreparedExperiment", "SpecError", "apply_overrides", "build_pipeline", "default_cache_dir", "dump",
@@ -209,6 +215,8 @@ class ExperimentSpec:
     n_jobs: int | None = None
     backend: str | None = None
     scheduler: str | None = None
+    #: The file the spec was read from (named in errors; not part of the spec).
+    source: str | None = field(default=None, compare=False, repr=False)
 
     def pipeline(self, name):
         """The :class:`PipelineSpec` called ``name`` (``SpecError`` listing the names otherwise)."""
@@ -223,6 +231,8 @@ class ExperimentSpec:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "source":
+                continue
             if f.name == "dataset" or f.name == "cv":
                 out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
             elif f.name == "pipelines":
@@ -318,7 +328,7 @@ def from_dict(data):
     from .metrics import METRIC_NAMES
 
     data = _table(data, "experiment")
-    top = [f.name for f in dataclasses.fields(ExperimentSpec)]
+    top = [f.name for f in dataclasses.fields(ExperimentSpec) if f.name != "source"]
     _unknown(data, top, "")
     ds = _table(data.get("dataset", {}), "dataset")
     _unknown(ds, [f.name for f in dataclasses.fields(DatasetSpec)], "dataset")
@@ -409,19 +419,26 @@ def _pipeline_from(entry, where):
 
 
 def loads(text, *, base=None):
-    """An :class:`ExperimentSpec` from TOML ``text``; a relative ``dataset.path`` is taken against ``base``."""
+    """An :class:`ExperimentSpec` from TOML ``text``; relative ``dataset.path``, ``output`` and ``cache`` are
+    taken against the folder ``base`` (left relative, i.e. to the current folder, without it)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("", f"not valid TOML: {exc}") from None
     spec = from_dict(data)
-    if base is not None and spec.dataset.path is not None and not os.path.isabs(spec.dataset.path):
-        spec.dataset.path = str(Path(base) / spec.dataset.path)
+    if base is not None:
+        if spec.dataset.path is not None and not os.path.isabs(spec.dataset.path):
+            spec.dataset.path = str(Path(base) / spec.dataset.path)
+        if spec.output is not None and not os.path.isabs(spec.output):
+            spec.output = str(Path(base) / spec.output)
+        if spec.cache not in (None, "memory") and not os.path.isabs(spec.cache):
+            spec.cache = str(Path(base) / spec.cache)
     return spec
 
 
 def load(path):
-    """Read the experiment file ``path`` (TOML). Relative paths in it (``dataset.path``) are against its folder.
+    """Read the experiment file ``path`` (TOML). Relative paths in it (``dataset.path``, ``output``, ``cache``)
+    are against the file's folder.
 
     Errors name the file and the key path.
     """
@@ -429,9 +446,11 @@ def load(path):
     if not path.is_file():
         raise SpecError("", f"experiment file {str(path)!r} does not exist (or is not a file)")
     try:
-        return loads(path.read_text(encoding="utf-8"), base=path.resolve().parent)
+        spec = loads(path.read_text(encoding="utf-8"), base=path.resolve().parent)
     except SpecError as exc:
         raise SpecError(exc.key, f"experiment file {str(path)!r}: {exc}") from None
+    spec.source = str(path)
+    return spec
 
 
 def dumps(spec):
@@ -487,7 +506,7 @@ def apply_overrides(spec, assignments):
         for container, last in targets:
             container[last] = value
         try:
-            spec = from_dict(data)
+            spec = dataclasses.replace(from_dict(data), source=spec.source)
         except SpecError as exc:
             raise SpecError(exc.key, f"{where}: {exc}") from None
     return spec
@@ -597,12 +616,19 @@ def _grid_of(spec, p):
 
 def validate(spec):
     """Check ``spec`` fully (structure, then every pipeline built and its params/grid names); returns it."""
+    source = spec.source if isinstance(spec, ExperimentSpec) else None
     spec = from_dict(spec.to_dict()) if isinstance(spec, ExperimentSpec) else from_dict(spec)
-    if not spec.pipelines:
-        raise SpecError("pipelines", "pipelines: the experiment has no pipeline; add [[pipelines]] tables with "
-                                     "name and recipe")
-    for i, p in enumerate(spec.pipelines):
-        build_pipeline(spec, p, index=i)
+    spec.source = source
+    try:
+        if not spec.pipelines:
+            raise SpecError("pipelines", "pipelines: the experiment has no pipeline; add [[pipelines]] tables with "
+                                         "name and recipe")
+        for i, p in enumerate(spec.pipelines):
+            build_pipeline(spec, p, index=i)
+    except SpecError as exc:
+        if source is None:
+            raise
+        raise SpecError(exc.key, f"experiment file {source!r}: {exc}") from None
     return spec
 
 
