@@ -580,15 +580,15 @@ def _reason(exc):
 def _fill(model, kind, rows, samples, classes):
     import numpy as np
 
+    from .metrics import score_columns
+
     X = np.empty(len(samples), dtype=object)
     X[:] = samples
     predictions = model.predict(X)
     if kind == "proba":
         scores = model.predict_proba(X)
     elif kind == "score":
-        scores = model.decision_function(X)
-        if scores.ndim == 1:  # binary: one decision value, for the second class
-            scores = np.column_stack([-scores, scores])
+        scores = score_columns(model.decision_function(X))  # binary: one decision value, for the second class
     for i, row in enumerate(rows):
         row["prediction"] = str(predictions[i])
         if kind is not None:
