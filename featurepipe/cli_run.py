@@ -462,8 +462,10 @@ def run_fit(args):
     start = time.perf_counter()
     estimate = None
     if args.from_results is not None:  # checked before the fit: a mismatch fails fast
+        chosen = spec.pipeline(name)
         estimate = estimate_from_results(args.from_results, name, dataset=dataset,
-                                         estimator=experiment.build_pipeline(spec, spec.pipeline(name)))
+                                         estimator=experiment.build_pipeline(spec, chosen),
+                                         tuned=experiment.pipeline_grid(spec, chosen) is not None)
     model = experiment.fit(spec, name, dataset=dataset,
                            progress=lambda text: print(f"featurepipe fit: {text}", file=sys.stderr))
     if args.cv is not None:

@@ -123,7 +123,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 __all__ = ["DEMO_RECIPES", "EXPERIMENT_TOML", "CrossValidation", "DatasetSpec", "ExperimentSpec", "PipelineSpec",
            "PreparedExperiment", "SpecError", "apply_overrides", "build_pipeline", "default_cache_dir", "dump",
-           "dumps", "fit", "from_dict", "load", "load_data", "loads", "prepare", "run", "validate"]
+           "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads", "prepare", "run", "validate"]
 
 #: Recipes of ``featurepipe benchmark`` without ``--recipes``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -604,7 +604,8 @@ def _call_factory(p, where):
     return estimator
 
 
-def _grid_of(spec, p):
+def pipeline_grid(spec, p):
+    """The grid pipeline ``p`` is tuned on: its own, or its recipe's default under ``cv.tune`` (else ``None``)."""
     if p.grid is not None:
         return p.grid
     if spec.cv.tune and p.recipe is not None:
@@ -690,7 +691,7 @@ def prepare(spec):
     spec = validate(spec)
     if spec.dataset.path is not None:
         spec.dataset.path = os.path.abspath(spec.dataset.path)
-    grids = {p.name: g for p in spec.pipelines if (g := _grid_of(spec, p)) is not None}
+    grids = {p.name: g for p in spec.pipelines if (g := pipeline_grid(spec, p)) is not None}
     for p in spec.pipelines:
         if p.name in grids:
             p.grid = grids[p.name]
@@ -738,7 +739,7 @@ def fit(spec, name=None, *, dataset=None, progress=None):
                 "random_state": spec.cv.seed, **p.options} if p.recipe is not None else dict(p.options))
     if p.params:
         options["params"] = dict(p.params)
-    grid = _grid_of(spec, p)
+    grid = pipeline_grid(spec, p)
     if grid:
         from .base import set_feature_cache
 

@@ -8,6 +8,8 @@ a fresh process, as a user replays a stored spec.
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -389,3 +391,50 @@ def test_a_user_pipeline_by_import_path(data_folder, tmp_path, monkeypatch):
     assert experiment.load(tmp_path / "r" / "experiment.toml").pipeline("mine").pipeline == "my_pipes:texture"
     with pytest.raises(SpecError, match=r"pipelines\[0\] \(pipeline 'mine'\): my_pipes:texture\(\*\*options\)"):
         experiment.validate(experiment.apply_overrides(spec, ["pipelines.mine.gamma=1"]))
+
+
+def _readme_experiment():
+    """The README's "Experiment files" section: its TOML file and its command lines."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Experiment files"):]
+    section = section[:section.index("\n## ", 1)]
+    spec = re.search(r"```toml\n(.*?)```", section, flags=re.S).group(1)
+    block = re.search(r"```text\n(.*?)```", section, flags=re.S).group(1)
+    return spec, [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_experiment_file_and_commands_run(tiny_backbones, tmp_path, monkeypatch, capsys):
+    """The README's experiment file and its commands, as written, on a generated BUSI-like tree at the file's
+    ``../shared/data/busi``; the three EfficientNet-Lite backbones (and MobileNetV3, which needs a download) are
+    swapped for the tiny registered ones with ``--set``, the outer CV made 3-fold without repeats
+    and the plots left out, for speed."""
+    from test_readme_cli import _busi_like_tree
+
+    spec_text, lines = _readme_experiment()
+    spec = experiment.loads(spec_text)
+    assert [(p.name, p.options.get("backbone")) for p in spec.pipelines] == [
+        ("lite0", "efficientnet_lite0"), ("lite1", "efficientnet_lite1"), ("lite2", "efficientnet_lite2"),
+        ("hog_clahe", None)]
+    assert spec.pipeline("hog_clahe").grid == {"classifier__estimator__C": [0.1, 1.0, 10.0]}
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "busi-backbones.toml").write_text(spec_text)
+    _busi_like_tree(tmp_path / "shared" / "data" / "busi", np.random.default_rng(0), per_class=10)
+    monkeypatch.chdir(work)
+    swap = [f"--set=pipelines.{name}.backbone={tiny}" for name, tiny in zip(("lite0", "lite1", "lite2"),
+                                                                          tiny_backbones, strict=True)]
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        if "busi-backbones.toml" in argv:
+            argv += [*swap, "--set=cv.splits=3", "--set=cv.repeats=1", "--set=plots=false", "--no-cache"]
+        status = main(argv)
+        out = capsys.readouterr()
+        assert status == 0, f"README command failed: {line}\n{out.err[-2000:]}"
+    first, replay = _folds(work / "results" / "busi-backbones"), _folds(work / "results" / "replay")
+    assert len(first) == 4 * 3 and replay == first  # exact: replayed in the same process
+    assert experiment.load(work / "results" / "mobilenet" / "experiment.toml").cv.splits == 3
+    from featurepipe.models import load_model
+
+    assert load_model(work / "hog.skops").contract_["recipe"] == "hog_svm"
+    assert "estimate" in json.loads((work / "best.card.json").read_text())
