@@ -3,10 +3,13 @@
 ::
 
     featurepipe recipes
-    featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
+    featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--mode gray|rgb] [--splits 5 --repeats 1 --seed 0]
                           [--output DIR] [--backend dask --scheduler ADDR] [--cache DIR | --no-cache]
+    featurepipe benchmark --config exp.toml [--set key.path=value ...] [--output DIR]
     featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
                     [--cv N | --from-results DIR] [--cache DIR | --no-cache]
+    featurepipe fit --config exp.toml [--pipeline NAME] [--set key.path=value ...] -o model.skops
+    featurepipe fit --from-results DIR [--pipeline NAME] -o model.skops
     featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
                         [--trust TYPE[,TYPE]] [--unsafe-pickle]
     featurepipe serve model.skops | --demo [--host 127.0.0.1] [--port 8501] [--trust TYPE[,TYPE]]
@@ -27,10 +30,22 @@ types (``--trust TYPE[,TYPE]`` allows them), and a pickle is loaded only with
 when ``--cv N`` or ``--from-results DIR`` is given; ``predict`` and ``serve``
 say which card they use. ``serve`` runs the web app of :mod:`featurepipe.app`.
 
+Experiments
+-----------
+``benchmark`` and ``fit`` turn their flags into one
+:class:`~featurepipe.experiment.ExperimentSpec` (:func:`benchmark_spec`,
+:func:`fit_spec`): from ``--config exp.toml``, or from ``--recipes`` and the
+recipe flags, then the explicit flags, then ``--set`` overrides. The run is
+:func:`featurepipe.experiment.run` (the Python API), which stores the
+resolved spec as ``experiment.toml`` in the results folder; giving that file
+back to ``--config`` replays the run. ``fit --config``/``--from-results``
+fit a pipeline of an experiment as it was benchmarked
+(:func:`featurepipe.experiment.fit`).
+
 This module only parses arguments and prints; the library API is
-:mod:`featurepipe.models` (:func:`~featurepipe.models.fit_model`,
-:func:`~featurepipe.models.save_model`, :func:`~featurepipe.models.load_model`,
-:func:`~featurepipe.models.predict_files`).
+:mod:`featurepipe.experiment` and :mod:`featurepipe.models`
+(:func:`~featurepipe.models.fit_model`, :func:`~featurepipe.models.save_model`,
+:func:`~featurepipe.models.load_model`, :func:`~featurepipe.models.predict_files`).
 """
 
 from __future__ import annotations

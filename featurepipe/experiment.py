@@ -345,6 +345,11 @@ def from_dict(data):
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0 < threshold <= 1):
         raise _bad("dataset.duplicate_threshold", threshold, "a number in (0, 1]")
+    if dataset.layout != "auto":
+        from .datasets import LAYOUTS
+
+        if dataset.layout not in LAYOUTS:
+            raise _bad("dataset.layout", dataset.layout, ("auto", *sorted(LAYOUTS)))
     if dataset.demo and dataset.path is not None:
         raise SpecError("dataset.path", "dataset.path and dataset.demo = true exclude each other; give one")
     c = _table(data.get("cv", {}), "cv")
@@ -645,13 +650,11 @@ def load_data(dataset_spec):
 
         return load_demo()
     from .cli_data import task_options
-    from .datasets import LAYOUTS, detect_layout, load_dataset
+    from .datasets import detect_layout, load_dataset
 
     if not os.path.exists(d.path):
         raise SpecError("dataset.path", f"dataset {d.path!r} does not exist (pass a manifest CSV or a dataset "
                                         "folder)")
-    if d.layout != "auto" and d.layout not in LAYOUTS:
-        raise _bad("dataset.layout", d.layout, ("auto", *sorted(LAYOUTS)))
     layout = detect_layout(d.path) if d.layout == "auto" else d.layout
     options = task_options(d, layout)
     if d.mode is not None:
@@ -768,6 +771,9 @@ def run(spec, *, overwrite=False, progress=True):
     with decode_once():  # the dataset's validation and the run decode each image once
         prepared = spec if isinstance(spec, PreparedExperiment) else prepare(spec)
         s = prepared.spec
+        stale = Path(prepared.output) / EXPERIMENT_TOML
+        if overwrite and stale.is_file():  # the results it described are about to be deleted
+            stale.unlink()
         result = run_benchmark(
             prepared.dataset, prepared.pipelines,
             cv={"n_splits": s.cv.splits, "n_repeats": s.cv.repeats, "random_state": s.cv.seed},
