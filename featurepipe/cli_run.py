@@ -289,7 +289,8 @@ def _refuse_recipe_flags(args, source):
     """With an experiment file each pipeline has its own options: the global recipe flags would be ambiguous."""
     given = [flag for flag, on in (("--recipes", getattr(args, "recipes", None) is not None),
                                    ("--preprocessing", args.preprocessing is not None),
-                                   ("--balancing", args.balancing is not None), ("--backbone", args.backbone is not None),
+                                   ("--balancing", args.balancing is not None),
+                                   ("--backbone", args.backbone is not None),
                                    ("--use-mask", args.use_mask), ("--grid", getattr(args, "grid", False))) if on]
     if given:
         raise ValueError(f"{', '.join(given)} cannot be combined with {source}: each pipeline has its own options "
