@@ -142,13 +142,15 @@ def cv_estimate(estimator, dataset, *, n_splits=5, n_repeats=1, random_state=0, 
     return _estimate_from(result, name, "cv")
 
 
-def estimate_from_results(results_dir, pipeline_name, *, estimator=None, dataset=None):
+def estimate_from_results(results_dir, pipeline_name, *, estimator=None, dataset=None, tuned=False):
     """The card's estimate read from a benchmark results folder (its ``results.json``).
 
     The estimate is only used when it is about this model: when ``estimator`` is given its
     parameters must equal those the benchmark recorded for ``pipeline_name``, and when
     ``dataset`` is given its size and class counts must equal the benchmark's. Otherwise a
-    ``ValueError`` says what differs (a card never carries another model's numbers).
+    ``ValueError`` says what differs (a card never carries another model's numbers). A pipeline
+    the benchmark tuned by nested CV is accepted only with ``tuned=True``: the model was tuned
+    the same way (:func:`featurepipe.experiment.fit`), so the nested estimate describes it.
     """
     from .benchmark import BenchmarkResult
 
@@ -156,7 +158,7 @@ def estimate_from_results(results_dir, pipeline_name, *, estimator=None, dataset
     if pipeline_name not in result.summary:
         raise ValueError(f"--from-results {str(results_dir)!r}: no pipeline {pipeline_name!r} in its results; "
                          f"it holds {sorted(result.summary)}")
-    if result.pipelines.get(pipeline_name, {}).get("param_grid"):
+    if result.pipelines.get(pipeline_name, {}).get("param_grid") and not tuned:
         raise ValueError(f"--from-results {str(results_dir)!r}: pipeline {pipeline_name!r} was tuned by nested CV "
                          "over a parameter grid; `fit` does not tune, so that estimate does not describe this model "
                          "(use --cv N, or benchmark without --grid)")

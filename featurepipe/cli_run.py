@@ -3,10 +3,13 @@
 ::
 
     featurepipe recipes
-    featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--splits 5 --repeats 1 --seed 0]
+    featurepipe benchmark [DATASET] [--recipes a,b,c] [--demo] [--mode gray|rgb] [--splits 5 --repeats 1 --seed 0]
                           [--output DIR] [--backend dask --scheduler ADDR] [--cache DIR | --no-cache]
+    featurepipe benchmark --config exp.toml [--set key.path=value ...] [--output DIR]
     featurepipe fit <recipe> <dataset> -o model.skops [--format skops|joblib] [--mode gray|rgb]
                     [--cv N | --from-results DIR] [--cache DIR | --no-cache]
+    featurepipe fit --config exp.toml [--pipeline NAME] [--set key.path=value ...] -o model.skops
+    featurepipe fit --from-results DIR [--pipeline NAME] -o model.skops
     featurepipe predict model.skops <images or folders ...> -o predictions.csv [--masks '{stem}_mask*.png']
                         [--trust TYPE[,TYPE]] [--unsafe-pickle]
     featurepipe serve model.skops | --demo [--host 127.0.0.1] [--port 8501] [--trust TYPE[,TYPE]]
@@ -27,10 +30,22 @@ types (``--trust TYPE[,TYPE]`` allows them), and a pickle is loaded only with
 when ``--cv N`` or ``--from-results DIR`` is given; ``predict`` and ``serve``
 say which card they use. ``serve`` runs the web app of :mod:`featurepipe.app`.
 
+Experiments
+-----------
+``benchmark`` and ``fit`` turn their flags into one
+:class:`~featurepipe.experiment.ExperimentSpec` (:func:`benchmark_spec`,
+:func:`fit_spec`): from ``--config exp.toml``, or from ``--recipes`` and the
+recipe flags, then the explicit flags, then ``--set`` overrides. The run is
+:func:`featurepipe.experiment.run` (the Python API), which stores the
+resolved spec as ``experiment.toml`` in the results folder; giving that file
+back to ``--config`` replays the run. ``fit --config``/``--from-results``
+fit a pipeline of an experiment as it was benchmarked
+(:func:`featurepipe.experiment.fit`).
+
 This module only parses arguments and prints; the library API is
-:mod:`featurepipe.models` (:func:`~featurepipe.models.fit_model`,
-:func:`~featurepipe.models.save_model`, :func:`~featurepipe.models.load_model`,
-:func:`~featurepipe.models.predict_files`).
+:mod:`featurepipe.experiment` and :mod:`featurepipe.models`
+(:func:`~featurepipe.models.fit_model`, :func:`~featurepipe.models.save_model`,
+:func:`~featurepipe.models.load_model`, :func:`~featurepipe.models.predict_files`).
 """
 
 from __future__ import annotations
@@ -41,13 +56,12 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_data import add_allow_outside_root, add_task_options, task_options
+from .cli_data import add_allow_outside_root, add_task_options
+from .experiment import DEMO_RECIPES, default_cache_dir
 
-__all__ = ["DEMO_RECIPES", "default_cache_dir", "register", "run_benchmark_command", "run_fit", "run_predict",
-           "run_recipes", "run_serve", "serve_command"]
+__all__ = ["DEMO_RECIPES", "benchmark_spec", "default_cache_dir", "fit_spec", "register", "run_benchmark_command",
+           "run_fit", "run_predict", "run_recipes", "run_serve", "serve_command"]
 
-#: Recipes of ``featurepipe benchmark --demo``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
-DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
 _FORMATS = ("skops", "joblib")
 
 
@@ -60,13 +74,25 @@ def register(subparsers):
 
     bench = subparsers.add_parser(
         "benchmark", help="compare recipes on a dataset with the same leakage-proof splits",
-        description="Cross-validate several recipes on one dataset (stratified, grouped by patient and "
-                    "duplicate cluster) and write a report folder (JSON, CSV, Markdown, plots). Without a "
-                    "dataset, or with --demo, runs on the synthetic offline demo set.")
+        description="Cross-validate several pipelines on one dataset (stratified, grouped by patient and "
+                    "duplicate cluster) and write a report folder (JSON, CSV, Markdown, plots, and the resolved "
+                    "experiment.toml that replays the run). Pipelines come from --recipes and the recipe flags, "
+                    "or from an experiment file (--config exp.toml) where each pipeline has its own options. "
+                    "Without a dataset, or with --demo, runs on the synthetic offline demo set.")
     bench.add_argument("dataset", nargs="?", help="manifest CSV, class-per-folder tree or known layout folder")
+    bench.add_argument("--config", default=None, metavar="EXP.toml",
+                       help="experiment file (TOML; see featurepipe.experiment): dataset, pipelines with their own "
+                            "options, CV, grids, metrics. Flags given with it override its values")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                       help="override one field of the experiment, e.g. cv.splits=3 or "
+                            "pipelines.NAME.backbone=vgg16 (a pipeline by name; recipes.RECIPE.OPTION sets it on "
+                            "every pipeline of a recipe); VALUE is a TOML value, else a string. Repeatable")
     bench.add_argument("--demo", action="store_true",
                        help="use the synthetic demo dataset (generated offline on first use)")
-    bench.add_argument("--layout", default="auto", help="dataset layout (default: detected)")
+    bench.add_argument("--layout", default=None, help="dataset layout (default: detected)")
+    bench.add_argument("--mode", choices=("gray", "rgb"), default=None,
+                       help="channels to read the images in (default: the layout's default, else what the files "
+                            "store)")
     bench.add_argument("--recipes", default=None,
                        help=f"comma-separated recipe names (default: {','.join(DEMO_RECIPES)})")
     _add_recipe_options(bench)
@@ -74,20 +100,20 @@ def register(subparsers):
     add_allow_outside_root(bench)
     bench.add_argument("--grid", action="store_true",
                        help="tune each recipe with its default grid by nested CV (slower)")
-    bench.add_argument("--splits", type=int, default=5, help="outer CV folds (default 5)")
-    bench.add_argument("--repeats", type=int, default=1, help="repetitions of the outer CV (default 1)")
-    bench.add_argument("--seed", type=_seed, default=0, help="random seed of the splits and recipes (default 0)")
-    bench.add_argument("--rank-by", default="mcc", help="metric that sorts the table (default mcc)")
+    bench.add_argument("--splits", type=int, default=None, help="outer CV folds (default 5)")
+    bench.add_argument("--repeats", type=int, default=None, help="repetitions of the outer CV (default 1)")
+    bench.add_argument("--seed", type=_seed, default=None, help="random seed of the splits and recipes (default 0)")
+    bench.add_argument("--rank-by", default=None, help="metric that sorts the table (default mcc)")
     bench.add_argument("--output", default=None,
                        help="report folder (default: featurepipe-benchmark-<dataset name> in the current folder)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    bench.add_argument("--duplicates", choices=("near", "exact", "none"), default="near",
+    bench.add_argument("--duplicates", choices=("near", "exact", "none"), default=None,
                        help="duplicate grouping: near (default), exact (bit-identical pixels) or none")
     bench.add_argument("--duplicate-threshold", type=float, default=None, metavar="CORR",
                        help="verification threshold of near duplicates (with --duplicates near): least correlation "
                             "of the aligned pair's fine detail (default: featurepipe.duplicates.DEFAULT_THRESHOLD; "
                             "see docs/duplicates.md)")
-    bench.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+    bench.add_argument("--on-error", choices=("skip", "raise"), default=None,
                        help="an image that cannot be processed: skip it for every recipe and list it (default), "
                             "or stop")
     bench.add_argument("--overwrite", action="store_true",
@@ -100,25 +126,39 @@ def register(subparsers):
 
     fit = subparsers.add_parser(
         "fit", help="train a recipe on a whole dataset and save the model",
-        description="Fit a recipe on every sample of a dataset and save the fitted pipeline (skops by default).")
-    fit.add_argument("recipe", help="recipe name (see `featurepipe recipes`)")
-    fit.add_argument("dataset", help="manifest CSV, class-per-folder tree or known layout folder")
-    fit.add_argument("--layout", default="auto", help="dataset layout (default: detected)")
+        description="Fit a pipeline on every sample of a dataset and save it (skops by default): a recipe and a "
+                    "dataset, or a pipeline of an experiment file (--config exp.toml --pipeline NAME), or the best "
+                    "pipeline of a benchmark results folder (--from-results DIR), so that the model you "
+                    "benchmarked is the model you save. A pipeline with a grid is tuned first, by the "
+                    "benchmark's grouped CV on the whole dataset.")
+    fit.add_argument("recipe", nargs="?", help="recipe name (see `featurepipe recipes`)")
+    fit.add_argument("dataset", nargs="?", help="manifest CSV, class-per-folder tree or known layout folder")
+    fit.add_argument("--config", default=None, metavar="EXP.toml",
+                     help="experiment file: fit its pipeline --pipeline NAME (with its options, params and grid) "
+                          "on its dataset")
+    fit.add_argument("--pipeline", default=None, metavar="NAME",
+                     help="which pipeline of --config or --from-results (default: the only one; with "
+                          "--from-results, the best by the benchmark's rank_by metric)")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                     help="override one field of the experiment (as `featurepipe benchmark --set`)")
+    fit.add_argument("--layout", default=None, help="dataset layout (default: detected)")
     fit.add_argument("-o", "--output", required=True, help="model file to write (.skops or .joblib)")
     fit.add_argument("--format", choices=_FORMATS, default=None,
                      help="skops (safe, default) or joblib (a pickle: `predict` loads it only with "
                           "--unsafe-pickle). Default: from the file extension, else skops")
-    fit.add_argument("--mode", choices=("keep", "gray", "rgb"), default="keep",
+    fit.add_argument("--mode", choices=("keep", "gray", "rgb"), default=None,
                      help="channels to read (default: the layout's default, else what the files store); "
                           "recorded in the model, and `predict` reads images the same way")
-    fit.add_argument("--seed", type=_seed, default=0, help="random seed of the recipe (default 0)")
+    fit.add_argument("--seed", type=_seed, default=None, help="random seed of the recipe (default 0)")
     estimate = fit.add_mutually_exclusive_group()
     estimate.add_argument("--cv", type=_folds, default=None, metavar="N",
                           help="also cross-validate the same pipeline (N stratified folds grouped by patient and "
                                "duplicate cluster) and put the estimate with confidence intervals in the model card")
     estimate.add_argument("--from-results", default=None, metavar="DIR",
-                          help="take the model card's estimate from a benchmark results folder (its results.json) "
-                               "that ran this recipe with the same options on the same data")
+                          help="a benchmark results folder: fit its pipeline (--pipeline NAME, default the best) "
+                               "as its experiment.toml describes it, and put the benchmark's estimate in the model "
+                               "card. With RECIPE DATASET: only the estimate, which must be about that recipe "
+                               "with the same options on the same data")
     _add_recipe_options(fit)
     add_task_options(fit)
     add_allow_outside_root(fit)
@@ -169,15 +209,6 @@ def register(subparsers):
     serve.set_defaults(func=run_serve)
 
 
-def default_cache_dir():
-    """Folder of the command line's feature cache: ``$FEATUREPIPE_CACHE``, else
-    ``$XDG_CACHE_HOME/featurepipe/features``, else ``~/.cache/featurepipe/features``."""
-    if os.environ.get("FEATUREPIPE_CACHE"):
-        return os.environ["FEATUREPIPE_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "featurepipe", "features")
-
-
 def _add_verbose_option(parser):
     # SUPPRESS: an absent sub-command flag keeps the value of `featurepipe --verbose <command>`.
     parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -193,11 +224,6 @@ def _add_cache_options(parser):
     cache.add_argument("--no-cache", action="store_true",
                        help="keep features in memory for this run only (nothing written to disk)")
     _add_verbose_option(parser)
-
-
-def _feature_cache(args):
-    """The ``cache`` value for every feature extractor: ``True`` (memory only) or a directory."""
-    return True if args.no_cache else (args.cache or default_cache_dir())
 
 
 def _seed(text):
@@ -236,17 +262,63 @@ def _folds(text):
 def _add_recipe_options(parser):
     parser.add_argument("--preprocessing", default=None,
                         help="comma-separated image steps before the features: median, clahe, otsu_roi")
-    parser.add_argument("--balancing", choices=("none", "random", "smote"), default="none",
+    parser.add_argument("--balancing", choices=("none", "random", "smote"), default=None,
                         help="oversampling after feature extraction, inside the pipeline (default none)")
     parser.add_argument("--backbone", default=None, help="CNN backbone (default efficientnet_lite0, offline)")
     parser.add_argument("--use-mask", action="store_true",
                         help="handcrafted features describe the lesion mask (only if images to classify have masks)")
 
 
-def _recipe_options(args):
-    pre = None if not args.preprocessing else [p.strip() for p in args.preprocessing.split(",") if p.strip()]
-    return {"preprocessing": pre, "balancing": None if args.balancing == "none" else args.balancing,
-            "backbone": args.backbone, "use_mask": bool(args.use_mask)}
+def _recipe_options(args, recipe):
+    """The recipe options the flags gave (only those given; ``--backbone`` only for recipes with a CNN)."""
+    from . import recipes
+
+    options = {}
+    if args.preprocessing is not None:
+        options["preprocessing"] = [p.strip() for p in args.preprocessing.split(",") if p.strip()]
+    if args.balancing not in (None, "none"):
+        options["balancing"] = args.balancing
+    if args.backbone is not None and getattr(recipes.get(recipe), "uses_cnn", True):
+        options["backbone"] = args.backbone
+    if args.use_mask:
+        options["use_mask"] = True
+    return options
+
+
+def _refuse_recipe_flags(args, source):
+    """With an experiment file each pipeline has its own options: the global recipe flags would be ambiguous."""
+    given = [flag for flag, on in (("--recipes", getattr(args, "recipes", None) is not None),
+                                   ("--preprocessing", args.preprocessing is not None),
+                                   ("--balancing", args.balancing is not None),
+                                   ("--backbone", args.backbone is not None),
+                                   ("--use-mask", args.use_mask), ("--grid", getattr(args, "grid", False))) if on]
+    if given:
+        raise ValueError(f"{', '.join(given)} cannot be combined with {source}: each pipeline has its own options "
+                         "there; use --set pipelines.NAME.OPTION=VALUE (e.g. --set pipelines.cnn.backbone=vgg16) "
+                         "or --set cv.tune=true")
+
+
+def _apply_common_flags(spec, args):
+    """Flags that mean the same in every spec (dataset reading, seed, cache) override the spec's values."""
+    d = spec.dataset
+    if getattr(args, "dataset", None) is not None:
+        d.path, d.demo = os.path.abspath(args.dataset), False
+    if getattr(args, "demo", False):
+        d.path, d.demo = None, True
+    for flag, attribute in (("layout", "layout"), ("task", "task"), ("unit", "unit")):
+        if getattr(args, flag, None) is not None:
+            setattr(d, attribute, getattr(args, flag))
+    if getattr(args, "mode", None) is not None:
+        d.mode = None if args.mode == "keep" else args.mode
+    if args.allow_outside_root:
+        d.allow_outside_root = True
+    if args.seed is not None:
+        spec.cv.seed = args.seed
+    if args.no_cache:
+        spec.cache = "memory"
+    elif args.cache is not None:
+        spec.cache = args.cache
+    return spec
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -264,116 +336,164 @@ def run_recipes(args):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def _load(target, layout, allow_outside_root=False, args=None, **options):
-    from .datasets import detect_layout, load_dataset
+def benchmark_spec(args):
+    """The :class:`~featurepipe.experiment.ExperimentSpec` that ``featurepipe benchmark``'s flags describe.
 
-    if not os.path.exists(target):
-        raise ValueError(f"dataset {target!r} does not exist (pass a manifest CSV or a dataset folder)")
-    layout = detect_layout(target) if layout == "auto" else layout
-    if args is not None:
-        options.update(task_options(args, layout))
-    if allow_outside_root:
-        if layout != "manifest":
-            raise ValueError("--allow-outside-root applies to manifests only")
-        options["allow_outside_root"] = True
-    return load_dataset(target, layout, **options)
+    ``--config`` loads an experiment file; otherwise ``--recipes`` and the recipe flags make one pipeline per
+    recipe. Explicit flags override the file's values, and ``--set`` overrides last.
+    """
+    from . import experiment
+    from .experiment import CrossValidation, DatasetSpec, ExperimentSpec, PipelineSpec
+
+    if args.rank_by is not None:
+        from .metrics import METRIC_NAMES
+
+        if args.rank_by not in METRIC_NAMES:
+            raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
+    if args.config is not None:
+        _refuse_recipe_flags(args, "--config")
+        spec = experiment.load(args.config)
+    else:
+        if args.recipes is None:
+            names = list(DEMO_RECIPES)
+        else:
+            names = [r.strip() for r in args.recipes.split(",") if r.strip()]
+            if not names:
+                raise ValueError(f"--recipes: no recipe name in {args.recipes!r}; pass comma-separated names "
+                                 "(see `featurepipe recipes`)")
+        from . import recipes
+
+        for name in names:
+            recipes.get(name)  # unknown names fail before any work
+        spec = ExperimentSpec(dataset=DatasetSpec(), cv=CrossValidation(tune=bool(args.grid)),
+                              pipelines=[PipelineSpec(name=n, recipe=n, options=_recipe_options(args, n))
+                                         for n in names])
+    _apply_common_flags(spec, args)
+    for flag, section, attribute in (("splits", spec.cv, "splits"), ("repeats", spec.cv, "repeats"),
+                                     ("rank_by", spec, "rank_by"), ("output", spec, "output"),
+                                     ("duplicates", spec.dataset, "duplicates"),
+                                     ("duplicate_threshold", spec.dataset, "duplicate_threshold"),
+                                     ("on_error", spec.dataset, "on_error"), ("n_jobs", spec, "n_jobs"),
+                                     ("backend", spec, "backend"), ("scheduler", spec, "scheduler")):
+        if getattr(args, flag) is not None:
+            setattr(section, attribute, getattr(args, flag))
+    if args.no_plots:
+        spec.plots = False
+    return experiment.validate(experiment.apply_overrides(spec, args.overrides))
 
 
 def run_benchmark_command(args):
-    """``featurepipe benchmark``: run the recipes, print the table and the report folder."""
+    """``featurepipe benchmark``: run the experiment, print the table and the report folder."""
+    from . import experiment
     from .sample import decode_once
 
+    spec = benchmark_spec(args)
     with decode_once():  # the dataset's validation decodes each image once for the whole command
-        return _benchmark_command(args)
-
-
-def _benchmark_command(args):
-    from . import recipes
-    from .benchmark import run_benchmark
-
-    from .metrics import METRIC_NAMES
-
-    if args.recipes is None:
-        names = list(DEMO_RECIPES)
-    else:
-        names = [r.strip() for r in args.recipes.split(",") if r.strip()]
-        if not names:
-            raise ValueError(f"--recipes: no recipe name in {args.recipes!r}; pass comma-separated names "
-                             "(see `featurepipe recipes`)")
-    for name in names:
-        recipes.get(name)  # unknown names fail before any work
-    if args.rank_by not in METRIC_NAMES:
-        raise ValueError(f"--rank-by: unknown metric {args.rank_by!r}; choose from {', '.join(METRIC_NAMES)}")
-    if args.demo or args.dataset is None:
-        if args.task is not None or args.unit is not None:
-            raise ValueError("--task/--unit apply to a dataset's layout, not to the demo set")
-        from .demo import load_demo
-
-        dataset = load_demo()
-        print(f"dataset: {dataset.name}: {len(dataset)} images, SYNTHETIC demo data "
-              f"({dataset.info.get('note', '')})", file=sys.stderr)
-    else:
-        dataset = _load(args.dataset, args.layout, args.allow_outside_root, args)
-    options = _recipe_options(args)
-    from .base import set_feature_cache
-
-    cache = _feature_cache(args)
-    pipelines = {name: set_feature_cache(recipes.make(name, random_state=args.seed, **options), cache)
-                 for name in names}
-    grids = {name: recipes.grid(name) for name in names} if args.grid else None
-    output = args.output or f"featurepipe-benchmark-{_slug(dataset.name)}"
-    # Printed by featurepipe.cli.main if the run is interrupted (Ctrl-C): finished folds are stored.
-    args.interrupt_hint = f"finished folds are kept in {output}: run the same command again to resume"
-    start = time.perf_counter()
-    result = run_benchmark(
-        dataset, pipelines, cv={"n_splits": args.splits, "n_repeats": args.repeats, "random_state": args.seed},
-        param_grids=grids, rank_by=args.rank_by, output_dir=output, plots=not args.no_plots,
-        n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler, duplicates=args.duplicates,
-        duplicate_threshold=args.duplicate_threshold, overwrite=args.overwrite, on_error=args.on_error)
+        prepared = experiment.prepare(spec)
+        dataset = prepared.dataset
+        if prepared.spec.dataset.path is None:
+            print(f"dataset: {dataset.name}: {len(dataset)} images, SYNTHETIC demo data "
+                  f"({dataset.info.get('note', '')})", file=sys.stderr)
+        output = prepared.output
+        # Printed by featurepipe.cli.main if the run is interrupted (Ctrl-C): finished folds are stored.
+        args.interrupt_hint = f"finished folds are kept in {output}: run the same command again to resume"
+        start = time.perf_counter()
+        result = experiment.run(prepared, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
-    print(result.to_markdown(args.rank_by))
+    print(result.to_markdown(prepared.spec.rank_by))
     print(f"\nreport: {Path(output).resolve()} ({len(result.files)} files; wall time {elapsed:.1f} s)")
     print(f"open in a browser (offline): {(Path(output) / 'report.html').resolve()}")
+    print(f"replay: featurepipe benchmark --config {Path(output) / experiment.EXPERIMENT_TOML} --output NEW_FOLDER")
     return 0
 
 
-def _slug(name):
-    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name).lower())
-    return "-".join(part for part in keep.split("-") if part) or "dataset"
+# ----------------------------------------------------------------------------- fit
+def fit_spec(args):
+    """``featurepipe fit``'s experiment and the name of the pipeline to fit.
+
+    From ``RECIPE DATASET`` and the recipe flags, from ``--config`` (``--pipeline NAME``), or from a
+    results folder's ``experiment.toml`` (``--from-results DIR`` without RECIPE: ``--pipeline NAME``,
+    default the benchmark's best pipeline).
+    """
+    from . import experiment
+    from .experiment import DatasetSpec, ExperimentSpec, PipelineSpec
+
+    positional = args.recipe is not None or args.dataset is not None
+    from_folder = args.from_results is not None and not positional
+    if args.config is not None or from_folder:
+        source = "--config" if args.config is not None else "--from-results"
+        if positional:
+            raise ValueError(f"give RECIPE DATASET or {source}, not both (the experiment names its dataset and "
+                             "pipelines; override them with --set)")
+        _refuse_recipe_flags(args, source)
+        if args.config is not None:
+            spec = experiment.load(args.config)
+        else:
+            stored = Path(args.from_results) / experiment.EXPERIMENT_TOML
+            if not stored.is_file():
+                raise ValueError(f"--from-results {args.from_results!r}: no {experiment.EXPERIMENT_TOML} in that "
+                                 "folder (is it a `featurepipe benchmark` results folder?); give RECIPE DATASET to "
+                                 "take only its estimate")
+            spec = experiment.load(stored)
+    else:
+        if args.recipe is None or args.dataset is None:
+            raise ValueError("featurepipe fit needs RECIPE DATASET, --config EXP.toml or --from-results DIR")
+        if args.pipeline is not None:
+            raise ValueError("--pipeline chooses a pipeline of --config or --from-results; with RECIPE DATASET the "
+                             "pipeline is the recipe")
+        from . import recipes
+
+        recipes.get(args.recipe)
+        spec = ExperimentSpec(dataset=DatasetSpec(), pipelines=[
+            PipelineSpec(name=args.recipe, recipe=args.recipe, options=_recipe_options(args, args.recipe))])
+    _apply_common_flags(spec, args)
+    spec = experiment.validate(experiment.apply_overrides(spec, args.overrides))
+    if args.pipeline is not None:
+        name = spec.pipeline(args.pipeline).name
+    elif len(spec.pipelines) == 1:
+        name = spec.pipelines[0].name
+    elif from_folder:
+        from .benchmark import BenchmarkResult
+
+        result = BenchmarkResult.load(args.from_results)
+        name = result.ranking(spec.rank_by)[0]
+    else:
+        raise ValueError(f"the experiment has {len(spec.pipelines)} pipelines "
+                         f"({', '.join(p.name for p in spec.pipelines)}): choose one with --pipeline NAME")
+    return spec, name
 
 
 def run_fit(args):
     """``featurepipe fit``: fit, save, and list the dataset files that were left out."""
-    from . import recipes
+    from . import experiment
     from .card import build_card, cv_estimate, estimate_from_results, write_card
-    from .models import fit_model, save_model
+    from .models import save_model
 
-    recipes.get(args.recipe)
-    mode = None if args.mode == "keep" else args.mode
-    dataset = _load(args.dataset, args.layout, args.allow_outside_root, args, **({"mode": mode} if mode else {}))
+    spec, name = fit_spec(args)
+    dataset = experiment.load_data(spec.dataset)
     if dataset.skipped:
         print(f"featurepipe fit: {len(dataset.skipped)} files left out of the training set:", file=sys.stderr)
         for path, reason in dataset.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     start = time.perf_counter()
-    options = _recipe_options(args)
     estimate = None
     if args.from_results is not None:  # checked before the fit: a mismatch fails fast
-        estimate = estimate_from_results(args.from_results, args.recipe, dataset=dataset,
-                                         estimator=recipes.make(args.recipe, random_state=args.seed, **options))
-    model = fit_model(args.recipe, dataset, mode=mode, random_state=args.seed, cache=_feature_cache(args),
-                      **options)
+        chosen = spec.pipeline(name)
+        estimate = estimate_from_results(args.from_results, name, dataset=dataset,
+                                         estimator=experiment.build_pipeline(spec, chosen),
+                                         tuned=experiment.pipeline_grid(spec, chosen) is not None)
+    model = experiment.fit(spec, name, dataset=dataset,
+                           progress=lambda text: print(f"featurepipe fit: {text}", file=sys.stderr))
     if args.cv is not None:
-        print(f"featurepipe fit: cross-validating {args.recipe} ({args.cv} grouped folds) for the model card",
+        print(f"featurepipe fit: cross-validating {name} ({args.cv} grouped folds) for the model card",
               file=sys.stderr)
-        estimate = cv_estimate(recipes.make(args.recipe, random_state=args.seed, **options), dataset,
-                               n_splits=args.cv, random_state=args.seed, name=args.recipe)
+        estimate = cv_estimate(model.estimator, dataset, n_splits=args.cv, random_state=spec.cv.seed, name=name)
     fmt = _format_of(args.output, args.format)
     path = save_model(model, args.output, fmt)
-    card_md, _ = write_card(build_card(model, dataset, model_path=path, source=args.dataset, estimate=estimate),
-                            path)
+    card_md, _ = write_card(build_card(model, dataset, model_path=path, source=spec.dataset.path or "demo",
+                                       estimate=estimate), path)
     contract = model.contract_
-    print(f"fitted {args.recipe} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
+    print(f"fitted {name} on {len(dataset)} images ({', '.join(map(str, dataset.classes))}) in "
           f"{time.perf_counter() - start:.1f} s; saved to {path} ({fmt}); it expects "
           f"{contract['mode'] or 'unchanged'} images" + (" with lesion masks" if contract["use_mask"] else "")
           + (f"; {len(dataset.skipped)} files left out (listed above)" if dataset.skipped else ""))

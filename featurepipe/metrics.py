@@ -71,6 +71,7 @@ __all__ = [
     "compute_metrics",
     "specificity_score",
     "per_class_scores",
+    "score_columns",
     "check_metric_names",
 ]
 
@@ -173,6 +174,42 @@ def specificity_score(y_true, y_pred, *, labels=None, pos_label=1, average="bina
     return float(per_class[matches[0]])
 
 
+def score_columns(scores, *, kind="decision"):
+    """One score column per class from a binary classifier's single column; other scores unchanged.
+
+    A binary classifier scores only its second class (``classes_[1]``): ``decision_function``
+    returns shape ``(n_samples,)`` and a sigmoid output layer ``(n_samples, 1)``. The first class
+    then gets the complement: the negated decision value (``kind="decision"``; the same ROC and
+    PR curves, mirrored) or ``1 - p`` (``kind="proba"``; rows sum to one).
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples,), (n_samples, 1) or (n_samples, n_classes)
+    kind : {"decision", "proba"}, default="decision"
+
+    Returns
+    -------
+    ndarray of float64, shape (n_samples, n_columns)
+        Two columns for a single-column input, else the input as a float64 array.
+
+    Examples
+    --------
+    >>> score_columns([2.0, -0.5]).tolist()
+    [[-2.0, 2.0], [0.5, -0.5]]
+    >>> score_columns([[0.75], [0.25]], kind="proba").tolist()
+    [[0.25, 0.75], [0.75, 0.25]]
+    """
+    if kind not in ("decision", "proba"):
+        raise ValueError(f"kind must be one of 'decision', 'proba'; got {kind!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    elif scores.ndim != 1:
+        return scores
+    other = 1.0 - scores if kind == "proba" else -scores
+    return np.column_stack([other, scores])
+
+
 def _scores_matrix(y_score, labels, n_samples):
     """Scores as (n_samples, n_classes) aligned with ``labels``."""
     scores = np.asarray(y_score, dtype=np.float64)
@@ -183,9 +220,7 @@ def _scores_matrix(y_score, labels, n_samples):
                 f"y_score is 1-D but there are {n_classes} classes; pass one column per class "
                 f"(shape (n_samples, {n_classes}))"
             )
-        # A 1-D binary score is the score of labels[1]; the other class gets its negation,
-        # which yields exactly the complementary ROC/PR curves.
-        scores = np.column_stack([-scores, scores])
+        scores = score_columns(scores)  # the score of labels[1]; labels[0] gets its negation
     if scores.ndim != 2 or scores.shape != (n_samples, n_classes):
         raise ValueError(
             f"y_score must have shape ({n_samples},) for a binary problem or ({n_samples}, {n_classes}) "

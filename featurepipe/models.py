@@ -55,11 +55,13 @@ __all__ = [
     "ImageModel",
     "UntrustedModelError",
     "find_images",
+    "fit_estimator",
     "fit_model",
     "is_trusted_type",
     "load_model",
     "predict_files",
     "save_model",
+    "tune_parameters",
     "untrusted_types",
     "write_predictions_csv",
 ]
@@ -244,19 +246,54 @@ def fit_model(recipe, dataset, *, mode=None, random_state=0, cache=True, **optio
     memory cache, so a saved model names no local folder.
     """
     from . import recipes
+
+    return fit_estimator(recipes.make(recipe, random_state=random_state, **options), dataset, mode=mode,
+                         cache=cache, use_mask=bool(options.get("use_mask", False)), recipe=recipe,
+                         options={**options, "random_state": random_state})
+
+
+def fit_estimator(estimator, dataset, *, mode=None, cache=True, use_mask=False, recipe=None, options=None):
+    """Fit an unfitted ``estimator`` (a pipeline taking samples) on every sample of ``dataset``.
+
+    Returns the fitted :class:`ImageModel` whose contract records ``use_mask``, ``mode`` (``None``:
+    the mode the training images have, when they all agree), ``recipe`` (a name, or a user
+    factory's import path) and ``options``. ``cache`` as in :func:`fit_model`.
+    """
     from .base import set_feature_cache
 
-    pipe = set_feature_cache(recipes.make(recipe, random_state=random_state, **options), cache)
+    pipe = set_feature_cache(clone(estimator), cache)
     if mode is None:
         ndims = {sample.image.ndim for sample in dataset.samples}
         mode = {frozenset({2}): "gray", frozenset({3}): "rgb"}.get(frozenset(ndims))
-    model = ImageModel(pipe, use_mask=bool(options.get("use_mask", False)), mode=mode, recipe=recipe,
-                       options={**options, "random_state": random_state})
+    model = ImageModel(pipe, use_mask=bool(use_mask), mode=mode, recipe=recipe, options=options or {})
     model.fit(dataset.samples, dataset.y)
     if cache is not True:
         set_feature_cache(model.estimator, True)
         set_feature_cache(model.estimator_, True)
     return model
+
+
+def tune_parameters(estimator, dataset, param_grid, *, n_splits=3, random_state=0, scoring="balanced_accuracy"):
+    """The best parameters of ``param_grid`` for ``estimator`` on the whole of ``dataset``.
+
+    A grid search with the benchmark's folds (:class:`~featurepipe.model_selection.RepeatedStratifiedGroupKFold`,
+    ``n_splits`` folds grouped by patient and by near-duplicate cluster) and the benchmark's inner
+    ``scoring``, so ``fit`` tunes a pipeline the way each outer fold of a nested benchmark did.
+    Feature extractors cache per sample, so the stateless prefix is computed once per image.
+    Returns ``best_params_`` (a dict).
+    """
+    from sklearn.model_selection import GridSearchCV
+
+    from .duplicates import find_duplicates
+    from .model_selection import RepeatedStratifiedGroupKFold, merge_groups
+
+    samples = dataset.samples
+    patient = [s.group if s.group is not None else f"sample:{s.key}" for s in samples]
+    groups = merge_groups(patient, find_duplicates(samples).cluster_ids)
+    search = GridSearchCV(estimator, param_grid, scoring=scoring, refit=False, error_score="raise",
+                          cv=RepeatedStratifiedGroupKFold(n_splits=n_splits, n_repeats=1, random_state=random_state))
+    search.fit(samples, dataset.y, groups=groups)
+    return dict(search.best_params_)
 
 
 def save_model(model, path, format="skops"):
@@ -548,15 +585,15 @@ def _reason(exc):
 def _fill(model, kind, rows, samples, classes):
     import numpy as np
 
+    from .metrics import score_columns
+
     X = np.empty(len(samples), dtype=object)
     X[:] = samples
     predictions = model.predict(X)
     if kind == "proba":
         scores = model.predict_proba(X)
     elif kind == "score":
-        scores = model.decision_function(X)
-        if scores.ndim == 1:  # binary: one decision value, for the second class
-            scores = np.column_stack([-scores, scores])
+        scores = score_columns(model.decision_function(X))  # binary: one decision value, for the second class
     for i, row in enumerate(rows):
         row["prediction"] = str(predictions[i])
         if kind is not None:

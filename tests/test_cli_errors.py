@@ -66,7 +66,7 @@ def test_ctrl_c_in_fit_has_no_resume_hint(monkeypatch, capsys, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(featurepipe.models, "fit_model", interrupted)
+    monkeypatch.setattr(featurepipe.models, "fit_estimator", interrupted)
     for label in ("a", "b"):
         (tmp_path / "data" / label).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "data" / label / "x.png"), np.zeros((8, 8), np.uint8))

@@ -723,6 +723,8 @@ class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, Cl
         Images are streamed in batches of ``batch_size``, so memory does not
         grow with the number of samples.
         """
+        from ..metrics import score_columns
+
         check_is_fitted(self, "model_")
         samples = as_samples(X)
         out = np.empty((len(samples), len(self.classes_)), dtype=np.float64)
@@ -732,8 +734,8 @@ class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, Cl
                                               n_channels=self.n_channels_in_)
             infer = self._top_inference_fn()
             for start in range(0, len(samples), self.batch_size):
-                out[start:start + self.batch_size] = _two_columns(
-                    np.asarray(infer(acts[start:start + self.batch_size]), dtype=np.float64))
+                out[start:start + self.batch_size] = score_columns(infer(acts[start:start + self.batch_size]),
+                                                                   kind="proba")
             return out
         infer = self._inference_fn()
         for start in range(0, len(samples), self.batch_size):
@@ -741,7 +743,7 @@ class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, Cl
             batch, _ = load_resized(chunk, self.input_size_, owner=type(self).__name__,
                                     n_channels=self.n_channels_in_)
             batch = np.asarray(self.preprocess_(batch * np.float32(255.0)), dtype=np.float32)
-            out[start:start + len(chunk)] = _two_columns(np.asarray(infer(batch), dtype=np.float64))
+            out[start:start + len(chunk)] = score_columns(infer(batch), kind="proba")
         return out
 
     def _cached_trunk_usable(self):
@@ -862,11 +864,6 @@ def _compiled(function, shape):
     import tensorflow as tf
 
     return tf.function(function, input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
-
-
-def _two_columns(proba):
-    """Probabilities with one column per class (a sigmoid output ``p`` becomes ``[1 - p, p]``)."""
-    return np.hstack([1.0 - proba, proba]) if proba.shape[1] == 1 else proba
 
 
 def _walk_layers(layer):
