@@ -12,7 +12,8 @@ validates and orchestrates, and subclasses implement one protected
 per-image method (``_transform_image`` / ``_extract``). Parameters are
 validated the scikit-learn way (``_parameter_constraints``, see
 :class:`featurepipe._validation.ParamValidationMixin`): in ``fit``, or once
-per parameter state when a stateless step is used without ``fit``. Steps declare ``_stateless = True`` when their
+per parameter state when a stateless step is used without ``fit``. Steps
+declare ``_stateless = True`` when their
 output for a sample does not depend on the data seen in ``fit``; the
 benchmark runner computes the stateless prefix of a pipeline once per
 dataset.
