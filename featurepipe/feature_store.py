@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import get_tags
 from tqdm.auto import tqdm
 
@@ -63,7 +64,10 @@ def is_stateless(step):
     * it declares scikit-learn's estimator tag ``requires_fit=False`` and
       can ``transform`` (featurepipe's image steps and feature extractors,
       and scikit-learn's own ``Normalizer``, ``Binarizer`` …), and is not a
-      resampler (anything with ``fit_resample`` must only see training data);
+      resampler (anything with ``fit_resample`` must only see training data)
+      nor a ``FunctionTransformer`` (its function may combine rows, e.g.
+      standardise by batch statistics, which computed on all samples at
+      once would let test images shape the training features);
     * or it is ``"passthrough"`` / ``None``;
     * or it is a :class:`~sklearn.pipeline.Pipeline` or
       :class:`~sklearn.pipeline.FeatureUnion` (e.g. a
@@ -88,12 +92,15 @@ def is_stateless(step):
     True
     >>> is_stateless(StandardScaler()), is_stateless("passthrough"), is_stateless("drop")
     (False, True, False)
+    >>> from sklearn.preprocessing import FunctionTransformer, Normalizer
+    >>> is_stateless(Normalizer()), is_stateless(FunctionTransformer(lambda X: X - X.mean(axis=0)))
+    (True, False)
     """
     if step is None or (isinstance(step, str) and step == "passthrough"):
         return True
     if isinstance(step, str):  # "drop" is handled by the union that holds it
         return False
-    if hasattr(step, "fit_resample"):
+    if hasattr(step, "fit_resample") or isinstance(step, FunctionTransformer):
         return False
     try:
         if isinstance(step, FeatureUnion):
