@@ -706,7 +706,7 @@ def prepare(spec):
     if spec.output is None:
         from .benchmark.plots import slug
 
-        spec.output = f"featurepipe-benchmark-{slug(dataset.name)}"
+        spec.output = f"featurepipe-benchmark-{slug(dataset.name, separator='-', lower=True, default='dataset')}"
     spec.output = os.path.abspath(spec.output)
     return PreparedExperiment(spec=spec, dataset=dataset, pipelines=pipelines, grids=grids, output=spec.output)
 

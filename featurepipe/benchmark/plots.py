@@ -59,9 +59,17 @@ CURVE_GRID = np.linspace(0.0, 1.0, 101)
 _CURVE_METRIC = {"roc": "roc_auc", "pr": "pr_auc"}
 
 
-def slug(name):
-    """A file-name-safe version of a pipeline name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "pipeline"
+def slug(name, *, separator="_", lower=False, default="pipeline"):
+    """A file-name-safe version of ``name``: runs of other characters become ``separator``.
+
+    >>> slug("hog svm/clahe")
+    'hog_svm_clahe'
+    >>> slug("BUSI (3 classes)", separator="-", lower=True)
+    'busi-3-classes'
+    """
+    text = str(name).lower() if lower else str(name)
+    allowed = "a-z0-9._-" if lower else "A-Za-z0-9._-"
+    return re.sub(f"[^{allowed}]+", separator, text).strip(separator) or default
 
 
 def _grid(n, size=(4.0, 3.6), max_cols=_MAX_PANELS_PER_ROW):

@@ -43,7 +43,7 @@ from ..base import set_feature_cache
 from ..cluster import extract_on_cluster
 from ..dataset import Dataset
 from ..feature_store import FeatureStore
-from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics
+from ..metrics import METRIC_NAMES, METRIC_RANGES, check_metric_names, compute_metrics, score_columns
 from ..sample import as_samples, decode_once
 from ..search import grid_list, split_stateless_prefix
 from ..stats import CI_LABEL, NB_TEST_LABEL, pairwise_comparisons, summarize
@@ -690,10 +690,9 @@ def _aligned_scores(est, Z, labels):
     else:
         return None, None
     classes = list(getattr(est, "classes_", labels))
-    if raw.ndim == 1:
-        if len(classes) != 2:
-            raise ValueError(f"{kind} returned a 1-D array for {len(classes)} classes")
-        raw = np.column_stack([-raw, raw])
+    if (raw.ndim == 1 or raw.shape[1] == 1) and len(classes) != 2:
+        raise ValueError(f"{kind} returned one score column for {len(classes)} classes")
+    raw = score_columns(raw, kind="proba" if kind == "predict_proba" else "decision")
     out = np.full((raw.shape[0], len(labels)), 0.0 if kind == "predict_proba" else raw.min() - 1.0)
     index = {label: j for j, label in enumerate(labels)}
     for j, label in enumerate(classes):
