@@ -65,8 +65,8 @@ def test_help_lists_the_commands(capsys):
     assert main(["data"]) == 2 and "check" in capsys.readouterr().out
 
 
-def test_command_modules_register_through_the_tuple():
-    assert "featurepipe.cli_data" in cli._COMMAND_MODULES
+def test_command_modules_register_through_the_command_registry():
+    assert cli.COMMANDS["data"] == "featurepipe.cli_data"
     parser = cli.build_parser()
     args = parser.parse_args(["data", "manifest", "busi", "root", "-o", "x.csv"])
     assert (args.layout, args.root, args.output) == ("busi", "root", "x.csv")
