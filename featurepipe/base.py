@@ -206,8 +206,17 @@ class FeatureExtractor(ParamValidationMixin, _StatelessTagsMixin, TransformerMix
             rows = Parallel(n_jobs=n_jobs)(delayed(self._extract_sample)(s) for s in samples)
         return np.vstack(rows) if rows else np.empty((0, len(self._feature_names())))
 
+    def _reads_mask(self):
+        """Whether ``_extract`` looks at the mask; when not, mask files are not decoded at all.
+
+        Default: the value of a ``use_mask`` parameter, and ``True`` for
+        extractors without one (a shape descriptor reads only the mask).
+        """
+        return bool(getattr(self, "use_mask", True))
+
     def _extract_sample(self, sample):
-        image, mask = sample.load()
+        # Decoding a mask nobody reads costs time (and memory): ask for the image alone then.
+        image, mask = sample.load() if self._reads_mask() else (sample.image, None)
         try:
             values = self._extract(image, mask)
         except (ImageReadError, ImageStepError):

@@ -245,7 +245,7 @@ def verify_pair(image_a, image_b):
 def _fingerprint(sample, hash_size, method):
     """``(pixel digest, perceptual hash, thumbnail, error)`` of one sample; hash and thumbnail for "near" only."""
     try:
-        image, _ = sample.load()
+        image = sample.image  # duplicates are judged on the pixels; masks stay undecoded
     except ImageReadError as exc:
         return None, None, None, exc
     if method == "exact":

@@ -92,3 +92,23 @@ def test_decode_once_returns_equal_independent_pixels_and_respects_its_byte_limi
     with pytest.raises(ValueError, match="max_bytes must be a non-negative integer"):
         with decode_once(max_bytes=-1):
             pass
+
+
+def test_feature_steps_and_duplicate_search_leave_unread_masks_undecoded(tmp_path, monkeypatch):
+    """Masks are decoded only by steps that read them (issue 15 #3: never decode masks nobody reads)."""
+    from featurepipe.duplicates import find_duplicates
+    from featurepipe.features import FirstOrderFeatures, ShapeFeatures
+
+    n_images = _busi_layout(tmp_path / "busi", n_per_class=2)
+    paths = sorted((tmp_path / "busi").glob("*/*).png"))
+    samples = [Sample.from_path(p, mask=p.with_name(p.stem + "_mask.png")) for p in paths]
+    calls = _count_decodes(monkeypatch)
+    whole = FirstOrderFeatures(use_mask=False, cache=False).fit_transform(samples)
+    find_duplicates(samples, method="exact")
+    assert calls["mask"] == 0, dict(calls)
+    # The same extractor told to read the lesion mask does decode it, and its features differ.
+    lesion = FirstOrderFeatures(use_mask=True, empty_mask="nan", cache=False).fit_transform(samples)
+    assert calls["mask"] == n_images, dict(calls)
+    assert not np.allclose(whole[:2], lesion[:2], equal_nan=True)
+    ShapeFeatures(empty_mask="nan", cache=False).fit_transform(samples)  # shape reads only the mask
+    assert calls["mask"] == 2 * n_images, dict(calls)

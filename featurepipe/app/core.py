@@ -305,7 +305,7 @@ def activation_overlay(model, image_path, row=None, *, rtol=1e-4):
 
         sample = Sample.from_path(image_path, mode=contract.get("mode"))
         cam = class_activation_map(estimator, sample)
-        pixels, _ = sample.load()
+        pixels = sample.image
         if cam.heatmap.shape != pixels.shape[:2]:  # image steps before the CNN changed the size
             return None, "No class activation map: the model's image steps change the image size."
         overlay = cam_overlay(pixels, cam.heatmap)

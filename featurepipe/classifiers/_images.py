@@ -68,8 +68,7 @@ def load_resized(samples, size, *, owner, n_channels=None, rgb=True):
     out = None
     first_name = None
     for i, sample in enumerate(samples):
-        image, _ = sample.load()
-        image = np.asarray(image)
+        image = np.asarray(sample.image)  # mask files stay undecoded
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"{owner}: sample {sample.name!r} (X[{i}]) has shape {image.shape}; expected an "
                              "image of shape (H, W) or (H, W, 3)")

@@ -449,7 +449,7 @@ class CNNFeatures(FeatureExtractor):
 
     # -- batched extraction -----------------------------------------------------------------------
     def _load_one(self, sample, size):
-        image, _ = sample.load()
+        image = sample.image  # the network never sees the mask: leave mask files undecoded
         try:
             return prepare_image(image, size)
         except ValueError as exc:

@@ -418,6 +418,9 @@ class CurveletFeatures(FeatureExtractor):
     def _feature_names(self):
         return curvelet_feature_names(self.num_scales, self.wedges_per_direction, self.rotation_invariant)
 
+    def _reads_mask(self):
+        return self.roi == "mask_bbox"  # the whole-image transform never looks at the mask
+
     def _extract(self, image, mask):
         values, _ = curvelet_features(
             image, mask, size=self.size, num_scales=self.num_scales,
