@@ -97,8 +97,10 @@ from .firstorder import (
     GRAY_LEVELS_CONSTRAINT,
     INTENSITY_RANGE_CONSTRAINT,
     LOG_BASE_CONSTRAINT,
+    MAX_SIDE_CONSTRAINT,
     REGION_CONSTRAINTS,
     EmptyRegion,
+    cap_resolution,
     intensity_bounds,
     quantize,
     resolve_region,
@@ -380,7 +382,7 @@ def _matrix_features(counts, levels, symmetric, ln_base):
 
 def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True,
                   aggregate="mean_range", log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean",
-                  empty_mask="error", prefix="glcm"):
+                  max_side=None, empty_mask="error", prefix="glcm"):
     """GLCM / Haralick texture features of an image, inside an optional mask.
 
     Parameters
@@ -415,6 +417,12 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
         Diagonal offsets as scikit-image (``"euclidean"``) or as mahotas and
         pyradiomics (``"chebyshev"``); identical for distance 1.
+    max_side : int, optional
+        Longest side, in pixels, of the grid the features are computed on:
+        a larger image (and its mask) is shrunk to it, never enlarged
+        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        ``None`` (default): the native resolution.
+        ``distances`` are in pixels of that grid.
     empty_mask : {"error", "nan", "image"}, default="error"
         Policy for an empty mask. A non-empty mask that holds no pair for
         some offset raises under ``"error"`` and gives NaN for that offset's
@@ -435,7 +443,7 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     the region's size.
     """
     names = glcm_feature_names(distances, angles, aggregate, prefix)
-    gray = to_gray(image)
+    gray, mask = cap_resolution(to_gray(image), mask, max_side)
     try:
         region = resolve_region(gray.shape, mask, empty_mask)
     except EmptyRegion:
@@ -490,6 +498,9 @@ class GLCMFeatures(FeatureExtractor):
     log_base : float, default=2
     intensity_range : (float, float) or "region", default=(0.0, 1.0)
     offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
+    max_side : int, optional
+        Working resolution: longest side in pixels (larger images are shrunk
+        with area interpolation, never enlarged); ``None``: native.
     use_mask : bool, default=True
         Count only pairs inside the sample's mask (when it has one).
     empty_mask : {"error", "nan", "image"}, default="error"
@@ -506,8 +517,8 @@ class GLCMFeatures(FeatureExtractor):
     """
 
     def __init__(self, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True, aggregate="mean_range",
-                 log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean", use_mask=True,
-                 empty_mask="error", cache=True, n_jobs=None):
+                 log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean", max_side=None,
+                 use_mask=True, empty_mask="error", cache=True, n_jobs=None):
         self.distances = distances
         self.angles = angles
         self.levels = levels
@@ -516,6 +527,7 @@ class GLCMFeatures(FeatureExtractor):
         self.log_base = log_base
         self.intensity_range = intensity_range
         self.offset_metric = offset_metric
+        self.max_side = max_side
         self.use_mask = use_mask
         self.empty_mask = empty_mask
         self.cache = cache
@@ -531,6 +543,7 @@ class GLCMFeatures(FeatureExtractor):
         "log_base": LOG_BASE_CONSTRAINT,
         "intensity_range": INTENSITY_RANGE_CONSTRAINT,
         "offset_metric": [StrOptions(set(_OFFSET_METRICS))],
+        "max_side": MAX_SIDE_CONSTRAINT,
     }
 
     def _validate_param_rules(self):
@@ -561,6 +574,7 @@ class GLCMFeatures(FeatureExtractor):
         values, _ = glcm_features(
             image, mask if self.use_mask else None, distances=self.distances, angles=self.angles,
             levels=self.levels, symmetric=self.symmetric, aggregate=self.aggregate, log_base=self.log_base,
-            intensity_range=self.intensity_range, offset_metric=self.offset_metric, empty_mask=self.empty_mask,
+            intensity_range=self.intensity_range, offset_metric=self.offset_metric, max_side=self.max_side,
+            empty_mask=self.empty_mask,
         )
         return values
