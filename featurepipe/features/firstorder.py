@@ -36,8 +36,11 @@ Shared conventions of the handcrafted extractors
   on the mask at its native resolution (their areas and perimeters are in
   native pixels).
 
-First-order statistics: their cost grows with the number of pixels (the
-percentiles sort them); at a capped ``max_side`` the intensities are those
+First-order statistics, resolution policy: ``max_side`` (class default
+``None``: native; family default in
+:data:`featurepipe.features.bank.FAMILIES`: 512 px). Their cost grows with
+the number of pixels (the percentiles sort them); at a capped ``max_side``
+the intensities are those
 of the area-averaged image, which narrows the tails of the histogram
 (``min``, ``max``, outer percentiles) slightly and leaves the mean unchanged
 up to rounding.

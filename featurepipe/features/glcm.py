@@ -18,6 +18,14 @@ built (see :func:`_matrix_features`). There is no per-feature pass over
 dense ``levels × levels`` float arrays as in ``graycoprops``, which is why
 the 256-level case is an order of magnitude faster than scikit-image.
 
+Resolution policy: ``max_side`` (class default ``None``: the native
+resolution; the family default of :data:`featurepipe.features.bank.FAMILIES`
+is 512 px). A larger image and its mask are shrunk (area interpolation, mask
+nearest neighbour, never enlarged) before quantisation, so ``distances`` are
+pixels of that grid and the cost (linear in the pixel count) stops growing
+past ``max_side``; see
+:func:`featurepipe.features.firstorder.cap_resolution`.
+
 Offsets follow scikit-image: angle ``θ`` (radians) and distance ``d`` give
 the offset ``(round(sin θ·d), round(cos θ·d))`` (rows, columns; half away
 from zero), and the pair is (pixel, pixel + offset): ``P[i, j]`` counts

@@ -30,6 +30,14 @@ footprint is at most ``ceil(R)`` pixels away, so the counted region is the
 mask eroded by roughly ``R``; a region with no such pixel is "empty" (see
 ``empty_mask``).
 
+Resolution policy: ``max_side`` (class default ``None``: the native
+resolution; the family default of :data:`featurepipe.features.bank.FAMILIES`
+is 512 px). A larger image and its mask are shrunk (area interpolation, mask
+nearest neighbour, never enlarged) before the codes are computed, so the
+radii ``R`` are pixels of that grid and the cost (linear in the pixel count,
+the most expensive family per pixel) stops growing past ``max_side``; see
+:func:`featurepipe.features.firstorder.cap_resolution`.
+
 Intensities: the gray image (colour → BT.601 luma) is quantised to
 ``levels`` gray levels (default 256, see
 :func:`featurepipe.features.firstorder.quantize`) before the codes are
