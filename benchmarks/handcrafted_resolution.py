@@ -9,15 +9,17 @@ handcrafted members of ``hybrid_svm``: its CNN member is dropped, the CNN is
 not built).
 
 Images: synthetic gray textures (smoothed noise plus Gaussian blobs, float32 in
-[0, 1]; the mask, read by shape features only, is the brighter part) generated at the largest size and shrunk to the others with
-``INTER_AREA``, so every size shows the same scene. Each step is timed on
+[0, 1]; the mask, read by shape features only, is the brighter part) generated
+at the largest size and shrunk to the others with ``INTER_AREA``, so every size
+shows the same scene. Each step is timed on
 ``--images`` images per size with the feature cache off, in ``--rounds`` rounds
 that alternate the sizes (a load spike on a shared machine then hits every
 size alike); the table shows the median over rounds of elapsed milliseconds
 per image, and the ratio of the largest to the smallest size's cost.
 
 Run ``python benchmarks/handcrafted_resolution.py`` (about 1–2 minutes on
-2 cores; ``--help`` for options).
+2 cores; ``--help`` for options). Run it with ``PYTHONPATH`` on an older
+checkout to measure that code: the script sets no parameter of its own.
 """
 
 from __future__ import annotations
