@@ -65,7 +65,7 @@ def test_cap_resolution_is_opencv_area_and_nearest_mask(large):
     # exact: nearest neighbour copies mask pixels, so the result is binary and OpenCV's own
     assert_array_equal(small_mask, cv2.resize(mask.astype(np.uint8), (210, 300),
                                               interpolation=cv2.INTER_NEAREST_EXACT).astype(bool))
-    # a factor-2 nearest shrink keeps one pixel of every 2x2 block, never a blend
+    # exact: booleans; a factor-2 nearest shrink keeps one pixel of every 2x2 block, never a blend
     assert_array_equal(small_mask, mask[1::2, 1::2])
 
 
