@@ -469,6 +469,12 @@ def _elm(random_state):
     return _calibrated(ELMClassifier(n_hidden=500, alpha=10.0, random_state=random_state))
 
 
+#: Why first-order, GLCM and LBP features run on a capped grid (their family default, see
+#: :data:`featurepipe.features.bank.ANALYSIS_MAX_SIDE`).
+_WHY_ANALYSIS_GRID = ("texture at a fixed analysis scale: first-order, GLCM and LBP features on a grid of at most "
+                      "512 px along the longer side (larger images shrunk, never enlarged), so pixel offsets "
+                      "describe the same fraction of every image and the cost per image stops growing past 512 px")
+
 #: The recipes' settings of handcrafted families, beyond each family's defaults
 #: (:data:`featurepipe.features.bank.FAMILIES`): Haralick's distances 1, 2 and 4 px, and Ojala et
 #: al.'s two smallest LBP operators. One table for every recipe that uses these families.
@@ -611,20 +617,22 @@ for _recipe in [
                                                             _svc("rbf", random_state, class_weight)),
            _SVM_RBF_GRID,
            defaults=f"features: first-order statistics and Haralick's GLCM statistics at distances 1, 2, 4 px "
-                    f"(mean and range over 4 angles, as in the paper); {_WHY_RBF_SVM}"),
+                    f"(mean and range over 4 angles, as in the paper); {_WHY_ANALYSIS_GRID}; {_WHY_RBF_SVM}"),
     Recipe("glcm_svm", "Haralick GLCM texture (distances 1, 2, 4; mean and range over angles) + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), IEEE Trans. SMC 3(6):610-621",
            lambda *, use_mask, random_state, class_weight: (_handcrafted("glcm", use_mask=use_mask),
                                                             _svc("rbf", random_state, class_weight)),
            _SVM_RBF_GRID,
-           defaults=f"features: distances 1, 2, 4 px, mean and range over 4 angles (Haralick 1973); {_WHY_RBF_SVM}"),
+           defaults=f"features: distances 1, 2, 4 px, mean and range over 4 angles (Haralick 1973); "
+                    f"{_WHY_ANALYSIS_GRID}; {_WHY_RBF_SVM}"),
     Recipe("lbp_svm", "Uniform rotation-invariant LBP histograms (P,R = 8,1 and 16,2) + RBF SVM",
            "Ojala, Pietikainen & Maenpaa (2002), Multiresolution gray-scale and rotation invariant texture "
            "classification with local binary patterns, IEEE TPAMI 24(7):971-987",
            lambda *, use_mask, random_state, class_weight: (_handcrafted("lbp", use_mask=use_mask),
                                                             _svc("rbf", random_state, class_weight)),
            _SVM_RBF_GRID,
-           defaults=f"features: the two smallest operators of Ojala et al. (8,1 and 16,2); {_WHY_RBF_SVM}"),
+           defaults=f"features: the two smallest operators of Ojala et al. (8,1 and 16,2); {_WHY_ANALYSIS_GRID}; "
+                    f"{_WHY_RBF_SVM}"),
     Recipe("hog_svm", "Histogram of oriented gradients (128x128, 16-px cells) + RBF SVM",
            "Dalal & Triggs (2005), Histograms of oriented gradients for human detection, CVPR",
            lambda *, use_mask, random_state, class_weight: (_handcrafted("hog", use_mask=use_mask),
@@ -652,7 +660,8 @@ for _recipe in [
            "Cheng, Shi, Min, Hu, Cai & Du (2006), Approaches for automated detection and classification of "
            "masses in mammograms, Pattern Recognition 39(4):646-668",
            _shape_texture_rf, _RF_GRID,
-           defaults=f"features: the region's shape with first-order and GLCM texture, as in Cheng et al.; {_WHY_RF}"),
+           defaults=f"features: the region's shape (native pixels) with first-order and GLCM texture, as in Cheng et "
+                    f"al.; {_WHY_ANALYSIS_GRID}; {_WHY_RF}"),
     Recipe("hybrid_svm", "Frozen CNN features + first-order, GLCM and LBP texture, concatenated + RBF SVM",
            "Antropova, Huynh & Giger (2017), A deep feature fusion methodology for breast cancer diagnosis "
            "demonstrated on three imaging modality datasets, Med. Phys. 44(10):5162-5171",
@@ -660,7 +669,8 @@ for _recipe in [
                                                                       _svc("rbf", random_state, class_weight)),
            _SVM_RBF_GRID, crops_to_mask=True,
            defaults=f"{_WHY_CNN}, concatenated with the texture families at their recipes' settings "
-                    f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_RBF_SVM}"),
+                    f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_ANALYSIS_GRID}; "
+                    f"{_WHY_RBF_SVM}"),
     Recipe("fusion_soft_vote", "Soft vote (mean of calibrated probabilities) of convnet_svm_linear, hog_svm "
                                "and firstorder_glcm_svm",
            "Kittler, Hatef, Duin & Matas (1998), On combining classifiers, IEEE TPAMI 20(3):226-239; "

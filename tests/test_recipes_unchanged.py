@@ -4,6 +4,14 @@
 built-in recipe and each applicable option set of :data:`OPTION_SETS`, scikit-learn's repr of
 ``recipes.make(name, **options)`` and its ``get_params(deep=True)`` (full for the default options,
 as a SHA-256 digest otherwise). Regenerate it only for a deliberate change of a recipe.
+
+Deliberate changes recorded since:
+
+* issue 15 #3 (working resolution): first-order, GLCM and LBP members get ``max_side=512``
+  from their ``FAMILIES`` factory (``FirstOrderFeatures(max_side=512, ...)`` in the reprs and
+  ``...__max_side: 512`` in the parameters), and ``BagOfVisualWords`` has the new parameter
+  ``max_side`` (default ``None``, so only its parameter table changed). Nothing else changed:
+  the re-recording was checked to add exactly these ``max_side`` entries.
 """
 
 import hashlib

@@ -12,6 +12,7 @@ HOG does not load the curvelet or bag-of-visual-words code.
 from .._lazy import lazy_attributes
 
 _LAZY = {
+    "ANALYSIS_MAX_SIDE": ".bank",
     "DEFAULT_FAMILIES": ".bank",
     "FAMILIES": ".bank",
     "FeatureBank": ".bank",
@@ -22,6 +23,7 @@ _LAZY = {
     "CurveletFeatures": ".curvelet",
     "curvelet_features": ".curvelet",
     "FirstOrderFeatures": ".firstorder",
+    "cap_resolution": ".firstorder",
     "first_order_features": ".firstorder",
     "GLCMFeatures": ".glcm",
     "cooccurrence_matrix": ".glcm",

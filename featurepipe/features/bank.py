@@ -36,6 +36,35 @@ defined once for :func:`default_handcrafted_bank` and the recipes alike
     >>> FAMILIES["curvelet"](use_mask=True).roi  # curvelets read the mask through their ROI
     'mask_bbox'
 
+Working resolution
+------------------
+The families that would otherwise run at the image's native resolution
+(first-order, GLCM, LBP) get ``max_side=ANALYSIS_MAX_SIDE`` (512 px) from
+their factory: a larger image, and its mask, is shrunk (area interpolation,
+mask nearest neighbour, aspect kept, never enlarged) so that its longer side
+is at most 512 px before the features are computed. The principle: texture
+is computed at a fixed *analysis scale*. GLCM distances (1, 2, 4 px) and LBP
+radii (1, 2 px) are counted in pixels, so at native resolution the same
+operator describes ever finer structure as the acquisition grid gets finer
+(down to noise and film grain on a 1024² or larger mammogram), and its cost
+grows with the pixel count: ``benchmarks/handcrafted_resolution.py``
+measured the default bank at 34 / 87 / 337 ms per 224² / 512² / 1024² image
+and the ``lbp_svm`` features at 34 / 148 / 558 ms before the cap. A fixed
+grid makes an offset of ``d`` pixels at most ``d / 512`` of the image's
+longer side, as HOG (128 px) and curvelet (fixed ``size``) already do, and
+bounds the per-image cost at its 512² value. Why 512 and not 224 or 256:
+typical ultrasound frames are 500–600 px (BUSI's median longer side is
+564 px), so they stay at or within a few percent of their native grid and
+a one-pixel offset keeps describing micro-texture; a 1024² image is shrunk
+2× (``d = 4`` spans 8 native pixels), whereas a 256 cap would make every
+offset span 2–4 native pixels on all of these images. Shape features are
+not capped: their areas and perimeters are in native pixels and cost little
+(the mask only). Pass ``max_side=None`` for the native resolution, e.g.
+``FAMILIES["glcm"](max_side=None)`` or ``bank.set_params(glcm__max_side=None)``::
+
+    >>> FAMILIES["lbp"]().max_side, FAMILIES["lbp"](max_side=None).max_side, FAMILIES["hog"]().size
+    (512, None, (128, 128))
+
 Your own family joins the same way (the factory takes ``use_mask``,
 ``empty_mask`` and ``cache``), and :func:`default_handcrafted_bank` then
 accepts its name::
@@ -63,22 +92,30 @@ from ..base import is_stateless
 from ..registry import Registry
 from ..sample import as_samples
 
-__all__ = ["FAMILIES", "FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES"]
+__all__ = ["FAMILIES", "FeatureBank", "default_handcrafted_bank", "make_feature_bank", "DEFAULT_FAMILIES",
+           "ANALYSIS_MAX_SIDE"]
 
 #: Families of :func:`default_handcrafted_bank`, in output order.
 DEFAULT_FAMILIES = ("firstorder", "glcm", "lbp", "hog", "curvelet")
 
+#: Longest side, in pixels, of the grid on which the native-resolution families (first-order,
+#: GLCM, LBP) compute their features when built by :data:`FAMILIES` (their ``max_side``): texture at
+#: a fixed analysis scale, per-image cost bounded at its 512² value (see the module docstring).
+ANALYSIS_MAX_SIDE = 512
 
-def _family_factory(module, class_name, mask_parameter):
+
+def _family_factory(module, class_name, mask_parameter, defaults):
     """The factory of one feature family: the extractor with the family defaults, defined here once.
 
     ``mask_parameter`` says how the extractor reads ``use_mask``: its own
     ``use_mask`` parameter, ``roi`` (``"mask_bbox"`` or ``"image"``), or not
     at all (``None``: shape features always describe the sample's mask).
+    ``defaults`` are the family's other defaults (``params`` override them).
     """
 
     def factory(*, use_mask=False, empty_mask="error", cache=True, **params):
         extractor = getattr(importlib.import_module(module, __package__), class_name)
+        params = {**defaults, **params}
         if mask_parameter == "use_mask":
             params["use_mask"] = use_mask
         elif mask_parameter == "roi":
@@ -87,7 +124,9 @@ def _family_factory(module, class_name, mask_parameter):
 
     factory.__name__ = factory.__qualname__ = f"{class_name}_family"
     factory.__doc__ = (f"A :class:`~featurepipe.features.{class_name}` with the family defaults (whole image, "
-                       "empty masks refused, per-sample cache); ``params`` are its other parameters.")
+                       "empty masks refused, per-sample cache"
+                       + "".join(f", {k}={v!r}" for k, v in defaults.items())
+                       + "); ``params`` are its other parameters.")
     return factory
 
 
@@ -95,21 +134,23 @@ def _family_factory(module, class_name, mask_parameter):
 #: returning the family's extractor. The family defaults are these keyword defaults, the same for
 #: every family and every user of them (:func:`default_handcrafted_bank`, the recipes): the whole
 #: image (``use_mask=False``; curvelet: ``roi="image"``; shape features always describe the
-#: sample's mask), an empty mask refused, the per-sample cache on; ``params`` are the extractor's
+#: sample's mask), an empty mask refused, the per-sample cache on, and for first-order, GLCM and
+#: LBP ``max_side=ANALYSIS_MAX_SIDE`` (512 px analysis grid); ``params`` are the extractor's
 #: other parameters (e.g. ``distances=(1, 2, 4)`` for GLCM). Register your own family with
 #: ``FAMILIES.register(name, factory)``; its factory takes the same three keywords (see the
 #: module docstring).
 FAMILIES = Registry("feature family")
-for _name, _module, _class, _mask_parameter in [
-    ("firstorder", ".firstorder", "FirstOrderFeatures", "use_mask"),
-    ("glcm", ".glcm", "GLCMFeatures", "use_mask"),
-    ("lbp", ".lbp", "LBPFeatures", "use_mask"),
-    ("hog", ".hog", "HOGFeatures", "use_mask"),
-    ("curvelet", ".curvelet", "CurveletFeatures", "roi"),
-    ("shape", ".shape", "ShapeFeatures", None),
+_ANALYSIS_GRID = {"max_side": ANALYSIS_MAX_SIDE}
+for _name, _module, _class, _mask_parameter, _defaults in [
+    ("firstorder", ".firstorder", "FirstOrderFeatures", "use_mask", _ANALYSIS_GRID),
+    ("glcm", ".glcm", "GLCMFeatures", "use_mask", _ANALYSIS_GRID),
+    ("lbp", ".lbp", "LBPFeatures", "use_mask", _ANALYSIS_GRID),
+    ("hog", ".hog", "HOGFeatures", "use_mask", {}),  # resizes to its fixed size
+    ("curvelet", ".curvelet", "CurveletFeatures", "roi", {}),  # resizes to its fixed size
+    ("shape", ".shape", "ShapeFeatures", None, {}),  # native pixels: areas and perimeters keep their unit
 ]:
-    FAMILIES.register(_name, _family_factory(_module, _class, _mask_parameter), built_in=True)
-del _name, _module, _class, _mask_parameter
+    FAMILIES.register(_name, _family_factory(_module, _class, _mask_parameter, _defaults), built_in=True)
+del _name, _module, _class, _mask_parameter, _defaults
 
 #: Families that :func:`default_handcrafted_bank` computes on the whole image whatever its
 #: ``use_mask`` (its documented behaviour: the curvelet family describes the whole image).
@@ -278,6 +319,12 @@ def make_feature_bank(*extractors, n_jobs=None):
 def default_handcrafted_bank(*, families=DEFAULT_FAMILIES, use_mask=True, empty_mask="error", cache=True,
                              n_jobs=None):
     """The default handcrafted feature bank: each family of :data:`FAMILIES` at its family defaults.
+
+    First-order, GLCM and LBP features are computed on a grid of at most
+    :data:`ANALYSIS_MAX_SIDE` (512) pixels along the longer side, HOG and
+    curvelet features on their fixed sizes, so the per-image cost stops
+    growing past 512 px images (see the module docstring; e.g.
+    ``bank.set_params(glcm__max_side=None)`` for the native resolution).
 
     Parameters
     ----------

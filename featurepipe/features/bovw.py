@@ -37,6 +37,13 @@ of OpenCV's smoothing; a test measures it). Images of different sizes give diffe
 histograms are normalised, but resize images first (a preprocessing step)
 if the patch should cover the same anatomy.
 
+Resolution: ``max_side`` (default ``None``: native) caps the working
+resolution; a larger image (and its mask) is shrunk with area interpolation
+so its longer side is ``max_side`` pixels, never enlarged (see
+:func:`featurepipe.features.firstorder.cap_resolution`). ``grid_step`` and
+``patch_size`` are pixels of that grid, so the number of descriptors, and the
+cost, stop growing with the image past ``max_side``.
+
 Codebook and histogram
 ----------------------
 ``fit`` clusters (at most ``max_descriptors``, sampled uniformly with
@@ -66,6 +73,7 @@ from ..base import FeatureExtractor, describe_sample, step_token
 from ..cache import cached_per_sample, get_cache
 from ..io import ImageReadError, convert_channels, to_float_image
 from ..sample import as_samples
+from .firstorder import MAX_SIDE_CONSTRAINT, cap_resolution
 
 __all__ = ["BagOfVisualWords", "dense_descriptors", "dense_keypoints"]
 
@@ -75,9 +83,11 @@ _EMPTY_MASK_CHOICES = ("error", "nan", "image")
 _DIMENSIONS = {"orb": 256, "sift": 128}  # after unpacking ORB's 32 bytes to bits
 
 
-def _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask):
+def _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask, max_side=None):
     """The option checks of the descriptor functions (functions, so not ``_parameter_constraints``)."""
     check_choice("descriptor", descriptor, _DESCRIPTORS)
+    if max_side is not None and (not is_int(max_side) or max_side < 1):
+        raise ValueError(invalid_value_message("max_side", max_side, "None or an int >= 1 (pixels)"))
     if not is_int(grid_step) or grid_step < 1:
         raise ValueError(invalid_value_message("grid_step", grid_step, "an int >= 1 (pixels between keypoint centres)"))
     if not is_int(patch_size) or patch_size < 8:
@@ -124,13 +134,16 @@ def dense_keypoints(shape, descriptor="orb", grid_step=8, patch_size=16, mask=No
     return np.column_stack([xx.ravel(), yy.ravel()]).astype(np.float32)
 
 
-def _to_uint8_gray(image):
-    gray = convert_channels(to_float_image(image, name="image"), "gray")
+def _float_gray(image):
+    return convert_channels(to_float_image(image, name="image"), "gray")
+
+
+def _to_uint8(gray):
     return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
 
 
 def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_size=16, roi="image",
-                      empty_mask="error"):
+                      empty_mask="error", max_side=None):
     """Local descriptors on a dense grid of keypoints (stateless; see the module docstring).
 
     Parameters
@@ -150,14 +163,18 @@ def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_
         grid point, raises ``ValueError``; with ``"nan"`` it gives zero
         descriptors (then :class:`BagOfVisualWords` returns a NaN histogram);
         with ``"image"`` every grid keypoint of the image is used.
+    max_side : int, optional
+        Working resolution: longest side in pixels (a larger image and its
+        mask are shrunk, never enlarged); ``None`` (default): native.
 
     Returns
     -------
     descriptors : ndarray, shape (n_keypoints, 32) uint8 for ORB, (n_keypoints, 128) float32 for SIFT
         ORB's packed 256-bit strings, as OpenCV returns them.
     """
-    _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask)
-    gray = _to_uint8_gray(image)
+    _validate_descriptor_options(descriptor, grid_step, patch_size, roi, empty_mask, max_side)
+    gray, mask = cap_resolution(_float_gray(image), mask if roi == "mask" else None, max_side)
+    gray = _to_uint8(gray)
     width = 32 if descriptor == "orb" else 128
     empty = np.empty((0, width), dtype=np.uint8 if descriptor == "orb" else np.float32)
     use_mask = None
@@ -204,12 +221,14 @@ def dense_descriptors(image, mask=None, *, descriptor="orb", grid_step=8, patch_
 class _DenseDescriptorStep(BaseEstimator):
     """The stateless part of :class:`BagOfVisualWords`: its params make the descriptors' cache token."""
 
-    def __init__(self, descriptor="orb", grid_step=8, patch_size=16, roi="image", empty_mask="error"):
+    def __init__(self, descriptor="orb", grid_step=8, patch_size=16, roi="image", empty_mask="error",
+                 max_side=None):
         self.descriptor = descriptor
         self.grid_step = grid_step
         self.patch_size = patch_size
         self.roi = roi
         self.empty_mask = empty_mask
+        self.max_side = max_side
 
     def compute(self, sample):
         image, mask = sample.load()
@@ -249,6 +268,9 @@ class BagOfVisualWords(FeatureExtractor):
         With ``roi="mask"``: images without keypoints inside their mask raise,
         get a NaN histogram (and give the codebook nothing), or use all the
         image's grid keypoints.
+    max_side : int, optional
+        Working resolution: longest side in pixels (larger images are shrunk
+        with area interpolation, never enlarged); ``None``: native.
     max_descriptors : int or None, default=50000
         At most this many training descriptors (sampled uniformly) are
         clustered in ``fit``; ``None`` uses all.
@@ -280,13 +302,15 @@ class BagOfVisualWords(FeatureExtractor):
     _stateless = False
 
     def __init__(self, n_words=64, descriptor="orb", grid_step=8, patch_size=16, roi="image",
-                 empty_mask="error", max_descriptors=50000, random_state=None, cache=True, n_jobs=None):
+                 empty_mask="error", max_side=None, max_descriptors=50000, random_state=None, cache=True,
+                 n_jobs=None):
         self.n_words = n_words
         self.descriptor = descriptor
         self.grid_step = grid_step
         self.patch_size = patch_size
         self.roi = roi
         self.empty_mask = empty_mask
+        self.max_side = max_side
         self.max_descriptors = max_descriptors
         self.random_state = random_state
         self.cache = cache
@@ -301,6 +325,7 @@ class BagOfVisualWords(FeatureExtractor):
         "patch_size": [StrictInterval(numbers.Integral, 8, None, closed="left")],
         "roi": [StrOptions(set(_ROI_CHOICES))],
         "empty_mask": [StrOptions(set(_EMPTY_MASK_CHOICES))],
+        "max_side": MAX_SIDE_CONSTRAINT,
         "max_descriptors": [StrictInterval(numbers.Integral, 2, None, closed="left"), None],
         "random_state": ["random_state"],
     }
@@ -314,7 +339,8 @@ class BagOfVisualWords(FeatureExtractor):
         return [f"bovw_{self.descriptor}_{i:0{digits}d}" for i in range(self.n_words)]
 
     def _descriptor_step(self):
-        return _DenseDescriptorStep(self.descriptor, self.grid_step, self.patch_size, self.roi, self.empty_mask)
+        return _DenseDescriptorStep(self.descriptor, self.grid_step, self.patch_size, self.roi, self.empty_mask,
+                                    self.max_side)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "kmeans_")

@@ -81,6 +81,11 @@ kept). The UDCT requires each side to be a multiple of its largest
 decimation ratio (``2**(num_scales - 1) * wedges_per_direction / 3``
 in practice); an incompatible ``size`` is refused, because the transform
 would silently lose perfect reconstruction.
+
+Resolution policy: always the fixed ``size`` (no ``max_side``): the
+transform's scales are fractions of that grid, and the cost per image is
+that of one ``size`` transform plus the resize, almost independent of the
+input size.
 """
 
 from __future__ import annotations

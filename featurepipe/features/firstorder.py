@@ -23,6 +23,27 @@ Shared conventions of the handcrafted extractors
   fixed ``intensity_range=(lo, hi)`` (default ``(0, 1)``, the featurepipe
   image convention) so that bins mean the same thing in every image, or over
   the region's own ``[min, max]`` with ``intensity_range="region"``.
+* **Working resolution** (``max_side``): the families that otherwise run at
+  the image's native resolution (first-order, GLCM, LBP, bag of visual
+  words) take ``max_side`` (pixels, or ``None`` = native, the class
+  default): the gray image is shrunk with area interpolation (OpenCV
+  ``INTER_AREA``, aspect ratio kept) so that its longer side is at most
+  ``max_side``, and the mask with pixel-centre nearest neighbour (it stays
+  binary); an image already that small is used as it is, never enlarged
+  (:func:`cap_resolution`). Pixel distances (GLCM ``distances``, LBP radii,
+  BoVW grid and patches) then count pixels of that grid. HOG and curvelet
+  features always resize to their fixed ``size``; shape features always run
+  on the mask at its native resolution (their areas and perimeters are in
+  native pixels).
+
+First-order statistics, resolution policy: ``max_side`` (class default
+``None``: native; family default in
+:data:`featurepipe.features.bank.FAMILIES`: 512 px). Their cost grows with
+the number of pixels (the percentiles sort them); at a capped ``max_side``
+the intensities are those
+of the area-averaged image, which narrows the tails of the histogram
+(``min``, ``max``, outer percentiles) slightly and leaves the mean unchanged
+up to rounding.
 """
 
 from __future__ import annotations
@@ -36,8 +57,9 @@ from sklearn.utils._param_validation import StrOptions
 from .._validation import StrictInterval, invalid_parameter
 from ..base import FeatureExtractor
 from ..io import to_gray  # re-exported: glcm, lbp and hog take it from here
+from ..preprocessing import resize_image
 
-__all__ = ["first_order_features", "first_order_feature_names", "FirstOrderFeatures", "to_gray"]
+__all__ = ["first_order_features", "first_order_feature_names", "FirstOrderFeatures", "to_gray", "cap_resolution"]
 
 EMPTY_MASK_POLICIES = ("error", "nan", "image")
 # Values at most this far outside a fixed intensity range are clipped (float rounding in
@@ -53,6 +75,50 @@ def _check_mask_shape(mask, shape):
     if mask.shape != tuple(shape):
         raise ValueError(f"mask has shape {mask.shape} but the image is {tuple(shape)} (H, W); they must match")
     return mask.astype(bool, copy=False)
+
+
+def cap_resolution(gray, mask, max_side):
+    """The working-resolution policy: shrink ``gray`` (and ``mask``) so the longer side is at most ``max_side``.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W)
+        Gray image.
+    mask : ndarray of bool, shape (H, W), or None
+    max_side : int or None
+        Longest side in pixels after shrinking; ``None`` keeps the native
+        resolution. Never enlarges: an image whose longer side is at most
+        ``max_side`` comes back unchanged (the same objects).
+
+    Returns
+    -------
+    gray : ndarray, shape (h, w)
+        ``h = round(H * s)``, ``w = round(W * s)`` (at least 1) with
+        ``s = max_side / max(H, W)``; shrunk with
+        :func:`featurepipe.preprocessing.resize_image` (OpenCV ``INTER_AREA``,
+        float32).
+    mask : ndarray of bool, shape (h, w), or None
+        Pixel-centre nearest neighbour (stays binary).
+
+    >>> import numpy as np
+    >>> gray, mask = cap_resolution(np.ones((1000, 500), np.float32), np.ones((1000, 500), bool), 256)
+    >>> gray.shape, mask.shape, mask.dtype
+    ((256, 128), (256, 128), dtype('bool'))
+    >>> cap_resolution(np.ones((100, 50), np.float32), None, 256)[0].shape  # never enlarged
+    (100, 50)
+    """
+    height, width = gray.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return gray, mask
+    if mask is not None:
+        mask = _check_mask_shape(mask, gray.shape[:2])
+    scale = max_side / max(height, width)
+    size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+    return resize_image(gray, mask, size, interpolation="area")
+
+
+#: ``max_side``: the working resolution's longest side in pixels, or None for the native resolution.
+MAX_SIDE_CONSTRAINT = [None, StrictInterval(Integral, 1, None, closed="left")]
 
 
 class EmptyRegion(Exception):
@@ -197,7 +263,8 @@ def _first_order_names(percentiles, histogram_bins, prefix):
 
 
 def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percentiles=(10, 25, 75, 90),
-                         intensity_range=(0.0, 1.0), log_base=2.0, empty_mask="error", prefix="firstorder"):
+                         intensity_range=(0.0, 1.0), log_base=2.0, max_side=None, empty_mask="error",
+                         prefix="firstorder"):
     """First-order statistics of the intensities inside ``mask``.
 
     Parameters
@@ -222,6 +289,11 @@ def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percent
         up to 1e-5 outside it are clipped, others raise.
     log_base : float, default=2
         Base of the entropy logarithm (2: bits, as pyradiomics and mahotas).
+    max_side : int, optional
+        Longest side, in pixels, of the grid the features are computed on:
+        a larger image (and its mask) is shrunk to it, never enlarged
+        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        ``None`` (default): the native resolution.
     empty_mask : {"error", "nan", "image"}, default="error"
         What an empty mask gives (see the module docstring).
     prefix : str, default="firstorder"
@@ -252,7 +324,7 @@ def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percent
     * ``entropy = -sum(p log p)`` in base ``log_base`` and
       ``uniformity = sum(p**2)``.
     """
-    gray = to_gray(image)
+    gray, mask = cap_resolution(to_gray(image), mask, max_side)
     try:
         region = resolve_region(gray.shape, mask, empty_mask)
     except EmptyRegion:
@@ -313,6 +385,9 @@ class FirstOrderFeatures(FeatureExtractor):
         Range the histograms cover.
     log_base : float, default=2
         Entropy logarithm base.
+    max_side : int, optional
+        Working resolution: longest side in pixels (larger images are shrunk
+        with area interpolation, never enlarged); ``None``: native.
     use_mask : bool, default=True
         Describe only the pixels inside the sample's mask (when it has one).
     empty_mask : {"error", "nan", "image"}, default="error"
@@ -332,12 +407,13 @@ class FirstOrderFeatures(FeatureExtractor):
     """
 
     def __init__(self, bins=64, histogram_bins=8, percentiles=(10, 25, 75, 90), intensity_range=(0.0, 1.0),
-                 log_base=2.0, use_mask=True, empty_mask="error", cache=True, n_jobs=None):
+                 log_base=2.0, max_side=None, use_mask=True, empty_mask="error", cache=True, n_jobs=None):
         self.bins = bins
         self.histogram_bins = histogram_bins
         self.percentiles = percentiles
         self.intensity_range = intensity_range
         self.log_base = log_base
+        self.max_side = max_side
         self.use_mask = use_mask
         self.empty_mask = empty_mask
         self.cache = cache
@@ -350,6 +426,7 @@ class FirstOrderFeatures(FeatureExtractor):
         "percentiles": [tuple, list, np.ndarray],
         "intensity_range": INTENSITY_RANGE_CONSTRAINT,
         "log_base": LOG_BASE_CONSTRAINT,
+        "max_side": MAX_SIDE_CONSTRAINT,
     }
 
     def _validate_param_rules(self):
@@ -371,6 +448,6 @@ class FirstOrderFeatures(FeatureExtractor):
         values, _ = first_order_features(
             image, mask if self.use_mask else None, bins=self.bins, histogram_bins=self.histogram_bins,
             percentiles=self.percentiles, intensity_range=self.intensity_range, log_base=self.log_base,
-            empty_mask=self.empty_mask,
+            max_side=self.max_side, empty_mask=self.empty_mask,
         )
         return values

@@ -18,6 +18,14 @@ built (see :func:`_matrix_features`). There is no per-feature pass over
 dense ``levels × levels`` float arrays as in ``graycoprops``, which is why
 the 256-level case is an order of magnitude faster than scikit-image.
 
+Resolution policy: ``max_side`` (class default ``None``: the native
+resolution; the family default of :data:`featurepipe.features.bank.FAMILIES`
+is 512 px). A larger image and its mask are shrunk (area interpolation, mask
+nearest neighbour, never enlarged) before quantisation, so ``distances`` are
+pixels of that grid and the cost (linear in the pixel count) stops growing
+past ``max_side``; see
+:func:`featurepipe.features.firstorder.cap_resolution`.
+
 Offsets follow scikit-image: angle ``θ`` (radians) and distance ``d`` give
 the offset ``(round(sin θ·d), round(cos θ·d))`` (rows, columns; half away
 from zero), and the pair is (pixel, pixel + offset): ``P[i, j]`` counts
@@ -97,8 +105,10 @@ from .firstorder import (
     GRAY_LEVELS_CONSTRAINT,
     INTENSITY_RANGE_CONSTRAINT,
     LOG_BASE_CONSTRAINT,
+    MAX_SIDE_CONSTRAINT,
     REGION_CONSTRAINTS,
     EmptyRegion,
+    cap_resolution,
     intensity_bounds,
     quantize,
     resolve_region,
@@ -380,7 +390,7 @@ def _matrix_features(counts, levels, symmetric, ln_base):
 
 def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True,
                   aggregate="mean_range", log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean",
-                  empty_mask="error", prefix="glcm"):
+                  max_side=None, empty_mask="error", prefix="glcm"):
     """GLCM / Haralick texture features of an image, inside an optional mask.
 
     Parameters
@@ -415,6 +425,12 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
         Diagonal offsets as scikit-image (``"euclidean"``) or as mahotas and
         pyradiomics (``"chebyshev"``); identical for distance 1.
+    max_side : int, optional
+        Longest side, in pixels, of the grid the features are computed on:
+        a larger image (and its mask) is shrunk to it, never enlarged
+        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        ``None`` (default): the native resolution.
+        ``distances`` are in pixels of that grid.
     empty_mask : {"error", "nan", "image"}, default="error"
         Policy for an empty mask. A non-empty mask that holds no pair for
         some offset raises under ``"error"`` and gives NaN for that offset's
@@ -435,7 +451,7 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     the region's size.
     """
     names = glcm_feature_names(distances, angles, aggregate, prefix)
-    gray = to_gray(image)
+    gray, mask = cap_resolution(to_gray(image), mask, max_side)
     try:
         region = resolve_region(gray.shape, mask, empty_mask)
     except EmptyRegion:
@@ -490,6 +506,9 @@ class GLCMFeatures(FeatureExtractor):
     log_base : float, default=2
     intensity_range : (float, float) or "region", default=(0.0, 1.0)
     offset_metric : {"euclidean", "chebyshev"}, default="euclidean"
+    max_side : int, optional
+        Working resolution: longest side in pixels (larger images are shrunk
+        with area interpolation, never enlarged); ``None``: native.
     use_mask : bool, default=True
         Count only pairs inside the sample's mask (when it has one).
     empty_mask : {"error", "nan", "image"}, default="error"
@@ -506,8 +525,8 @@ class GLCMFeatures(FeatureExtractor):
     """
 
     def __init__(self, distances=(1,), angles=_DEFAULT_ANGLES, levels=64, symmetric=True, aggregate="mean_range",
-                 log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean", use_mask=True,
-                 empty_mask="error", cache=True, n_jobs=None):
+                 log_base=2.0, intensity_range=(0.0, 1.0), offset_metric="euclidean", max_side=None,
+                 use_mask=True, empty_mask="error", cache=True, n_jobs=None):
         self.distances = distances
         self.angles = angles
         self.levels = levels
@@ -516,6 +535,7 @@ class GLCMFeatures(FeatureExtractor):
         self.log_base = log_base
         self.intensity_range = intensity_range
         self.offset_metric = offset_metric
+        self.max_side = max_side
         self.use_mask = use_mask
         self.empty_mask = empty_mask
         self.cache = cache
@@ -531,6 +551,7 @@ class GLCMFeatures(FeatureExtractor):
         "log_base": LOG_BASE_CONSTRAINT,
         "intensity_range": INTENSITY_RANGE_CONSTRAINT,
         "offset_metric": [StrOptions(set(_OFFSET_METRICS))],
+        "max_side": MAX_SIDE_CONSTRAINT,
     }
 
     def _validate_param_rules(self):
@@ -561,6 +582,7 @@ class GLCMFeatures(FeatureExtractor):
         values, _ = glcm_features(
             image, mask if self.use_mask else None, distances=self.distances, angles=self.angles,
             levels=self.levels, symmetric=self.symmetric, aggregate=self.aggregate, log_base=self.log_base,
-            intensity_range=self.intensity_range, offset_metric=self.offset_metric, empty_mask=self.empty_mask,
+            intensity_range=self.intensity_range, offset_metric=self.offset_metric, max_side=self.max_side,
+            empty_mask=self.empty_mask,
         )
         return values

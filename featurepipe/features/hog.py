@@ -20,6 +20,11 @@ The descriptor is scikit-image's, with its parameters exposed; its length
 is ``n_blocks_row * n_blocks_col * cells_per_block[0] * cells_per_block[1] *
 orientations`` with ``n_blocks = size // pixels_per_cell - cells_per_block
 + 1`` per axis.
+
+Resolution policy: always the fixed ``size`` (no ``max_side``): cells of
+``pixels_per_cell`` pixels are fractions of that grid, and the cost per image
+is that of one ``size`` descriptor plus the resize, almost independent of the
+input size.
 """
 
 from __future__ import annotations

@@ -30,6 +30,14 @@ footprint is at most ``ceil(R)`` pixels away, so the counted region is the
 mask eroded by roughly ``R``; a region with no such pixel is "empty" (see
 ``empty_mask``).
 
+Resolution policy: ``max_side`` (class default ``None``: the native
+resolution; the family default of :data:`featurepipe.features.bank.FAMILIES`
+is 512 px). A larger image and its mask are shrunk (area interpolation, mask
+nearest neighbour, never enlarged) before the codes are computed, so the
+radii ``R`` are pixels of that grid and the cost (linear in the pixel count,
+the most expensive family per pixel) stops growing past ``max_side``; see
+:func:`featurepipe.features.firstorder.cap_resolution`.
+
 Intensities: the gray image (colour → BT.601 luma) is quantised to
 ``levels`` gray levels (default 256, see
 :func:`featurepipe.features.firstorder.quantize`) before the codes are
@@ -54,8 +62,10 @@ from ..base import FeatureExtractor
 from .firstorder import (
     GRAY_LEVELS_CONSTRAINT,
     INTENSITY_RANGE_CONSTRAINT,
+    MAX_SIDE_CONSTRAINT,
     REGION_CONSTRAINTS,
     EmptyRegion,
+    cap_resolution,
     empty_region,
     intensity_bounds,
     quantize,
@@ -156,7 +166,7 @@ def _eroded_region(region, footprint):
 
 
 def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels=256,
-                 intensity_range=(0.0, 1.0), empty_mask="error", prefix="lbp"):
+                 intensity_range=(0.0, 1.0), max_side=None, empty_mask="error", prefix="lbp"):
     """Normalised LBP histograms at one or several (P, R) scales, inside an optional mask.
 
     Parameters
@@ -173,6 +183,12 @@ def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels
         Gray levels the image is quantised to before computing the codes.
     intensity_range : (float, float) or "region", default=(0.0, 1.0)
         Intensity range mapped onto the levels.
+    max_side : int, optional
+        Longest side, in pixels, of the grid the features are computed on:
+        a larger image (and its mask) is shrunk to it, never enlarged
+        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        ``None`` (default): the native resolution.
+        Radii ``R`` are in pixels of that grid.
     empty_mask : {"error", "nan", "image"}, default="error"
         Policy when the mask is empty or no pixel's footprint fits inside it.
     prefix : str, default="lbp"
@@ -186,7 +202,7 @@ def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels
         ``prefix_<method>_p<P>_r<R>_b<bin>``.
     """
     names = lbp_feature_names(scales, method, prefix)
-    gray = to_gray(image)
+    gray, mask = cap_resolution(to_gray(image), mask, max_side)
     try:
         region = resolve_region(gray.shape, mask, empty_mask)
         quantised = {}  # the quantised image, per region used (the whole image: key None)
@@ -253,6 +269,9 @@ class LBPFeatures(FeatureExtractor):
     levels : int, default=256
         Gray levels before the codes are computed.
     intensity_range : (float, float) or "region", default=(0.0, 1.0)
+    max_side : int, optional
+        Working resolution: longest side in pixels (larger images are shrunk
+        with area interpolation, never enlarged); ``None``: native.
     use_mask : bool, default=True
     empty_mask : {"error", "nan", "image"}, default="error"
     cache : bool or path, default=True
@@ -265,12 +284,13 @@ class LBPFeatures(FeatureExtractor):
     ['lbp_uniform_p8_r1_b0', 'lbp_uniform_p8_r1_b1']
     """
 
-    def __init__(self, scales=((8, 1),), method="uniform", levels=256, intensity_range=(0.0, 1.0), use_mask=True,
-                 empty_mask="error", cache=True, n_jobs=None):
+    def __init__(self, scales=((8, 1),), method="uniform", levels=256, intensity_range=(0.0, 1.0), max_side=None,
+                 use_mask=True, empty_mask="error", cache=True, n_jobs=None):
         self.scales = scales
         self.method = method
         self.levels = levels
         self.intensity_range = intensity_range
+        self.max_side = max_side
         self.use_mask = use_mask
         self.empty_mask = empty_mask
         self.cache = cache
@@ -282,6 +302,7 @@ class LBPFeatures(FeatureExtractor):
         "method": [StrOptions(set(_METHODS))],
         "levels": GRAY_LEVELS_CONSTRAINT,
         "intensity_range": INTENSITY_RANGE_CONSTRAINT,
+        "max_side": MAX_SIDE_CONSTRAINT,
     }
 
     def _validate_param_rules(self):
@@ -314,6 +335,6 @@ class LBPFeatures(FeatureExtractor):
     def _extract(self, image, mask):
         values, _ = lbp_features(
             image, mask if self.use_mask else None, scales=self.scales, method=self.method, levels=self.levels,
-            intensity_range=self.intensity_range, empty_mask=self.empty_mask,
+            intensity_range=self.intensity_range, max_side=self.max_side, empty_mask=self.empty_mask,
         )
         return values

@@ -54,6 +54,15 @@ Notes
   sets where some images — e.g. BUSI's "normal" class — have empty masks;
   impute or drop them explicitly). Never zeros.
 * The image itself is not used.
+
+Resolution policy: always the mask's native resolution; there is no
+``max_side``. Area, perimeter and axis lengths are in pixels of the mask, so
+shrinking it would change their unit from image to image (an area would be
+in native pixels for a small image and in pixels of a coarser grid for a
+large one) and quantise thin outlines; the cost is that of contours and
+moments of one binary mask, a few ms even at 1024² (see
+``benchmarks/handcrafted_resolution.py``). Resize the images in a
+preprocessing step if every mask should be measured on one grid.
 """
 
 from __future__ import annotations
