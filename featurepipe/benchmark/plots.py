@@ -162,14 +162,15 @@ def _save(fig, path):
     import warnings
 
     path = Path(path)
+    cut = texts_outside(fig)  # each check draws the whole figure: check once per layout, not twice
     for _ in range(3):
-        if not texts_outside(fig):
+        if not cut:
             break
         drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
         width, height = fig.get_size_inches()
         fig.set_size_inches(width + max(0.0, -drawn.x0) + max(0.0, drawn.x1 - width) + 0.1,
                             height + max(0.0, -drawn.y0) + max(0.0, drawn.y1 - height) + 0.1)
-    cut = texts_outside(fig)
+        cut = texts_outside(fig)
     if cut:
         warnings.warn(f"{path.name}: text cut off at the figure's edge: {cut[:5]}", UserWarning, stacklevel=3)
     fig.savefig(path)
