@@ -494,8 +494,15 @@ def plot_fold_scores(result, path):
     return _save(fig, path)
 
 
+# Longest side of an image shown in a gallery panel, in pixels: a panel is about two inches wide at
+# savefig.dpi=200, so more pixels are invisible yet resampled for the PNG and embedded in the SVG twin.
+THUMBNAIL_MAX_SIDE = 400
+
+
 def _show_image(ax, image):
-    image = np.asarray(image)
+    from ..features.firstorder import cap_resolution
+
+    image, _ = cap_resolution(np.asarray(image, dtype=np.float32), None, THUMBNAIL_MAX_SIDE)
     if image.ndim == 2:
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     else:
