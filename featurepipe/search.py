@@ -41,12 +41,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone, is_classifier
 from sklearn.model_selection import GridSearchCV, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 
+from ._validation import ParamValidationMixin, invalid_parameter
 from .feature_store import FeatureStore, is_stateless
 
 __all__ = ["PrefixCachedGridSearchCV", "split_stateless_prefix", "step_is_stateless", "grid_step_names", "grid_list"]
@@ -156,7 +157,7 @@ def split_stateless_prefix(pipeline, param_grid=None):
     return prefix, suffix
 
 
-class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
+class PrefixCachedGridSearchCV(ParamValidationMixin, MetaEstimatorMixin, BaseEstimator):
     """Exhaustive grid search that computes the pipeline's stateless prefix once.
 
     Same parameters and fitted attributes as
@@ -216,15 +217,15 @@ class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         return tags
 
-    def _check_params(self):
-        if not isinstance(self.estimator, Pipeline):
-            raise TypeError(
-                f"estimator must be a sklearn or imblearn Pipeline; got {type(self.estimator).__name__}"
-            )
+    # GridSearchCV's constraints, with the estimator narrowed to a (sklearn or imblearn) Pipeline.
+    _parameter_constraints: dict = {**GridSearchCV._parameter_constraints, "estimator": [Pipeline]}
+
+    def _validate_param_rules(self):
         grids = grid_list(self.param_grid)
         if not grids or not all(grids):
-            raise ValueError("param_grid must be a non-empty dict or list of dicts")
+            raise invalid_parameter(self, "param_grid", "a non-empty dict or list of non-empty dicts")
 
+    @_fit_context(prefer_skip_nested_validation=False)  # the pipeline's own steps validate in their fit
     def fit(self, X, y=None, groups=None, **fit_params):
         """Compute the prefix once, search the suffix, refit the best full pipeline.
 
@@ -242,7 +243,6 @@ class PrefixCachedGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
         prefix, suffix = split_stateless_prefix(self.estimator, self.param_grid)
         prefix_names = [] if prefix is None else [name for name, _ in prefix.steps]
         bad = [k for k in fit_params if k.split("__", 1)[0] in prefix_names]
