@@ -58,6 +58,7 @@ __all__ = [
     "to_gray",
     "to_rgb",
     "resize_image",
+    "cap_resolution",
     "median_filter",
     "gaussian_filter",
     "gaussian_kernel_size",
@@ -187,6 +188,49 @@ def resize_image(image, mask, size, keep_aspect=False, pad_value=0.0, interpolat
         full[top:top + new_h, left:left + new_w] = new_mask
         new_mask = full
     return canvas, new_mask
+
+
+def cap_resolution(gray, mask, max_side):
+    """The working-resolution policy: shrink ``gray`` (and ``mask``) so the longer side is at most ``max_side``.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W)
+        Gray image.
+    mask : ndarray of bool, shape (H, W), or None
+    max_side : int or None
+        Longest side in pixels after shrinking; ``None`` keeps the native
+        resolution. Never enlarges: an image whose longer side is at most
+        ``max_side`` comes back unchanged (the same objects).
+
+    Returns
+    -------
+    gray : ndarray, shape (h, w)
+        ``h = round(H * s)``, ``w = round(W * s)`` (at least 1) with
+        ``s = max_side / max(H, W)``; shrunk with
+        :func:`resize_image` (OpenCV ``INTER_AREA``,
+        float32).
+    mask : ndarray of bool, shape (h, w), or None
+        Pixel-centre nearest neighbour (stays binary).
+
+    >>> import numpy as np
+    >>> gray, mask = cap_resolution(np.ones((1000, 500), np.float32), np.ones((1000, 500), bool), 256)
+    >>> gray.shape, mask.shape, mask.dtype
+    ((256, 128), (256, 128), dtype('bool'))
+    >>> cap_resolution(np.ones((100, 50), np.float32), None, 256)[0].shape  # never enlarged
+    (100, 50)
+    """
+    height, width = gray.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return gray, mask
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != (height, width):
+            raise ValueError(f"mask has shape {mask.shape} but the image is {(height, width)} (H, W); they must match")
+        mask = mask.astype(bool, copy=False)
+    scale = max_side / max(height, width)
+    size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+    return resize_image(gray, mask, size, interpolation="area")
 
 
 def median_filter(image, size):

@@ -500,7 +500,7 @@ THUMBNAIL_MAX_SIDE = 400
 
 
 def _show_image(ax, image):
-    from ..features.firstorder import cap_resolution
+    from ..preprocessing import cap_resolution
 
     image, _ = cap_resolution(np.asarray(image, dtype=np.float32), None, THUMBNAIL_MAX_SIDE)
     if image.ndim == 2:

@@ -23,7 +23,7 @@ _LAZY = {
     "CurveletFeatures": ".curvelet",
     "curvelet_features": ".curvelet",
     "FirstOrderFeatures": ".firstorder",
-    "cap_resolution": ".firstorder",
+    "cap_resolution": "..preprocessing",
     "first_order_features": ".firstorder",
     "GLCMFeatures": ".glcm",
     "cooccurrence_matrix": ".glcm",

@@ -40,7 +40,7 @@ if the patch should cover the same anatomy.
 Resolution: ``max_side`` (default ``None``: native) caps the working
 resolution; a larger image (and its mask) is shrunk with area interpolation
 so its longer side is ``max_side`` pixels, never enlarged (see
-:func:`featurepipe.features.firstorder.cap_resolution`). ``grid_step`` and
+:func:`featurepipe.preprocessing.cap_resolution`). ``grid_step`` and
 ``patch_size`` are pixels of that grid, so the number of descriptors, and the
 cost, stop growing with the image past ``max_side``.
 
@@ -73,7 +73,8 @@ from ..base import FeatureExtractor, describe_sample, step_token
 from ..cache import cached_per_sample, get_cache
 from ..io import ImageReadError, convert_channels, to_float_image
 from ..sample import as_samples
-from .firstorder import MAX_SIDE_CONSTRAINT, cap_resolution
+from ..preprocessing import cap_resolution
+from .firstorder import MAX_SIDE_CONSTRAINT
 
 __all__ = ["BagOfVisualWords", "dense_descriptors", "dense_keypoints"]
 

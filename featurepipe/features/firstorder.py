@@ -30,7 +30,7 @@ Shared conventions of the handcrafted extractors
   ``INTER_AREA``, aspect ratio kept) so that its longer side is at most
   ``max_side``, and the mask with pixel-centre nearest neighbour (it stays
   binary); an image already that small is used as it is, never enlarged
-  (:func:`cap_resolution`). Pixel distances (GLCM ``distances``, LBP radii,
+  (:func:`featurepipe.preprocessing.cap_resolution`). Pixel distances (GLCM ``distances``, LBP radii,
   BoVW grid and patches) then count pixels of that grid. HOG and curvelet
   features always resize to their fixed ``size``; shape features always run
   on the mask at its native resolution (their areas and perimeters are in
@@ -57,9 +57,9 @@ from sklearn.utils._param_validation import StrOptions
 from .._validation import StrictInterval, invalid_parameter
 from ..base import FeatureExtractor
 from ..io import to_gray  # re-exported: glcm, lbp and hog take it from here
-from ..preprocessing import resize_image
+from ..preprocessing import cap_resolution
 
-__all__ = ["first_order_features", "first_order_feature_names", "FirstOrderFeatures", "to_gray", "cap_resolution"]
+__all__ = ["first_order_features", "first_order_feature_names", "FirstOrderFeatures", "to_gray"]
 
 EMPTY_MASK_POLICIES = ("error", "nan", "image")
 # Values at most this far outside a fixed intensity range are clipped (float rounding in
@@ -75,46 +75,6 @@ def _check_mask_shape(mask, shape):
     if mask.shape != tuple(shape):
         raise ValueError(f"mask has shape {mask.shape} but the image is {tuple(shape)} (H, W); they must match")
     return mask.astype(bool, copy=False)
-
-
-def cap_resolution(gray, mask, max_side):
-    """The working-resolution policy: shrink ``gray`` (and ``mask``) so the longer side is at most ``max_side``.
-
-    Parameters
-    ----------
-    gray : ndarray, shape (H, W)
-        Gray image.
-    mask : ndarray of bool, shape (H, W), or None
-    max_side : int or None
-        Longest side in pixels after shrinking; ``None`` keeps the native
-        resolution. Never enlarges: an image whose longer side is at most
-        ``max_side`` comes back unchanged (the same objects).
-
-    Returns
-    -------
-    gray : ndarray, shape (h, w)
-        ``h = round(H * s)``, ``w = round(W * s)`` (at least 1) with
-        ``s = max_side / max(H, W)``; shrunk with
-        :func:`featurepipe.preprocessing.resize_image` (OpenCV ``INTER_AREA``,
-        float32).
-    mask : ndarray of bool, shape (h, w), or None
-        Pixel-centre nearest neighbour (stays binary).
-
-    >>> import numpy as np
-    >>> gray, mask = cap_resolution(np.ones((1000, 500), np.float32), np.ones((1000, 500), bool), 256)
-    >>> gray.shape, mask.shape, mask.dtype
-    ((256, 128), (256, 128), dtype('bool'))
-    >>> cap_resolution(np.ones((100, 50), np.float32), None, 256)[0].shape  # never enlarged
-    (100, 50)
-    """
-    height, width = gray.shape[:2]
-    if max_side is None or max(height, width) <= max_side:
-        return gray, mask
-    if mask is not None:
-        mask = _check_mask_shape(mask, gray.shape[:2])
-    scale = max_side / max(height, width)
-    size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
-    return resize_image(gray, mask, size, interpolation="area")
 
 
 #: ``max_side``: the working resolution's longest side in pixels, or None for the native resolution.
@@ -292,7 +252,7 @@ def first_order_features(image, mask=None, *, bins=64, histogram_bins=8, percent
     max_side : int, optional
         Longest side, in pixels, of the grid the features are computed on:
         a larger image (and its mask) is shrunk to it, never enlarged
-        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        (see :func:`featurepipe.preprocessing.cap_resolution`);
         ``None`` (default): the native resolution.
     empty_mask : {"error", "nan", "image"}, default="error"
         What an empty mask gives (see the module docstring).

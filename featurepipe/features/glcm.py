@@ -24,7 +24,7 @@ is 512 px). A larger image and its mask are shrunk (area interpolation, mask
 nearest neighbour, never enlarged) before quantisation, so ``distances`` are
 pixels of that grid and the cost (linear in the pixel count) stops growing
 past ``max_side``; see
-:func:`featurepipe.features.firstorder.cap_resolution`.
+:func:`featurepipe.preprocessing.cap_resolution`.
 
 Offsets follow scikit-image: angle ``θ`` (radians) and distance ``d`` give
 the offset ``(round(sin θ·d), round(cos θ·d))`` (rows, columns; half away
@@ -101,6 +101,7 @@ from sklearn.utils._param_validation import StrOptions
 
 from .._validation import invalid_parameter
 from ..base import FeatureExtractor
+from ..preprocessing import cap_resolution
 from .firstorder import (
     GRAY_LEVELS_CONSTRAINT,
     INTENSITY_RANGE_CONSTRAINT,
@@ -108,7 +109,6 @@ from .firstorder import (
     MAX_SIDE_CONSTRAINT,
     REGION_CONSTRAINTS,
     EmptyRegion,
-    cap_resolution,
     intensity_bounds,
     quantize,
     resolve_region,
@@ -428,7 +428,7 @@ def glcm_features(image, mask=None, *, distances=(1,), angles=_DEFAULT_ANGLES, l
     max_side : int, optional
         Longest side, in pixels, of the grid the features are computed on:
         a larger image (and its mask) is shrunk to it, never enlarged
-        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        (see :func:`featurepipe.preprocessing.cap_resolution`);
         ``None`` (default): the native resolution.
         ``distances`` are in pixels of that grid.
     empty_mask : {"error", "nan", "image"}, default="error"

@@ -36,7 +36,7 @@ is 512 px). A larger image and its mask are shrunk (area interpolation, mask
 nearest neighbour, never enlarged) before the codes are computed, so the
 radii ``R`` are pixels of that grid and the cost (linear in the pixel count,
 the most expensive family per pixel) stops growing past ``max_side``; see
-:func:`featurepipe.features.firstorder.cap_resolution`.
+:func:`featurepipe.preprocessing.cap_resolution`.
 
 Intensities: the gray image (colour → BT.601 luma) is quantised to
 ``levels`` gray levels (default 256, see
@@ -59,13 +59,13 @@ from sklearn.utils._param_validation import StrOptions
 
 from .._validation import invalid_parameter
 from ..base import FeatureExtractor
+from ..preprocessing import cap_resolution
 from .firstorder import (
     GRAY_LEVELS_CONSTRAINT,
     INTENSITY_RANGE_CONSTRAINT,
     MAX_SIDE_CONSTRAINT,
     REGION_CONSTRAINTS,
     EmptyRegion,
-    cap_resolution,
     empty_region,
     intensity_bounds,
     quantize,
@@ -186,7 +186,7 @@ def lbp_features(image, mask=None, *, scales=((8, 1),), method="uniform", levels
     max_side : int, optional
         Longest side, in pixels, of the grid the features are computed on:
         a larger image (and its mask) is shrunk to it, never enlarged
-        (see :func:`featurepipe.features.firstorder.cap_resolution`);
+        (see :func:`featurepipe.preprocessing.cap_resolution`);
         ``None`` (default): the native resolution.
         Radii ``R`` are in pixels of that grid.
     empty_mask : {"error", "nan", "image"}, default="error"
