@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .._validation import check_choice
+from .._validation import check_choice, invalid_value_message
 from .._version import __version__, package_versions
 from ..base import set_feature_cache
 from ..cluster import extract_on_cluster
@@ -128,12 +128,12 @@ class SummaryOptions:
         object.__setattr__(self, "metrics", tuple(check_metric_names(self.metrics)))
         check_choice("rank_by", self.rank_by, METRIC_NAMES)
         if self.rope is not None and not (isinstance(self.rope, (int, float)) and self.rope >= 0):
-            raise ValueError(f"rope must be a number >= 0 or None; got {self.rope!r}")
+            raise ValueError(invalid_value_message("rope", self.rope, "a number >= 0 or None"))
 
 
 def _check_flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r}")
+        raise TypeError(invalid_value_message(name, value, "True or False"))
 
 
 # ----------------------------------------------------------------------------- the plan
