@@ -23,8 +23,12 @@ time). The goal rows are issue 14's (3-class: accuracy >= 0.85, MCC >= 0.75,
 ROC-AUC >= 0.95; ROI: ROC-AUC >= 0.95); the fraction of the goal reached is
 the best named recipe's value divided by the goal, per metric.
 
-Nothing here tunes anything: every row runs a recipe at its stated defaults
-(see ``Recipe.defaults``), chosen by principle and never by these folds.
+Every row runs a recipe at its stated defaults (see ``Recipe.defaults``),
+chosen by principle and never by these folds, except the rows marked
+``tuned``: those choose among the recipe's default grid (``recipes.grid``)
+by nested CV (an inner grouped 3-fold CV on each outer training part, as
+``featurepipe benchmark --tune`` does), and the parameters chosen per outer
+fold are listed under the table. The outer test folds never choose anything.
 
 Run ``python benchmarks/accuracy.py`` (``--help`` for options; ``--limit``
 runs a small stratified subset as a smoke test). The CNN is
@@ -43,6 +47,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,29 +63,44 @@ from featurepipe.datasets import load_busi  # noqa: E402
 GOALS = {"3class": {"accuracy": 0.85, "mcc": 0.75, "roc_auc": 0.95}, "roi": {"roc_auc": 0.95}}
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc")
 
-#: (row name, capability shown, recipe, make() options) per task.
+class Row(NamedTuple):
+    """One table row: a recipe with ``make()`` options, optionally tuned by nested CV."""
+
+    name: str
+    capability: str
+    recipe: str
+    options: dict
+    #: Tune the recipe's default grid (``recipes.grid``) by an inner grouped CV on each outer training part.
+    tune: bool = False
+
+
+#: The rows of each task, in table order.
 ROWS = {
     "3class": [
-        ("convnet_svm_linear, unweighted", "before (published classifier)", "convnet_svm_linear",
+        Row("convnet_svm_linear, unweighted", "before (published classifier)", "convnet_svm_linear",
          {"class_weight": None}),
-        ("convnet_svm_linear", "class_weight='balanced' (default)", "convnet_svm_linear", {}),
-        ("hog_svm, unweighted", "before", "hog_svm", {"class_weight": None}),
-        ("hog_svm", "class_weight='balanced' (default)", "hog_svm", {}),
-        ("firstorder_glcm_svm", "class_weight='balanced' (default)", "firstorder_glcm_svm", {}),
-        ("hybrid_svm, unweighted", "before", "hybrid_svm", {"class_weight": None}),
-        ("hybrid_svm", "class_weight='balanced' (default)", "hybrid_svm", {}),
-        ("fusion_soft_vote", "fusion: soft vote of deep + HOG + texture", "fusion_soft_vote", {}),
-        ("fusion_stack", "fusion: stacking, logistic regression on out-of-fold probabilities", "fusion_stack", {}),
+        Row("convnet_svm_linear", "class_weight='balanced' (default)", "convnet_svm_linear", {}),
+        Row("hog_svm, unweighted", "before", "hog_svm", {"class_weight": None}),
+        Row("hog_svm", "class_weight='balanced' (default)", "hog_svm", {}),
+        Row("firstorder_glcm_svm", "class_weight='balanced' (default)", "firstorder_glcm_svm", {}),
+        Row("hybrid_svm, unweighted", "before", "hybrid_svm", {"class_weight": None}),
+        Row("hybrid_svm", "class_weight='balanced' (default)", "hybrid_svm", {}),
+        Row("fusion_soft_vote", "fusion: soft vote of deep + HOG + texture", "fusion_soft_vote", {}),
+        Row("fusion_stack", "fusion: stacking, logistic regression on out-of-fold probabilities", "fusion_stack", {}),
+        Row("convnet_svm_linear, tuned", "tuned: default grid by nested CV (--tune)", "convnet_svm_linear", {},
+            tune=True),
+        Row("hybrid_svm, tuned", "tuned: default grid by nested CV (--tune)", "hybrid_svm", {}, tune=True),
+        Row("fusion_stack, tuned", "tuned: default grid by nested CV (--tune)", "fusion_stack", {}, tune=True),
     ],
     "roi": [
-        ("convnet_svm_linear, whole image", "whole-image baseline", "convnet_svm_linear", {}),
-        ("convnet_svm_linear, use_mask", "use_mask: CNN on the lesion crop (+32 px)", "convnet_svm_linear",
+        Row("convnet_svm_linear, whole image", "whole-image baseline", "convnet_svm_linear", {}),
+        Row("convnet_svm_linear, use_mask", "use_mask: CNN on the lesion crop (+32 px)", "convnet_svm_linear",
          {"use_mask": True}),
-        ("hog_svm, whole image", "whole-image baseline", "hog_svm", {}),
-        ("hog_svm, use_mask", "use_mask: HOG of the masked region", "hog_svm", {"use_mask": True}),
-        ("hybrid_svm, use_mask", "use_mask: CNN on the crop + region texture", "hybrid_svm", {"use_mask": True}),
-        ("fusion_soft_vote, use_mask", "fusion (soft vote) + use_mask", "fusion_soft_vote", {"use_mask": True}),
-        ("fusion_stack, use_mask", "fusion (stacking) + use_mask", "fusion_stack", {"use_mask": True}),
+        Row("hog_svm, whole image", "whole-image baseline", "hog_svm", {}),
+        Row("hog_svm, use_mask", "use_mask: HOG of the masked region", "hog_svm", {"use_mask": True}),
+        Row("hybrid_svm, use_mask", "use_mask: CNN on the crop + region texture", "hybrid_svm", {"use_mask": True}),
+        Row("fusion_soft_vote, use_mask", "fusion (soft vote) + use_mask", "fusion_soft_vote", {"use_mask": True}),
+        Row("fusion_stack, use_mask", "fusion (stacking) + use_mask", "fusion_stack", {"use_mask": True}),
     ],
 }
 
@@ -107,25 +127,26 @@ def _limit(dataset, n_per_class, seed=0):
 def run_task(task, dataset, *, cv, cache_dir, out_dir):
     """Run the rows of ``task`` in one benchmark; returns a list of row dicts."""
     rows = ROWS[task]
-    pipelines = {name: _with_disk_cache(recipes.make(recipe, **options), cache_dir)
-                 for name, _, recipe, options in rows}
+    pipelines = {row.name: _with_disk_cache(recipes.make(row.recipe, **row.options), cache_dir) for row in rows}
+    param_grids = {row.name: recipes.grid(row.recipe) for row in rows if row.tune}
     pos_label = "malignant" if task == "roi" else None
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        result = run_benchmark(dataset, pipelines, cv=cv, pos_label=pos_label, output_dir=out_dir / task,
+        result = run_benchmark(dataset, pipelines, cv=cv, param_grids=param_grids, pos_label=pos_label, output_dir=out_dir / task,
                                plots=False, progress=True, resume=True)
     wall = time.perf_counter() - started
     table = []
-    for name, capability, recipe, options in rows:
-        summary = result.summary[name]
-        predicted = {label for fold in result.folds if fold.get("pipeline") == name
-                     for label in fold.get("y_pred", [])}
-        table.append({"row": name, "capability": capability, "recipe": recipe, "options": options,
+    for row in rows:
+        summary = result.summary[row.name]
+        folds = [fold for fold in result.folds if fold.get("pipeline") == row.name]
+        predicted = {label for fold in folds for label in fold.get("y_pred", [])}
+        table.append({"row": row.name, "capability": row.capability, "recipe": row.recipe, "options": row.options,
+                      "tuned": row.tune, "chosen_params": [fold.get("best_params") for fold in folds if row.tune],
                       **{m: summary[m]["mean"] for m in COLUMNS},
                       **{f"{m}_std": summary[m]["std"] for m in COLUMNS},
                       "balanced_accuracy": summary["balanced_accuracy"]["mean"],
-                      "seconds": result.timings[name]["total_s"],
+                      "seconds": result.timings[row.name]["total_s"],
                       "predicted_classes": sorted(map(str, predicted))})
     print(f"[{task}] {len(dataset)} images, classes {dataset.class_counts()}, wall {wall:.0f} s", flush=True)
     return table, wall
@@ -161,6 +182,11 @@ def markdown(task, table, wall, cv):
     reached = ", ".join(f"{m} {best[m]:.3f}/{goal[m]:.2f} = {fractions[m]:.1%}"
                         f" ({'reached' if best[m] >= goal[m] else f'short by {goal[m] - best[m]:.3f}'})"
                         for m in goal)
+    tuned = [r for r in table if r.get("tuned")]
+    if tuned:
+        lines += ["", "Parameters chosen by the inner CV, per outer fold:", ""]
+        lines += [f"- {r['row']}: " + "; ".join(json.dumps(p, sort_keys=True) for p in r["chosen_params"])
+                  for r in tuned]
     lines += ["", f"Fraction of the goal reached (best row by {'MCC' if 'mcc' in goal else 'ROC-AUC'}: "
                   f"{best['row']}): {reached}.", ""]
     return "\n".join(lines)
