@@ -291,7 +291,8 @@ class Sample:
 
     def __repr__(self):
         where = self._source.describe()
-        return f"Sample(key={self.key[:12]!r}, label={self.label!r}, group={self.group!r}, source={where!r})"
+        paired = "" if self.partner is None else f", partner={self.partner._source.describe()!r}"
+        return f"Sample(key={self.key[:12]!r}, label={self.label!r}, group={self.group!r}, source={where!r}{paired})"
 
     # -- construction -------------------------------------------------------------
     @classmethod
