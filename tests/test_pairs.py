@@ -21,7 +21,7 @@ from featurepipe import recipes
 from featurepipe.base import ImageStepError, step_token
 from featurepipe.benchmark import run_benchmark
 from featurepipe.dataset import Dataset
-from featurepipe.datasets import load_dataset, load_dmr_ir, load_manifest, write_manifest
+from featurepipe.datasets import load_dataset, load_dmr_ir, load_manifest, verify_manifest, write_manifest
 from featurepipe.feature_store import FeatureStore
 from featurepipe.features import BagOfVisualWords, FirstOrderFeatures, GLCMFeatures, make_feature_bank
 from featurepipe.pairs import PairAsymmetry, UnpairedSampleError, pair_feature_names, pair_features
@@ -284,6 +284,11 @@ def test_a_manifest_partner_column_pairs_each_row(paired_root):
     out = write_manifest(ds, paired_root / "written.csv", checksums=False)
     assert out.read_text().splitlines()[0] == "path,label,group,mask,sha256,mask_sha256,partner"
     assert [s.key for s in load_manifest(out)] == [s.key for s in ds]
+    # verify_manifest counts the partner images as listed files (not as extra files); a lost one is missing.
+    report = verify_manifest(out)
+    assert report.ok and report.extra == [] and report.n_files == 8 and report.missing == []
+    (paired_root / "sick/S001/contralateral.png").unlink()
+    assert verify_manifest(out).missing == [("sick/S001/contralateral.png", 5)]
 
 
 def test_a_manifest_partner_is_checked_like_an_image_path(paired_root, tmp_path):
