@@ -378,6 +378,19 @@ pair_asymmetry = "absdiff"
         experiment.load_data(folder.dataset)
 
 
+def test_benchmark_pairs_flag(tmp_path, capsys):
+    from featurepipe.cli import main
+
+    write_paired_thermograms(tmp_path / "thermo", n_per_class=6, size=16)
+    code = main(["benchmark", str(tmp_path / "thermo"), "--layout", "dmr-ir", "--pairs", "--recipes", "glcm_svm",
+                 "--set", "recipes.glcm_svm.pair_asymmetry=absdiff", "--splits", "3", "--no-plots", "--no-cache",
+                 "--duplicates", "exact", "--output", str(tmp_path / "out")])
+    assert code == 0
+    stored = (tmp_path / "out" / "experiment.toml").read_text()
+    assert "pairs = true" in stored and 'pair_asymmetry = "absdiff"' in stored
+    assert "12 independent groups" in (tmp_path / "out" / "summary.md").read_text()  # 12 patients, 12 pairs
+
+
 # ----------------------------------------------------------------------------- the synthetic demonstration
 def test_only_the_asymmetry_separates_the_synthetic_paired_thermograms(tmp_path):
     write_paired_thermograms(tmp_path, n_per_class=20, size=32, seed=0)
