@@ -72,6 +72,15 @@ a stand-in region (the whole image, a random box): the crop's size and
 content would still tell normal from lesion. The lesion-region task is
 benign-vs-malignant, on images that all have a lesion.
 
+Paired images (``pair_asymmetry``)
+----------------------------------
+For data that pair images (thermography's hot-spot and contralateral
+crops, one label per pair; :mod:`featurepipe.pairs`), ``make(name,
+pair_asymmetry=True)`` makes the ``"features"`` step a
+:class:`~featurepipe.pairs.PairAsymmetry` around the recipe's own
+extractor: ``[f(a), |f(a) - f(b)|]`` of the two crops. Off by default; the
+principle (bilateral asymmetry) is in :func:`make`'s docstring.
+
 Fusion
 ------
 ``fusion_soft_vote`` averages the calibrated probabilities of three member
