@@ -11,6 +11,7 @@ _LAZY = {
     "FeatureExtractor": ".base",
     "FeatureStore": ".feature_store",
     "ImageStep": ".base",
+    "PairAsymmetry": ".pairs",
     "is_stateless": ".base",
     "step_token": ".base",
     "ImageReadError": ".io",

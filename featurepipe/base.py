@@ -130,7 +130,9 @@ class ImageStep(ParamValidationMixin, _StatelessTagsMixin, TransformerMixin, Bas
         token = step_token(frozen)
         out = np.empty(len(samples), dtype=object)
         for i, sample in enumerate(samples):
-            out[i] = sample.derive(token, _StepCall(frozen, describe_sample(sample)))
+            partner = sample.partner  # a paired sample's other image goes through the step too
+            out[i] = sample.derive(token, _StepCall(frozen, describe_sample(sample)),
+                                   partner_func=None if partner is None else _StepCall(frozen, describe_sample(partner)))
         return out
 
     def _apply(self, image, mask):

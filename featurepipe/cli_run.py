@@ -90,6 +90,10 @@ def register(subparsers):
     bench.add_argument("--demo", action="store_true",
                        help="use the synthetic demo dataset (generated offline on first use)")
     bench.add_argument("--layout", default=None, help="dataset layout (default: detected)")
+    bench.add_argument("--pairs", action="store_true",
+                       help="paired images, one sample per pair: dmr-ir patient folders of exactly two crops (the "
+                            "contralateral one named '*contralateral.<ext>'), or a manifest's partner column; "
+                            "describe them with --set recipes.NAME.pair_asymmetry=concat_absdiff (docs/pairs.md)")
     bench.add_argument("--mode", choices=("gray", "rgb"), default=None,
                        help="channels to read the images in (default: the layout's default, else what the files "
                             "store)")
@@ -312,6 +316,8 @@ def _apply_common_flags(spec, args):
         d.mode = None if args.mode == "keep" else args.mode
     if args.allow_outside_root:
         d.allow_outside_root = True
+    if getattr(args, "pairs", False):
+        d.pairs = True
     if args.seed is not None:
         spec.cv.seed = args.seed
     if args.no_cache:

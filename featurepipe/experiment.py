@@ -59,7 +59,11 @@ parallel, see :func:`~featurepipe.benchmark.run_benchmark`).
 layout: mask files beside images), ``task``/``unit`` (layouts that offer
 several), ``allow_outside_root`` (manifests), ``duplicates`` (``"near"``,
 ``"exact"``, ``"none"``), ``duplicate_threshold``, ``on_error``
-(``"skip"``, ``"record"``, ``"raise"``).
+(``"skip"``, ``"record"``, ``"raise"``), ``pairs`` (true: paired images,
+one sample per pair: the dmr-ir layout's two crops per patient folder, or a
+manifest's required ``partner`` column; a manifest with that column pairs
+without it; see ``docs/pairs.md``) and, for dmr-ir, ``partner_marker``.
+Recipes describe pairs with the pipeline option ``pair_asymmetry``.
 
 ``[cv]``: ``splits`` (5), ``repeats`` (1), ``seed`` (0: the splits and every
 recipe's ``random_state``), ``inner_splits`` (3: folds of the nested tuning
@@ -175,6 +179,8 @@ class DatasetSpec:
     duplicates: str = "near"
     duplicate_threshold: float | None = None
     on_error: str = "skip"
+    pairs: bool = False
+    partner_marker: str | None = None
 
 
 @dataclass
@@ -340,7 +346,8 @@ def from_dict(data):
         allow_outside_root=_bool(ds, "allow_outside_root", "dataset.", False),
         duplicates=_str(ds, "duplicates", "dataset.", "near", ("near", "exact", "none")),
         duplicate_threshold=ds.get("duplicate_threshold"),
-        on_error=_str(ds, "on_error", "dataset.", "skip", ("skip", "record", "raise")))
+        on_error=_str(ds, "on_error", "dataset.", "skip", ("skip", "record", "raise")),
+        pairs=_bool(ds, "pairs", "dataset.", False), partner_marker=_str(ds, "partner_marker", "dataset.", None))
     threshold = dataset.duplicate_threshold
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0 < threshold <= 1):
@@ -669,6 +676,16 @@ def load_data(dataset_spec):
             raise SpecError("dataset.allow_outside_root", "dataset.allow_outside_root (--allow-outside-root) "
                                                           "applies to manifests only")
         options["allow_outside_root"] = True
+    if d.pairs:
+        if layout not in ("dmr-ir", "manifest"):
+            raise SpecError("dataset.pairs", f"dataset.pairs applies to the dmr-ir and manifest layouts, not to "
+                                             f"{layout!r}")
+        options["pairs"] = True
+    if d.partner_marker is not None:
+        if layout != "dmr-ir" or not d.pairs:
+            raise SpecError("dataset.partner_marker", "dataset.partner_marker applies to the dmr-ir layout with "
+                                                      "dataset.pairs = true")
+        options["partner_marker"] = d.partner_marker
     return load_dataset(d.path, layout, **options)
 
 

@@ -368,7 +368,7 @@ class FeatureStore:
             else:
                 image, mask = d.load()
                 out[i] = Sample(d.key, _Pixels(image, mask, d.path or "<array>"), label=d.label, group=d.group,
-                                meta=d.meta)
+                                meta=d.meta, partner=d.partner)
         return out
 
     # -- one feature extractor, per sample through the cache ----------------------------------

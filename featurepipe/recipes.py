@@ -72,6 +72,15 @@ a stand-in region (the whole image, a random box): the crop's size and
 content would still tell normal from lesion. The lesion-region task is
 benign-vs-malignant, on images that all have a lesion.
 
+Paired images (``pair_asymmetry``)
+----------------------------------
+For data that pair images (thermography's hot-spot and contralateral
+crops, one label per pair; :mod:`featurepipe.pairs`), ``make(name,
+pair_asymmetry=True)`` makes the ``"features"`` step a
+:class:`~featurepipe.pairs.PairAsymmetry` around the recipe's own
+extractor: ``[f(a), |f(a) - f(b)|]`` of the two crops. Off by default; the
+principle (bilateral asymmetry) is in :func:`make`'s docstring.
+
 Fusion
 ------
 ``fusion_soft_vote`` averages the calibrated probabilities of three member
@@ -879,7 +888,25 @@ def _sampler(balancing, random_state):
     raise ValueError(f"balancing must be one of {builtins.list(BALANCING)}; got {balancing!r}")
 
 
-def make(name, **options):
+def _pair_asymmetry_features(recipe, features, combine):
+    """The ``"features"`` step of :func:`make`'s ``pair_asymmetry`` option: ``features`` wrapped for pairs."""
+    from .feature_store import is_stateless
+    from .pairs import PAIR_COMBINATIONS, PairAsymmetry
+
+    given = combine
+    combine = "concat_absdiff" if combine is True else combine
+    if combine not in PAIR_COMBINATIONS:
+        raise ValueError(f"pair_asymmetry must be None, True or one of {builtins.list(PAIR_COMBINATIONS)}; "
+                         f"got {given!r}")
+    if features is None or not is_stateless(features):
+        what = ("it has no feature step (end-to-end or fusion)" if features is None else
+                f"its features ({type(features).__name__}) learn from the training data")
+        raise ValueError(f"recipe {recipe.name!r} does not accept the option pair_asymmetry={given!r}: {what}; "
+                         "pair asymmetry wraps stateless features (handcrafted, CNN, hybrid recipes)")
+    return PairAsymmetry(features, combine=combine)
+
+
+def make(name, *, pair_asymmetry=None, **options):
     """Build recipe ``name`` as an :class:`imblearn.pipeline.Pipeline` (unfitted).
 
     Each recipe accepts the options named in its ``Recipe.options``
@@ -926,6 +953,25 @@ def make(name, **options):
         A recipe's own options, e.g. ``epochs`` and ``patience`` of
         ``keras_head``, and also ``fine_tune_epochs`` and ``unfreeze`` of
         ``keras_finetune`` and ``keras_finetune_earlystop``.
+    pair_asymmetry : {None, True, "concat_absdiff", "absdiff", "diff"}, default=None
+        For data that pair images (thermography's hot-spot crop with the
+        contralateral crop of the same patient, one label per pair; see
+        :mod:`featurepipe.pairs`): the ``"features"`` step becomes
+        :class:`~featurepipe.pairs.PairAsymmetry` around the recipe's own
+        extractor, describing each pair by ``[f(a), |f(a) - f(b)|]`` (``True``
+        or ``"concat_absdiff"``), ``|f(a) - f(b)|`` or ``f(a) - f(b)``.
+        Default ``None``: the recipe's features of the sample's (primary)
+        image only. Why: breast thermography is read by bilateral
+        asymmetry, since a tumour warms one breast while skin temperature
+        varies far more between women than between a healthy woman's two
+        sides; the difference of the two crops' features removes what the
+        sides share (the woman, the room, the camera) and keeps what one
+        side has alone. Recipes with a feature step whose features learn
+        nothing from the data accept it (handcrafted, CNN, hybrid); the
+        others (end-to-end, fusion, bag of words, autoencoder) refuse it.
+        Unpaired samples are refused when features are computed, naming
+        the sample. Image steps (preprocessing, ``"roi"``) apply to both
+        images of a pair.
 
     Returns
     -------
@@ -960,6 +1006,8 @@ def make(name, **options):
 
         steps.append(("roi", CropToMask(margin=ROI_MARGIN)))
     steps += builtins.list(parts.image_steps)
+    if pair_asymmetry not in (None, False):
+        parts = parts._replace(features=_pair_asymmetry_features(recipe, parts.features, pair_asymmetry))
     if parts.features is not None:
         steps += [("features", parts.features), ("scale", StandardScaler())]
     if sampler is not None:

@@ -13,7 +13,22 @@ Keys
 * file: hash of the file bytes, the channel ``mode`` and the mask file bytes;
 * array: hash of the array's dtype, shape and bytes (image and mask);
 * derived: hash of (parent key, step token), where the step token names the
-  step class, its parameters and the featurepipe version.
+  step class, its parameters and the featurepipe version;
+* pair: hash of (``"pair"``, primary key, partner key).
+
+Paired images
+-------------
+Some datasets give two images per labelled case, e.g. thermography's crop
+of the hot spot and the crop of the contralateral (mirror) region of the
+same patient. Such a case is *one* sample (one label, one group): the
+primary crop is the sample's image, and the other crop is its
+:attr:`Sample.partner`, a sample of its own (decoded lazily; its errors name
+its file). :meth:`Sample.with_partner` makes the pair; its key covers both
+images, so anything cached per pair changes when either file does. Image
+steps (:meth:`Sample.derive`) apply to both images of a pair, so a pair
+keeps two images that went through the same preprocessing; feature
+extractors read the primary image, and
+:class:`~featurepipe.pairs.PairAsymmetry` combines the features of both.
 """
 
 from __future__ import annotations
@@ -243,22 +258,28 @@ class Sample:
         Patient / duplicate-cluster id for grouped splitting.
     meta : mapping
         Read-only metadata; ``meta["path"]`` is the source file if any.
+    partner : Sample or None
+        The other image of a paired case (see "Paired images" in the module
+        docstring; made by :meth:`with_partner`), ``None`` for a single image.
     """
 
-    __slots__ = ("key", "label", "group", "_meta", "_source")
+    __slots__ = ("key", "label", "group", "_meta", "_source", "partner")
 
-    def __init__(self, key, source, *, label=None, group=None, meta=None):
+    def __init__(self, key, source, *, label=None, group=None, meta=None, partner=None):
+        if partner is not None and (not isinstance(partner, Sample) or partner.partner is not None):
+            raise TypeError(f"partner must be a Sample without a partner of its own; got {partner!r}")
         object.__setattr__(self, "key", str(key))
         object.__setattr__(self, "label", label)
         object.__setattr__(self, "group", group)
         object.__setattr__(self, "_meta", dict(meta or {}))
         object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "partner", partner)
 
     def __setattr__(self, name, value):
         raise AttributeError("Sample is immutable; use Sample.replace(...) to make a modified copy")
 
     def __reduce__(self):
-        return (_rebuild_sample, (self.key, self._source, self.label, self.group, self._meta))
+        return (_rebuild_sample, (self.key, self._source, self.label, self.group, self._meta, self.partner))
 
     def __eq__(self, other):
         if not isinstance(other, Sample):
@@ -270,7 +291,8 @@ class Sample:
 
     def __repr__(self):
         where = self._source.describe()
-        return f"Sample(key={self.key[:12]!r}, label={self.label!r}, group={self.group!r}, source={where!r})"
+        paired = "" if self.partner is None else f", partner={self.partner._source.describe()!r}"
+        return f"Sample(key={self.key[:12]!r}, label={self.label!r}, group={self.group!r}, source={where!r}{paired})"
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -334,22 +356,56 @@ class Sample:
             mask.setflags(write=False)
         return cls(key, _ArraySource(image, mask), label=label, group=group, meta=meta)
 
-    def derive(self, token, func):
+    def derive(self, token, func, *, partner_func=None):
         """The sample produced by ``func(image, mask) -> (image, mask)``, keyed by ``token``.
 
         ``func`` must be picklable and deterministic; ``token`` must change
         whenever ``func``'s output can change (step class and parameters).
+        A paired sample's partner is derived by the same step: with
+        ``partner_func`` when given (the same computation, e.g. with errors
+        that name the partner's file), else with ``func``.
         """
+        partner = self.partner
+        if partner is not None:
+            partner = partner.derive(token, func if partner_func is None else partner_func)
         return Sample(derive_key(self.key, token), _DerivedSource(self, func),
-                      label=self.label, group=self.group, meta=self._meta)
+                      label=self.label, group=self.group, meta=self._meta, partner=partner)
+
+    def with_partner(self, partner):
+        """The paired sample: this image as the primary one, ``partner`` as the other (see "Paired images").
+
+        The pair keeps this sample's label, group and metadata (plus
+        ``meta["partner_path"]``, the partner's file if any); its key is a
+        hash of both keys.
+
+        >>> import numpy as np
+        >>> hot = Sample.from_array(np.eye(3, dtype=np.uint8) * 255, label="sick", group="P1")
+        >>> contra = Sample.from_array(np.zeros((3, 3), np.uint8))
+        >>> pair = hot.with_partner(contra)
+        >>> pair.label, pair.group, pair.partner is contra, pair.key not in (hot.key, contra.key)
+        ('sick', 'P1', True, True)
+        >>> float(pair.image.sum()), float(pair.partner.image.sum())
+        (3.0, 0.0)
+        """
+        if not isinstance(partner, Sample):
+            raise TypeError(f"partner must be a Sample; got {type(partner).__name__}")
+        if self.partner is not None or partner.partner is not None:
+            raise ValueError(f"sample {self.name!r}: a pair holds two single images; "
+                             f"{'it' if self.partner is not None else 'the partner'} is already paired")
+        meta = dict(self._meta)
+        if partner.path is not None:
+            meta["partner_path"] = partner.path
+        return Sample(hash_bytes("pair", self.key, partner.key)[:32], self._source, label=self.label,
+                      group=self.group, meta=meta, partner=partner)
 
     def replace(self, **changes):
-        """A copy with ``label``, ``group`` or ``meta`` replaced (pixels and key unchanged)."""
+        """A copy with ``label``, ``group`` or ``meta`` replaced (pixels, key and partner unchanged)."""
         unknown = set(changes) - {"label", "group", "meta"}
         if unknown:
             raise TypeError(f"Sample.replace() got unexpected fields {sorted(unknown)}")
         return Sample(self.key, self._source, label=changes.get("label", self.label),
-                      group=changes.get("group", self.group), meta=changes.get("meta", self._meta))
+                      group=changes.get("group", self.group), meta=changes.get("meta", self._meta),
+                      partner=self.partner)
 
     # -- access ---------------------------------------------------------------------
     @property
@@ -382,8 +438,8 @@ class Sample:
         return self.load()[1]
 
 
-def _rebuild_sample(key, source, label, group, meta):
-    return Sample(key, source, label=label, group=group, meta=meta)
+def _rebuild_sample(key, source, label, group, meta, partner=None):
+    return Sample(key, source, label=label, group=group, meta=meta, partner=partner)
 
 
 def as_samples(X, *, mode=None):

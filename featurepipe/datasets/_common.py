@@ -11,8 +11,8 @@ from joblib import Parallel, delayed
 from ..io import IMAGE_EXTENSIONS, ImageReadError
 from ..sample import Sample
 
-__all__ = ["natural_key", "is_image_file", "is_hidden", "check_root", "make_sample", "validate_samples",
-           "relpath", "walk_tree"]
+__all__ = ["natural_key", "is_image_file", "is_hidden", "check_root", "make_sample", "make_pair",
+           "validate_samples", "relpath", "walk_tree"]
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -87,15 +87,35 @@ def make_sample(path, masks, *, mode, label, group, meta, skipped):
         return None
 
 
-def _skip_entry(image_path, exc):
+def make_pair(path, partner_path, *, mode, label, group, meta, skipped):
+    """The paired sample of image ``path`` and its partner image ``partner_path`` (see
+    :meth:`Sample.with_partner <featurepipe.sample.Sample.with_partner>`), or ``None`` after recording
+    in ``skipped`` a file that cannot be opened (the entry is the primary image, the reason names the file).
+    """
+    primary = make_sample(path, None, mode=mode, label=label, group=group, meta=meta, skipped=skipped)
+    if primary is None:
+        return None
+    try:
+        partner = Sample.from_path(partner_path, mode=mode, label=label, group=group)
+    except ImageReadError as exc:
+        skipped.append(_skip_entry(str(path), exc, partner_path))
+        return None
+    return primary.with_partner(partner)
+
+
+def _skip_entry(image_path, exc, partner_path=None):
     if os.fspath(exc.path) == os.fspath(image_path):
         return (image_path, exc.reason)
+    if partner_path is not None and os.fspath(exc.path) == os.fspath(partner_path):
+        return (image_path, f"its partner image {os.fspath(exc.path)!r}: {exc.reason}")
     return (image_path, f"mask {exc.path!r}: {exc.reason}")
 
 
 def _try_load(sample):
     try:
         sample.load()
+        if sample.partner is not None:  # a pair is usable only when both of its images decode
+            sample.partner.load()
     except ImageReadError as exc:
         return exc
     return None
@@ -133,7 +153,7 @@ def validate_samples(samples, skipped, *, n_jobs=None):
             kept.append(sample)
             continue
         path = sample.path or sample.key
-        entry = _skip_entry(path, exc)
+        entry = _skip_entry(path, exc, None if sample.partner is None else sample.partner.path)
         if "patch" in sample.meta:
             entry = (entry[0], f"{entry[1]} (its patch {sample.meta['patch']} is skipped too)")
         if entry not in reported:
@@ -143,7 +163,7 @@ def validate_samples(samples, skipped, *, n_jobs=None):
 
 
 def _source_id(sample):
-    return (sample.path or sample.key, tuple(sample.meta.get("mask_paths", ())))
+    return (sample.path or sample.key, tuple(sample.meta.get("mask_paths", ())), sample.meta.get("partner_path"))
 
 
 def _root_sample(sample):

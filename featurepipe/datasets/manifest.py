@@ -21,6 +21,14 @@ UTF-8 CSV with a header row. Columns:
     Hex SHA-256 of the image file and of each mask file (``;``-separated,
     in the order of ``mask``), checked by :func:`load_manifest` with
     ``check_sha256=True`` and by :func:`~featurepipe.datasets.verify_manifest`.
+``partner`` (optional)
+    Paired images (e.g. thermography's hot-spot crop in ``path`` and the
+    contralateral crop here; one label per pair): the row's second image,
+    relative to the root, checked like ``path`` (inside the root, listed
+    once: a file is either some row's image or some row's partner). The row
+    is then one sample whose :attr:`~featurepipe.sample.Sample.partner` is
+    this image (see :mod:`featurepipe.pairs`). When the column exists every
+    row must fill it (``pairs=False`` keeps it as plain text instead).
 
 Any other column is kept as text in each sample's ``meta`` (e.g.
 ``subtype``, ``magnification``, ``tissue``).
@@ -43,6 +51,7 @@ must list at least one image.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -53,6 +62,7 @@ from pathlib import Path
 
 from ..dataset import Dataset
 from ..io import ImageReadError, open_regular_file
+from ..sample import Sample
 from ._common import make_sample, validate_samples
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestRow", "read_manifest", "load_manifest", "write_manifest",
@@ -76,6 +86,7 @@ class ManifestRow:
     sha256: str | None = None
     mask_sha256: tuple = ()
     extra: dict = field(default_factory=dict)
+    partner: str | None = None
 
 
 def file_sha256(path, chunk_size=1 << 20):
@@ -253,17 +264,25 @@ def read_manifest(manifest):
                                  "list each image once")
             seen[path] = (line, record["path"])
             masks = tuple(normalise_manifest_path(m) for m in masks)
-            extra = {k: v for k, v in record.items() if k not in MANIFEST_COLUMNS and v != ""}
+            partner = normalise_manifest_path(record["partner"]) if record.get("partner") else None
+            if partner is not None:
+                if partner in seen:
+                    first_line, first_spelling = seen[partner]
+                    raise ValueError(f"{where}: partner {record['partner']!r} is already listed on line {first_line} "
+                                     f"as {first_spelling!r}; each image belongs to one row, as its image or as "
+                                     "its partner")
+                seen[partner] = (line, record["partner"])
+            extra = {k: v for k, v in record.items() if k not in (*MANIFEST_COLUMNS, "partner") and v != ""}
             rows.append(ManifestRow(line=line, path=path, label=record["label"],
                                     group=record.get("group") or None, masks=masks, sha256=sha,
-                                    mask_sha256=mask_sha, extra=extra))
+                                    mask_sha256=mask_sha, extra=extra, partner=partner))
     if not rows:
         raise ValueError(f"manifest {str(manifest)!r} has a header but no rows: it lists no images")
     return rows
 
 
 def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256=False, n_jobs=None,
-                  name=None, allow_outside_root=False):
+                  name=None, allow_outside_root=False, pairs=None):
     """Build a dataset from a manifest CSV (see the module docstring for the format).
 
     Parameters
@@ -286,6 +305,12 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
     allow_outside_root : bool, default=False
         Accept absolute paths and paths resolving outside ``root``
         (see "The data root is a boundary" in the module docstring).
+    pairs : {None, True, False}, default=None
+        Paired images from the ``partner`` column: ``None`` pairs when the
+        manifest has that column, ``True`` requires it, ``False`` keeps it
+        as plain text in ``meta`` (single images). With pairs, a row with an
+        empty ``partner`` is an error naming its line; a missing partner
+        file sends the row to ``skipped``.
 
     Returns
     -------
@@ -301,16 +326,26 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
         root (without ``allow_outside_root``) and two rows naming one file.
     """
     manifest = Path(os.fspath(manifest))
+    if pairs not in (None, True, False):
+        raise ValueError(f"pairs must be None (pair when the manifest has a 'partner' column), True or False; "
+                         f"got {pairs!r}")
     rows = read_manifest(manifest)
     root = manifest.parent if root is None else Path(os.fspath(root))
     if not root.is_dir():
         raise NotADirectoryError(f"data root {str(root)!r} for manifest {str(manifest)!r} is not a folder")
+    partners = _resolve_partners(rows, manifest, root, pairs, allow_outside_root)
+    if pairs is False:
+        rows = [_partner_as_text(row) for row in rows]
     skipped = []
     samples = []
     for row, path, masks in resolve_manifest_rows(rows, manifest, root, allow_outside_root=allow_outside_root):
         where = f"{manifest.name} line {row.line}"
         if not path.exists():
             skipped.append((str(path), f"listed in {where} but not found under {str(root)!r}"))
+            continue
+        partner = partners.get(row.line)
+        if partner is not None and not partner.exists():
+            skipped.append((str(path), f"its partner image {str(partner)!r} listed in {where} not found"))
             continue
         lost = [m for m in masks if not m.exists()]
         if lost:
@@ -324,13 +359,52 @@ def load_manifest(manifest, root=None, *, mode=None, validate=True, check_sha256
         meta = {"relpath": row.path, "manifest_line": row.line, **row.extra}
         sample = make_sample(path, [str(m) for m in masks], mode=mode, label=row.label, group=row.group,
                              meta=meta, skipped=skipped)
+        if sample is not None and partner is not None:
+            try:
+                sample = sample.with_partner(Sample.from_path(partner, mode=mode, label=row.label, group=row.group))
+                sample = sample.replace(meta={**sample.meta, "partner_relpath": row.partner})
+            except ImageReadError as exc:
+                skipped.append((str(path), f"its partner image {str(partner)!r}: {exc.reason}"))
+                sample = None
         if sample is not None:
             samples.append(sample)
     if validate:
         samples = validate_samples(samples, skipped, n_jobs=n_jobs)
     info = {"layout": "manifest", "manifest": str(manifest), "mode": mode, "validated": bool(validate),
-            "checked_sha256": bool(check_sha256), "ignored": []}
+            "checked_sha256": bool(check_sha256), "ignored": [], "pairs": bool(partners)}
     return Dataset(samples, name=name or manifest.stem, root=str(root), skipped=skipped, info=info)
+
+
+def _resolve_partners(rows, manifest, root, pairs, allow_outside_root):
+    """``{line: partner file}`` of a paired manifest (empty when not paired), checked like the image paths."""
+    has_column = any(row.partner is not None for row in rows)
+    if pairs is False or (pairs is None and not has_column):
+        return {}
+    if not has_column:
+        raise ValueError(f"manifest {str(manifest)!r}: pairs=True needs a 'partner' column (the second image of "
+                         "each row, e.g. the contralateral crop); none of its rows has one")
+    reals = {os.path.normcase(os.path.realpath(Path(root) / row.path)): row for row in rows}
+    partners = {}
+    for row in rows:
+        where = f"manifest {str(manifest)!r} line {row.line}"
+        if row.partner is None:
+            raise ValueError(f"{where}: empty 'partner' for {row.path!r}; in a paired manifest every row names its "
+                             "partner image (or load it with pairs=False to read single images)")
+        partner, real = resolve_manifest_path(root, row.partner, allow_outside_root=allow_outside_root, where=where,
+                                              what="partner path")
+        if real in reals:
+            other = reals[real]
+            raise ValueError(f"{where}: partner {row.partner!r} is the image of line {other.line} ({other.path!r}, "
+                             "through a symbolic link or the same spelling); each image belongs to one row")
+        reals[real] = row
+        partners[row.line] = partner
+    return partners
+
+
+def _partner_as_text(row):
+    if row.partner is None:
+        return row
+    return dataclasses.replace(row, partner=None, extra={**row.extra, "partner": row.partner})
 
 
 def _checksum_problem(path, sha, masks, mask_sha, where):
@@ -368,7 +442,7 @@ def write_manifest(dataset, out, *, root=None, checksums=True, extra_columns=Non
     Returns
     -------
     pathlib.Path
-        The written file.
+        The written file (with a ``partner`` column when the samples are pairs).
     """
     root = root if root is not None else dataset.root
     if root is None:
@@ -376,9 +450,11 @@ def write_manifest(dataset, out, *, root=None, checksums=True, extra_columns=Non
     root = Path(os.fspath(root)).resolve()
     if extra_columns is None:
         extra_columns = list(dataset.info.get("manifest_columns", ()))
-    clash = [c for c in extra_columns if c in MANIFEST_COLUMNS]
+    paired = any(sample.partner is not None for sample in dataset.samples)
+    standard = list(MANIFEST_COLUMNS) + (["partner"] if paired else [])
+    clash = [c for c in extra_columns if c in standard]
     if clash:
-        raise ValueError(f"extra_columns {clash} clash with the standard columns {list(MANIFEST_COLUMNS)}")
+        raise ValueError(f"extra_columns {clash} clash with the standard columns {standard}")
     records = []
     for sample in dataset.samples:
         if sample.path is None:
@@ -392,13 +468,18 @@ def write_manifest(dataset, out, *, root=None, checksums=True, extra_columns=Non
                   _SEP.join(_relative(m, root, is_mask=True) for m in masks),
                   file_sha256(sample.path) if checksums else "",
                   _SEP.join(file_sha256(m) for m in masks) if checksums else ""]
+        if paired:
+            if sample.partner is None or sample.partner.path is None:
+                raise ValueError(f"sample {sample.name!r} has no partner file but other samples are pairs; a paired "
+                                 "manifest gives every row its partner")
+            record.append(_relative(sample.partner.path, root))
         record += ["" if sample.meta.get(c) is None else str(sample.meta.get(c)) for c in extra_columns]
         records.append(record)
     out = Path(os.fspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(list(MANIFEST_COLUMNS) + list(extra_columns))
+        writer.writerow(standard + list(extra_columns))
         writer.writerows(records)
     return out
 

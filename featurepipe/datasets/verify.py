@@ -10,7 +10,7 @@ from joblib import Parallel, delayed
 
 from ..io import ImageReadError, open_regular_file, read_image
 from ._common import is_image_file, natural_key, walk_tree
-from .manifest import file_sha256, read_manifest, resolve_manifest_rows
+from .manifest import file_sha256, read_manifest, resolve_manifest_path, resolve_manifest_rows
 
 __all__ = ["verify_manifest", "ManifestReport"]
 
@@ -127,8 +127,8 @@ def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None, allow_outs
         lists every problem with its path. Extra files are image files
         (by extension, hidden files excepted) anywhere under the root,
         symbolically linked sub-folders included, that the manifest lists
-        neither as an image nor as a mask (a file reached through two names
-        counts once).
+        neither as an image, a mask nor a partner image (a file reached
+        through two names counts once).
 
     Raises
     ------
@@ -148,6 +148,10 @@ def verify_manifest(manifest, root=None, *, decode=True, n_jobs=None, allow_outs
         listed.append((row.path, path, row.line, row.sha256, False))
         shas = row.mask_sha256 or (None,) * len(row.masks)
         listed.extend((rel, mask, row.line, sha, True) for rel, mask, sha in zip(row.masks, masks, shas))
+        if row.partner is not None:  # a paired manifest's second image (no checksum column)
+            partner, _ = resolve_manifest_path(root, row.partner, allow_outside_root=allow_outside_root,
+                                               where=f"manifest {str(manifest)!r} line {row.line}", what="partner path")
+            listed.append((row.partner, partner, row.line, None, False))
     report.n_files = len(listed)
     present = []
     for rel, path, line, sha, is_mask in listed:
