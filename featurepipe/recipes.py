@@ -426,7 +426,8 @@ def _cnn(backbone, *, extra_backbones=(), layers=None, pooling="avg", tta=None, 
     ``layer``, ``pooling`` and ``tta`` of every backbone; ``feature_norm`` post-processes each
     backbone's vector per sample (``"l2"``: unit Euclidean norm; ``"power_l2"``: signed square root
     first, Perronnin et al. 2010), so that backbones with more or larger activations do not dominate
-    the concatenation.
+    the concatenation: each member is then ``Pipeline([("cnn", CNNFeatures), ("power",
+    PowerNormalizer), ("l2", Normalizer)])``, in a FeatureBank even for one backbone.
     """
     from ._validation import check_choice, invalid_value_message
     from .cnn import CNNFeatures
@@ -453,9 +454,12 @@ def _cnn(backbone, *, extra_backbones=(), layers=None, pooling="avg", tta=None, 
             norm = [("power", PowerNormalizer(alpha=0.5))] if feature_norm == "power_l2" else []
             extractor = Pipeline([("cnn", extractor), *norm, ("l2", Normalizer(norm="l2"))])
         members.append((name, extractor))
-    if len(members) == 1:
+    if len(members) == 1 and feature_norm is None:
         return members[0][1]
     from .features import FeatureBank
+
+    # A FeatureBank also around one normalised backbone: imbalanced-learn's Pipeline refuses a
+    # Pipeline as an intermediate step.
 
     return FeatureBank(members)
 
@@ -467,17 +471,21 @@ def _n_cnn_features(features):
     extractors = [v for v in features.get_params(deep=True).values() if isinstance(v, CNNFeatures)]
     if isinstance(features, CNNFeatures):
         extractors = [features]
+    from .cnn import get_backbone
+
     total = 0
     for extractor in extractors:
         try:
-            if extractor.layer is None:  # the registry knows the last map's channels: no model to build
-                from .cnn import get_backbone
-
-                total += get_backbone(extractor.backbone).output_dim
-            else:  # tapped layers: their channels are read from the (cached) model
-                total += len(extractor.get_feature_names_out())
+            spec = get_backbone(extractor.backbone)
         except ValueError as exc:
             raise ValueError(f"backbone: {exc}") from None
+        if extractor.layer is None:  # the registry knows the last map's channels: no model to build
+            total += spec.output_dim
+            continue
+        try:  # tapped layers: their channels are read from the (cached) model
+            total += len(extractor.get_feature_names_out())
+        except ValueError as exc:
+            raise ValueError(f"layers: {exc}") from None
     return total
 
 
