@@ -178,7 +178,7 @@ from typing import NamedTuple
 
 from .registry import Registry
 
-__all__ = ["BALANCING", "CLASS_WEIGHTS", "DEFAULT_BACKBONE", "FEATURE_NORMS", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
+__all__ = ["BALANCING", "CLASS_WEIGHTS", "CNN_FEATURE_OPTIONS", "DEFAULT_BACKBONE", "FEATURE_NORMS", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
            "SHARED_OPTIONS", "WHITEN_VARIANCE", "Recipe", "RecipeParts", "get", "grid", "list", "make",
            "register_recipe"]
 
@@ -367,8 +367,9 @@ class _Fusion:
     """Builder of a fusion recipe: each member recipe built with the fusion's options it accepts.
 
     Its signature (the fusion's options) is every shared option but
-    ``preprocessing`` that some member accepts; ``preprocessing`` runs once,
-    before the members.
+    ``preprocessing`` that some member accepts, then the CNN-feature options
+    (:data:`CNN_FEATURE_OPTIONS`) of its CNN members, with their defaults;
+    ``preprocessing`` runs once, before the members.
     """
 
     def __init__(self, members, combiner):
@@ -378,8 +379,14 @@ class _Fusion:
     @property
     def __signature__(self):
         member_options = {o for _, member in self.members for o in get(member).options}
-        return inspect.Signature([inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
-                                  for name in SHARED_OPTIONS if name != "preprocessing" and name in member_options])
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+                  for name in SHARED_OPTIONS if name != "preprocessing" and name in member_options]
+        cnn = {}
+        for _, member in self.members:
+            defaults = get(member).option_defaults
+            cnn.update((name, defaults[name]) for name in CNN_FEATURE_OPTIONS if name in defaults and name not in cnn)
+        return inspect.Signature(shared + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
+                                           for name, value in cnn.items()])
 
     def __call__(self, **options):
         # Each member is a whole recipe pipeline (own features, scaler, calibrated classifier): the
@@ -405,6 +412,8 @@ class _Fusion:
 
 
 # ----------------------------------------------------------------------------- builders
+#: The CNN recipes' feature options (see :func:`make`); fusions pass them to their CNN members.
+CNN_FEATURE_OPTIONS = ("extra_backbones", "layers", "pooling", "tta", "feature_norm", "whiten")
 #: Per-sample post-processing of CNN features accepted by the CNN recipes' ``feature_norm`` option
 #: (applied to each backbone's features before they are concatenated and standardised).
 FEATURE_NORMS = (None, "l2", "power_l2")
@@ -823,6 +832,7 @@ for _recipe in [
            members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
            defaults="members: one recipe per feature family (deep, gradient, texture), each at its own "
                     "defaults, because members whose errors differ are what averaging helps (Kuncheva 2004); "
+                    "the deep member's " + _WHY_CNN_OPTIONS + "; "
                     "equal weights and the mean rule (Kittler et al.'s most robust rule), so the fusion fits "
                     "nothing beyond its members and needs no data of its own; grid: the deep member's C on "
                     "decades"),
@@ -1072,7 +1082,8 @@ def make(name, **options):
         ``keras_finetune`` and ``keras_finetune_earlystop``.
 
         The CNN-feature options of ``convnet_svm_linear``, ``convnet_svm_rbf``,
-        ``convnet_elm``, ``convnet_rf`` and ``hybrid_svm`` (all off by
+        ``convnet_elm``, ``convnet_rf`` and ``hybrid_svm``, and of the
+        fusions, which pass them to their CNN member (all off by
         default: the published single-backbone, single-view, average-pooled
         features; every one is stateless and cached per sample, except
         ``whiten``, which is fitted on the training part):

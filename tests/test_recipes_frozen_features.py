@@ -217,3 +217,15 @@ def test_every_cnn_recipe_learns_with_all_options_combined(name, tiny_backbones)
     # exact: predict is documented as the argmax of predict_proba
     np.testing.assert_array_equal(pipe.predict(X_test), pipe.classes_[np.argmax(proba, axis=1)])
     assert np.mean(pipe.predict(X_test) == y_test) >= 0.8, name
+
+
+@pytest.mark.parametrize("name", ["fusion_soft_vote", "fusion_stack"])
+def test_fusions_pass_the_feature_options_to_their_cnn_member(name):
+    recipe = recipes.get(name)
+    assert recipe.options[-len(OPTIONS):] == OPTIONS
+    assert [recipe.option_defaults[o] for o in OPTIONS] == [(), None, "avg", None, None, False]
+    fusion = recipes.make(name, tta="flip", whiten=True)
+    members = dict(fusion.named_steps["classifier"].estimators)
+    assert members["deep"].named_steps["features"].tta == "flip" and "whiten" in members["deep"].named_steps
+    assert "whiten" not in members["hog"].named_steps and "whiten" not in members["texture"].named_steps
+    assert repr(recipes.make(name)) == repr(recipes.make(name, **{o: recipe.option_defaults[o] for o in OPTIONS}))
