@@ -17,6 +17,7 @@ _LAZY = {
     "ImageReadError": ".io",
     "read_image": ".io",
     "read_mask": ".io",
+    "PowerNormalizer": ".normalization",
     "Sample": ".sample",
     "as_samples": ".sample",
 }

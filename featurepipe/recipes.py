@@ -187,8 +187,9 @@ from typing import NamedTuple
 
 from .registry import Registry
 
-__all__ = ["BALANCING", "CLASS_WEIGHTS", "DEFAULT_BACKBONE", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
-           "SHARED_OPTIONS", "Recipe", "RecipeParts", "get", "grid", "list", "make", "register_recipe"]
+__all__ = ["BALANCING", "CLASS_WEIGHTS", "CNN_FEATURE_OPTIONS", "DEFAULT_BACKBONE", "FEATURE_NORMS", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
+           "SHARED_OPTIONS", "WHITEN_VARIANCE", "Recipe", "RecipeParts", "get", "grid", "list", "make",
+           "register_recipe"]
 
 #: Preprocessing options accepted by :func:`make` (applied in the order given).
 PREPROCESSING = ("median", "clahe", "otsu_roi")
@@ -226,11 +227,16 @@ class RecipeParts(NamedTuple):
         Image steps of the recipe itself, placed after the preprocessing
         (and the ``"roi"`` crop) and before the features, e.g.
         ``shape_texture_rf``'s Otsu ``"region"`` without ``use_mask``.
+    scaled_steps : tuple of (str, transformer), default=()
+        Steps fitted on the training part, placed after the ``"scale"`` step
+        and before balancing and the classifier, e.g. the CNN recipes'
+        ``"whiten"`` (PCA whitening) with ``whiten=True``. Only with features.
     """
 
     features: object
     classifier: object
     image_steps: tuple = ()
+    scaled_steps: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -370,8 +376,9 @@ class _Fusion:
     """Builder of a fusion recipe: each member recipe built with the fusion's options it accepts.
 
     Its signature (the fusion's options) is every shared option but
-    ``preprocessing`` that some member accepts; ``preprocessing`` runs once,
-    before the members.
+    ``preprocessing`` that some member accepts, then the CNN-feature options
+    (:data:`CNN_FEATURE_OPTIONS`) of its CNN members, with their defaults;
+    ``preprocessing`` runs once, before the members.
     """
 
     def __init__(self, members, combiner):
@@ -381,8 +388,14 @@ class _Fusion:
     @property
     def __signature__(self):
         member_options = {o for _, member in self.members for o in get(member).options}
-        return inspect.Signature([inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
-                                  for name in SHARED_OPTIONS if name != "preprocessing" and name in member_options])
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+                  for name in SHARED_OPTIONS if name != "preprocessing" and name in member_options]
+        cnn = {}
+        for _, member in self.members:
+            defaults = get(member).option_defaults
+            cnn.update((name, defaults[name]) for name in CNN_FEATURE_OPTIONS if name in defaults and name not in cnn)
+        return inspect.Signature(shared + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
+                                           for name, value in cnn.items()])
 
     def __call__(self, **options):
         # Each member is a whole recipe pipeline (own features, scaler, calibrated classifier): the
@@ -408,10 +421,161 @@ class _Fusion:
 
 
 # ----------------------------------------------------------------------------- builders
-def _cnn(backbone):
+#: The CNN recipes' feature options (see :func:`make`); fusions pass them to their CNN members.
+CNN_FEATURE_OPTIONS = ("extra_backbones", "layers", "pooling", "tta", "feature_norm", "whiten")
+#: Per-sample post-processing of CNN features accepted by the CNN recipes' ``feature_norm`` option
+#: (applied to each backbone's features before they are concatenated and standardised).
+FEATURE_NORMS = (None, "l2", "power_l2")
+#: Fraction of the training part's variance that ``whiten=True`` keeps: the upper end of Jolliffe's
+#: (2002, sec. 6.1.1) 70-90 % rule for the components that carry the structure. Whitening scales
+#: every kept component to unit variance, so components at the noise floor, kept, would weigh as
+#: much as the leading ones; a variance fraction (not a count) adapts to data sets of a hundred or
+#: of thousands of images and to 1000-4000 features.
+WHITEN_VARIANCE = 0.9
+
+
+def _cnn(backbone, *, extra_backbones=(), layers=None, pooling="avg", tta=None, feature_norm=None):
+    """The ``"features"`` step of the CNN recipes.
+
+    With the defaults, one :class:`~featurepipe.cnn.CNNFeatures` of ``backbone`` (average-pooled
+    last feature map, one view). ``extra_backbones`` concatenate more backbones' features after
+    ``backbone``'s (a :class:`~featurepipe.features.FeatureBank` with one member per backbone,
+    each cached per sample); ``layers``, ``pooling`` and ``tta`` are the CNNFeatures parameters
+    ``layer``, ``pooling`` and ``tta`` of every backbone; ``feature_norm`` post-processes each
+    backbone's vector per sample (``"l2"``: unit Euclidean norm; ``"power_l2"``: signed square root
+    first, Perronnin et al. 2010), so that backbones with more or larger activations do not dominate
+    the concatenation: each member is then ``Pipeline([("cnn", CNNFeatures), ("power",
+    PowerNormalizer), ("l2", Normalizer)])``, in a FeatureBank even for one backbone.
+    """
+    from ._validation import check_choice, invalid_value_message
     from .cnn import CNNFeatures
 
-    return CNNFeatures(backbone=backbone, weights="imagenet")
+    extra = (extra_backbones,) if isinstance(extra_backbones, str) else tuple(extra_backbones or ())
+    names = (backbone, *extra)
+    if not all(isinstance(n, str) and n for n in extra) or len(set(names)) != len(names):
+        raise ValueError(invalid_value_message("extra_backbones", extra_backbones,
+                                               f"backbone names other than backbone={backbone!r}, each once"))
+    if feature_norm is not None:
+        check_choice("feature_norm", feature_norm, [n for n in FEATURE_NORMS if n is not None])
+    # TOML and the command line give sequences as lists; CNNFeatures takes either.
+    layer = tuple(layers) if isinstance(layers, builtins.list) else layers
+    tta = tuple(tta) if isinstance(tta, builtins.list) else tta
+    members = []
+    for name in names:
+        extractor = CNNFeatures(backbone=name, weights="imagenet", pooling=pooling, layer=layer, tta=tta)
+        if feature_norm is not None:
+            from sklearn.pipeline import Pipeline
+            from sklearn.preprocessing import Normalizer
+
+            from .normalization import PowerNormalizer
+
+            norm = [("power", PowerNormalizer(alpha=0.5))] if feature_norm == "power_l2" else []
+            extractor = Pipeline([("cnn", extractor), *norm, ("l2", Normalizer(norm="l2"))])
+        members.append((name, extractor))
+    if len(members) == 1 and feature_norm is None:
+        return members[0][1]
+    from .features import FeatureBank
+
+    # A FeatureBank also around one normalised backbone: imbalanced-learn's Pipeline refuses a
+    # Pipeline as an intermediate step.
+
+    return FeatureBank(members)
+
+
+def _n_cnn_features(features):
+    """Length of the vectors a CNN ``"features"`` step (of :func:`_cnn`) gives."""
+    from .cnn import CNNFeatures
+
+    extractors = [v for v in features.get_params(deep=True).values() if isinstance(v, CNNFeatures)]
+    if isinstance(features, CNNFeatures):
+        extractors = [features]
+    from .cnn import get_backbone
+
+    total = 0
+    for extractor in extractors:
+        try:
+            spec = get_backbone(extractor.backbone)
+        except ValueError as exc:
+            raise ValueError(f"backbone: {exc}") from None
+        if extractor.layer is None:  # the registry knows the last map's channels: no model to build
+            total += spec.output_dim
+            continue
+        try:  # tapped layers: their channels are read from the (cached) model
+            total += len(extractor.get_feature_names_out())
+        except ValueError as exc:
+            raise ValueError(f"layers: {exc}") from None
+    return total
+
+
+def _whitening(whiten):
+    """The ``scaled_steps`` of ``whiten``: PCA whitening fitted on the training part, then L2 normalisation.
+
+    Whitening decorrelates the standardised features and gives each kept principal component
+    unit variance (:data:`WHITEN_VARIANCE` of the variance kept); the L2 normalisation after it
+    follows Jégou & Chum (2012, "Negative evidences and co-occurrences in image retrieval: the
+    benefit of PCA and whitening", ECCV), and makes every vector's squared norm 1, which the linear
+    SVM's C rule uses.
+    """
+    from ._validation import invalid_value_message
+
+    if not isinstance(whiten, bool):
+        raise TypeError(invalid_value_message("whiten", whiten, "True or False"))
+    if not whiten:
+        return ()
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import Normalizer
+
+    return (("whiten", PCA(n_components=WHITEN_VARIANCE, whiten=True, svd_solver="full")),
+            ("whiten_l2", Normalizer(norm="l2")))
+
+
+def _cnn_parts(classifier, *, backbone, extra_backbones, layers, pooling, tta, feature_norm, whiten):
+    """:class:`RecipeParts` of a CNN recipe: its features, ``classifier(features)``, and the whitening."""
+    features = _cnn(backbone, extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                    feature_norm=feature_norm)
+    scaled = _whitening(whiten)
+    return RecipeParts(features, classifier(features, bool(scaled)), scaled_steps=scaled)
+
+
+def _convnet_svm_linear(*, backbone, random_state, class_weight, extra_backbones=(), layers=None, pooling="avg",
+                        tta=None, feature_norm=None, whiten=False):
+    # SVMlight's C = 1 / mean squared norm of the vectors the SVM sees: n_features after the scaler
+    # (summed over backbones and tapped layers), 1 after whitening and its L2 normalisation.
+    return _cnn_parts(lambda features, whitened: _linear_svm(random_state, class_weight,
+                                                             1 if whitened else _n_cnn_features(features)),
+                      backbone=backbone, extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                      feature_norm=feature_norm, whiten=whiten)
+
+
+def _convnet_svm_rbf(*, backbone, random_state, class_weight, extra_backbones=(), layers=None, pooling="avg",
+                     tta=None, feature_norm=None, whiten=False):
+    return _cnn_parts(lambda features, whitened: _svc("rbf", random_state, class_weight), backbone=backbone,
+                      extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                      feature_norm=feature_norm, whiten=whiten)
+
+
+def _convnet_elm(*, backbone, random_state, extra_backbones=(), layers=None, pooling="avg", tta=None,
+                 feature_norm=None, whiten=False):
+    return _cnn_parts(lambda features, whitened: _elm(random_state), backbone=backbone,
+                      extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                      feature_norm=feature_norm, whiten=whiten)
+
+
+def _convnet_rf(*, backbone, random_state, class_weight, extra_backbones=(), layers=None, pooling="avg", tta=None,
+                feature_norm=None, whiten=False):
+    return _cnn_parts(lambda features, whitened: _rf(random_state, class_weight), backbone=backbone,
+                      extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                      feature_norm=feature_norm, whiten=whiten)
+
+
+def _hybrid_svm(*, backbone, use_mask, random_state, class_weight, extra_backbones=(), layers=None, pooling="avg",
+                tta=None, feature_norm=None, whiten=False):
+    from .features import FeatureBank
+
+    deep = _cnn(backbone, extra_backbones=extra_backbones, layers=layers, pooling=pooling, tta=tta,
+                feature_norm=feature_norm)
+    features = FeatureBank([("cnn", deep)] + [(f, _family(f, use_mask)) for f in ("firstorder", "glcm", "lbp")])
+    return RecipeParts(features, _svc("rbf", random_state, class_weight), scaled_steps=_whitening(whiten))
 
 
 def _calibrated(classifier):
@@ -435,23 +599,18 @@ def _svc(kernel, random_state, class_weight):
     return _calibrated(SVC(kernel=kernel, C=1.0, class_weight=class_weight, random_state=random_state))
 
 
-def _linear_svm(random_state, class_weight, backbone):
+def _linear_svm(random_state, class_weight, n_features):
     from sklearn.svm import LinearSVC
-
-    from .cnn import get_backbone
 
     # LinearSVC rather than SVC(kernel="linear"): one-vs-rest, so there is one weight vector per
     # class (coef_ of shape (n_classes, n_features), or (1, n_features) for two classes) whose
     # argmax is the prediction. SVC's one-vs-one weights (one row per pair of classes) cannot be
     # read per class, which class activation maps (featurepipe.cnn.cam) need.
     # C = 1 / mean(|x|^2), SVMlight's default (Joachims 1999), which is 1 / n_features on
-    # standardised features: 1/1280 for EfficientNet-Lite0. At C=1 liblinear's dual solver hit
-    # max_iter=10000 on 1280 Lite0 features of 624 images (18 s a fit, 0.1 s at 1e-3): the data are
-    # nearly separable, so a large C only slows the solver down.
-    try:
-        n_features = get_backbone(backbone).output_dim
-    except ValueError as exc:
-        raise ValueError(f"backbone: {exc}") from None
+    # standardised features: 1/1280 for EfficientNet-Lite0 (the caller passes the real count of
+    # concatenated backbones and layers, or 1 for whitened, L2-normalised vectors). At C=1
+    # liblinear's dual solver hit max_iter=10000 on 1280 Lite0 features of 624 images (18 s a fit,
+    # 0.1 s at 1e-3): the data are nearly separable, so a large C only slows the solver down.
     return _calibrated(LinearSVC(C=1.0 / n_features, max_iter=10000, class_weight=class_weight,
                                  random_state=random_state))
 
@@ -513,12 +672,6 @@ def _bovw(use_mask, random_state):
     return BagOfVisualWords(n_words=64, roi="mask" if use_mask else "image", random_state=random_state)
 
 
-def _hybrid(backbone, use_mask):
-    from .features import FeatureBank
-
-    return FeatureBank([("cnn", _cnn(backbone))] + [(f, _family(f, use_mask)) for f in ("firstorder", "glcm", "lbp")])
-
-
 def _shape_texture_rf(*, use_mask, random_state, class_weight):
     features = _handcrafted("shape", "firstorder", "glcm", use_mask=use_mask)
     if use_mask:
@@ -577,8 +730,14 @@ _WHY_BALANCED = ("class_weight='balanced' (weights inversely proportional to cla
                  "a minority class is not sacrificed to the majority on imbalanced medical data")
 _WHY_CNN = ("features: EfficientNet-Lite0 (the ImageNet backbone that works offline) at its native 224 px, "
             "global average pooling of the last feature map, as in Razavian et al. (off-the-shelf features)")
-_WHY_LINEAR_SVM = (f"C = 1 / the backbone's feature dimension (1/1280 for EfficientNet-Lite0), i.e. 1 / the "
-                   f"mean squared norm of standardised features, SVMlight's default (Joachims 1999), "
+_WHY_CNN_OPTIONS = ("feature options off by default (one backbone, one view, average pooling of the last map, no "
+                    "post-processing: extra_backbones=(), tta=None, pooling='avg', layers=None, feature_norm=None, "
+                    "whiten=False), so the recipe is the published off-the-shelf method; they are opt-in, and "
+                    "what each adds on BUSI was measured (benchmarks/frozen_features.py), not used to choose "
+                    "any default")
+_WHY_LINEAR_SVM = (f"C = 1 / the number of features (1/1280 for EfficientNet-Lite0; the sum over concatenated "
+                   f"backbones and tapped layers; 1 with whiten=True, whose vectors have unit norm), i.e. 1 / the "
+                   f"mean squared norm of the vectors the SVM sees, SVMlight's default (Joachims 1999), "
                    f"{_WHY_BALANCED}; grid: C on decades 1e-4 to 0.1, around 1/n_features of ImageNet backbones "
                    f"(1000-2000 features)")
 _WHY_RBF_SVM = (f"C=1 and gamma='scale' (scikit-learn's defaults: 1 / n_features on standardised features), "
@@ -601,24 +760,20 @@ for _recipe in [
     Recipe("convnet_svm_linear", "Frozen CNN features (global average pool) + standardisation + linear SVM "
                                  "(one-vs-rest)",
            f"{_HUYNH}; {_RAZAVIAN}",
-           lambda *, backbone, random_state, class_weight: (_cnn(backbone),
-                                                            _linear_svm(random_state, class_weight, backbone)),
-           _LINEAR_SVM_GRID, crops_to_mask=True,
-           defaults=f"{_WHY_CNN}; {_WHY_LINEAR_SVM}"),
+           _convnet_svm_linear, _LINEAR_SVM_GRID, crops_to_mask=True,
+           defaults=f"{_WHY_CNN}; {_WHY_CNN_OPTIONS}; {_WHY_LINEAR_SVM}"),
     Recipe("convnet_svm_rbf", "Frozen CNN features + standardisation + RBF-kernel SVM", _HUYNH,
-           lambda *, backbone, random_state, class_weight: (_cnn(backbone), _svc("rbf", random_state, class_weight)),
-           _SVM_RBF_GRID, crops_to_mask=True,
-           defaults=f"{_WHY_CNN}; {_WHY_RBF_SVM}"),
+           _convnet_svm_rbf, _SVM_RBF_GRID, crops_to_mask=True,
+           defaults=f"{_WHY_CNN}; {_WHY_CNN_OPTIONS}; {_WHY_RBF_SVM}"),
     Recipe("convnet_elm", "Frozen CNN features + standardisation + Extreme Learning Machine",
            "Huang, Zhu & Siew (2006), Extreme learning machine: theory and applications, Neurocomputing "
            "70:489-501",
-           lambda *, backbone, random_state: (_cnn(backbone), _elm(random_state)), _ELM_GRID, crops_to_mask=True,
-           defaults=f"{_WHY_CNN}; {_WHY_ELM}"),
+           _convnet_elm, _ELM_GRID, crops_to_mask=True,
+           defaults=f"{_WHY_CNN}; {_WHY_CNN_OPTIONS}; {_WHY_ELM}"),
     Recipe("convnet_rf", "Frozen CNN features + standardisation + random forest",
            "Breiman (2001), Random forests, Machine Learning 45:5-32; " + _RAZAVIAN,
-           lambda *, backbone, random_state, class_weight: (_cnn(backbone), _rf(random_state, class_weight)), _RF_GRID,
-           crops_to_mask=True,
-           defaults=f"{_WHY_CNN}; {_WHY_RF}"),
+           _convnet_rf, _RF_GRID, crops_to_mask=True,
+           defaults=f"{_WHY_CNN}; {_WHY_CNN_OPTIONS}; {_WHY_RF}"),
     Recipe("firstorder_glcm_svm", "First-order statistics + Haralick GLCM texture + RBF SVM",
            "Haralick, Shanmugam & Dinstein (1973), Textural features for image classification, IEEE Trans. SMC "
            "3(6):610-621",
@@ -674,10 +829,8 @@ for _recipe in [
     Recipe("hybrid_svm", "Frozen CNN features + first-order, GLCM and LBP texture, concatenated + RBF SVM",
            "Antropova, Huynh & Giger (2017), A deep feature fusion methodology for breast cancer diagnosis "
            "demonstrated on three imaging modality datasets, Med. Phys. 44(10):5162-5171",
-           lambda *, backbone, use_mask, random_state, class_weight: (_hybrid(backbone, use_mask),
-                                                                      _svc("rbf", random_state, class_weight)),
-           _SVM_RBF_GRID, crops_to_mask=True,
-           defaults=f"{_WHY_CNN}, concatenated with the texture families at their recipes' settings "
+           _hybrid_svm, _SVM_RBF_GRID, crops_to_mask=True,
+           defaults=f"{_WHY_CNN} ({_WHY_CNN_OPTIONS}), concatenated with the texture families at their recipes' settings "
                     f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_ANALYSIS_GRID}; "
                     f"{_WHY_RBF_SVM}"),
     Recipe("fusion_soft_vote", "Soft vote (mean of calibrated probabilities) of convnet_svm_linear, hog_svm "
@@ -688,6 +841,7 @@ for _recipe in [
            members=(("deep", "convnet_svm_linear"), ("hog", "hog_svm"), ("texture", "firstorder_glcm_svm")),
            defaults="members: one recipe per feature family (deep, gradient, texture), each at its own "
                     "defaults, because members whose errors differ are what averaging helps (Kuncheva 2004); "
+                    "the deep member's " + _WHY_CNN_OPTIONS + "; "
                     "equal weights and the mean rule (Kittler et al.'s most robust rule), so the fusion fits "
                     "nothing beyond its members and needs no data of its own; grid: the deep member's C on "
                     "decades"),
@@ -973,6 +1127,39 @@ def make(name, *, pair_asymmetry=None, **options):
         the sample. Image steps (preprocessing, ``"roi"``) apply to both
         images of a pair.
 
+        The CNN-feature options of ``convnet_svm_linear``, ``convnet_svm_rbf``,
+        ``convnet_elm``, ``convnet_rf`` and ``hybrid_svm``, and of the
+        fusions, which pass them to their CNN member (all off by
+        default: the published single-backbone, single-view, average-pooled
+        features; every one is stateless and cached per sample, except
+        ``whiten``, which is fitted on the training part):
+
+        * ``extra_backbones`` (sequence of str, default ``()``): backbones
+          whose features are concatenated after ``backbone``'s, e.g.
+          ``("efficientnet_lite2",)``, each at its native input size.
+        * ``tta`` (None, ``"flip"``, ``"flip_crops"`` or a sequence of view
+          names, default None): test-time augmentation, features averaged
+          over views of each image (``CNNFeatures(tta=...)``).
+        * ``pooling`` (``"avg"``, ``"max"``, ``"gem"``, default ``"avg"``):
+          global pooling of each feature map (GeM with p=3).
+        * ``layers`` (None, a layer name or depth, or a sequence of them,
+          default None): tap these layers of every backbone and concatenate
+          their pooled maps (``CNNFeatures(layer=...)``) instead of the last
+          map.
+        * ``feature_norm`` (None, ``"l2"``, ``"power_l2"``, default None):
+          per-sample normalisation of each backbone's vector before the
+          scaler: unit L2 norm, or the signed square root then unit L2 norm
+          (:class:`~featurepipe.normalization.PowerNormalizer`; Perronnin et
+          al. 2010).
+        * ``whiten`` (bool, default False): after the scaler, PCA whitening
+          keeping :data:`WHITEN_VARIANCE` of the training part's variance,
+          then unit L2 norm (Jégou & Chum 2012), both fitted in-fold
+          (``"whiten"``, ``"whiten_l2"`` steps).
+
+        ``convnet_svm_linear``'s C stays SVMlight's 1 / mean squared norm:
+        1 / the total feature count (backbones and layers summed), or 1 with
+        ``whiten=True``.
+
     Returns
     -------
     imblearn.pipeline.Pipeline
@@ -986,6 +1173,15 @@ def make(name, *, pair_asymmetry=None, **options):
     Traceback (most recent call last):
     ...
     ValueError: recipe 'hog_svm' does not accept the option epochs=5 (not an option of this recipe); ...
+    >>> pipe = recipes.make("convnet_svm_linear", extra_backbones=("efficientnet_lite2",), tta="flip",
+    ...                     feature_norm="power_l2", whiten=True)
+    >>> [name for name, _ in pipe.steps], [name for name, _ in pipe.named_steps["features"].transformer_list]
+    (['features', 'scale', 'whiten', 'whiten_l2', 'classifier'], ['efficientnet_lite0', 'efficientnet_lite2'])
+    >>> pipe.named_steps["whiten"].n_components, pipe.named_steps["classifier"].estimator.C
+    (0.9, 1.0)
+    >>> pipe = recipes.make("convnet_svm_linear", extra_backbones=["efficientnet_lite2"])
+    >>> pipe.named_steps["classifier"].estimator.C == 1 / (1280 + 1280)  # Lite0's and Lite2's last maps
+    True
     """
     from imblearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -997,7 +1193,7 @@ def make(name, *, pair_asymmetry=None, **options):
     # A builder that takes ``balancing`` applies it itself (a fusion passes it to its members).
     sampler = None if "balancing" in taken else _sampler(resolved.get("balancing"), resolved.get("random_state"))
     parts = recipe.build(**{option: resolved[option] for option in taken})
-    if not isinstance(parts, tuple) or len(parts) not in (2, 3):
+    if not isinstance(parts, tuple) or len(parts) not in (2, 3, 4):
         raise TypeError(f"recipe {name!r}: its builder must return (features, classifier) or RecipeParts; "
                         f"got {type(parts).__name__}")
     parts = RecipeParts(*parts)
@@ -1010,6 +1206,9 @@ def make(name, *, pair_asymmetry=None, **options):
         parts = parts._replace(features=_pair_asymmetry_features(recipe, parts.features, pair_asymmetry))
     if parts.features is not None:
         steps += [("features", parts.features), ("scale", StandardScaler())]
+    elif parts.scaled_steps:
+        raise TypeError(f"recipe {name!r}: its builder returned scaled_steps without a feature step")
+    steps += builtins.list(parts.scaled_steps)
     if sampler is not None:
         if parts.features is None:
             raise ValueError(f"recipe {name!r} built no feature step to oversample after, so balancing="

@@ -12,6 +12,10 @@ Deliberate changes recorded since:
   ``...__max_side: 512`` in the parameters), and ``BagOfVisualWords`` has the new parameter
   ``max_side`` (default ``None``, so only its parameter table changed). Nothing else changed:
   the re-recording was checked to add exactly these ``max_side`` entries.
+* issue 14 #1 (test-time augmentation): ``CNNFeatures`` has the new parameter ``tta`` (default
+  ``None``: one view, today's features), so every pipeline with a CNN lists ``...__tta: None`` in
+  its parameters. The re-recording was checked entry by entry: every repr is unchanged, and the
+  parameter tables without these ``tta`` entries have the recorded digests.
 """
 
 import hashlib

@@ -294,6 +294,10 @@ def _split(estimator, extractor):
         raise ValueError(f"class_activation_map needs global average pooling of the last feature map "
                          f"(pooling='avg', layer=None); the extractor has pooling={extractor.pooling!r}, "
                          f"layer={extractor.layer!r}")
+    if extractor.tta is not None:
+        # The features average several views; a map of the one image would not explain them.
+        raise ValueError(f"class_activation_map explains the features of the image itself (tta=None); the "
+                         f"extractor averages the views tta={extractor.tta!r}")
     return image_steps, extractor, estimator
 
 

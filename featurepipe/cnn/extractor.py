@@ -42,7 +42,8 @@ from .._version import __version__
 from ..base import FeatureExtractor
 from . import runtimes
 from .model_cache import MODEL_CACHE
-from .preprocessing import input_size_pair, prepare_image
+from .preprocessing import TTA_CROP_FRACTION, TTA_PRESETS, TTA_VIEWS, input_size_pair, prepare_image, tta_view, \
+    tta_view_names
 from .specs import get_backbone, load_backbone
 from .weights import weights_file_token, weights_identity
 
@@ -270,6 +271,20 @@ class CNNFeatures(FeatureExtractor):
         Tap intermediate layers instead of the last feature map: a layer name,
         a depth (index into ``model.layers``, negative from the end), or a
         list of those whose pooled maps are concatenated in order.
+    tta : None, {"flip", "flip_crops"} or sequence of str, default=None
+        Test-time augmentation pooled in feature space: the features are the
+        mean of the features of several views of each image, made on the
+        image before it is resized for the network (so every runtime runs
+        them). ``"flip"`` averages the image and its left-right mirror image;
+        ``"flip_crops"`` adds five crops of
+        :data:`~featurepipe.cnn.preprocessing.TTA_CROP_FRACTION` (90 %) of the
+        image's height and width (centre and four corners); a sequence
+        picks views from :data:`~featurepipe.cnn.preprocessing.TTA_VIEWS`
+        (``"identity"``, ``"hflip"``, ``"crop_center"``, ``"crop_top_left"``,
+        ``"crop_top_right"``, ``"crop_bottom_left"``, ``"crop_bottom_right"``).
+        Costs one network pass per view. Only for data whose label does not
+        change under these views (a left-right flip of an ultrasound or a
+        mammogram keeps its diagnosis; a crop may cut a lesion at the edge).
     batch_size : int, default=32
         Images per network call (memory grows with it, not with the dataset).
     precision : {"float32", "bfloat16", "mixed_float16", "mixed_bfloat16"}, default="float32"
@@ -312,7 +327,22 @@ class CNNFeatures(FeatureExtractor):
     A GPU is used automatically when TensorFlow sees one.
 
     Feature names are ``cnn_<backbone>_<0000>`` for the last feature map and
-    ``cnn_<backbone>_<layer>_<0000>`` for tapped layers.
+    ``cnn_<backbone>_<layer>_<0000>`` for tapped layers (the same with ``tta``).
+
+    Examples
+    --------
+    Test-time augmentation averages the features of the views:
+
+    >>> import warnings
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).uniform(0, 1, (40, 48)).astype(np.float32)
+    >>> plain = CNNFeatures("mobilenet", weights=None, input_size=32, cache=False)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # random weights: features for this example only
+    ...     mirrored = plain.transform([image, image[:, ::-1]]).mean(axis=0)
+    ...     averaged = plain.set_params(tta="flip").transform([image])[0]
+    >>> bool(np.allclose(averaged, mirrored, rtol=1e-5, atol=1e-6))
+    True
     """
 
     # runtime: the float32 runtimes give equal features within runtimes.FLOAT32_RTOL (tested for every
@@ -320,7 +350,7 @@ class CNNFeatures(FeatureExtractor):
     _non_key_params = ("cache", "n_jobs", "batch_size", "verbose", "runtime")
 
     def __init__(self, backbone="efficientnet_lite0", weights="imagenet", input_size=None, pooling="avg",
-                 gem_p=3.0, layer=None, batch_size=32, precision="float32", runtime="auto", cache=True,
+                 gem_p=3.0, layer=None, tta=None, batch_size=32, precision="float32", runtime="auto", cache=True,
                  n_jobs=None):
         self.backbone = backbone
         self.weights = weights
@@ -328,6 +358,7 @@ class CNNFeatures(FeatureExtractor):
         self.pooling = pooling
         self.gem_p = gem_p
         self.layer = layer
+        self.tta = tta
         self.batch_size = batch_size
         self.precision = precision
         self.runtime = runtime
@@ -343,6 +374,7 @@ class CNNFeatures(FeatureExtractor):
         "pooling": [StrOptions(set(POOLINGS))],
         "gem_p": [StrictInterval(Real, 0, None, closed="neither")],
         "layer": [None, str, StrictInterval(Integral, None, None, closed="neither"), list, tuple],
+        "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
         "precision": [StrOptions(set(PRECISIONS))],
         "runtime": [StrOptions(set(runtimes.RUNTIMES))],
@@ -366,6 +398,12 @@ class CNNFeatures(FeatureExtractor):
         if layer is not None and (not items or not all((isinstance(v, str) and v) or is_int(v) for v in items)):
             raise invalid_parameter(self, "layer", "None, a layer name, a layer depth (int), or a non-empty list "
                                                    "of those")
+        if isinstance(self.tta, (list, tuple)):
+            try:
+                tta_view_names(self.tta)
+            except ValueError:
+                raise invalid_parameter(self, "tta", f"None, one of {sorted(TTA_PRESETS)}, or a non-empty sequence "
+                                                     f"of distinct views from {list(TTA_VIEWS)}") from None
         if self.precision.startswith("mixed_") and self.runtime not in ("auto", "tensorflow"):
             raise invalid_parameter(self, "precision", f"'float32' or 'bfloat16' with runtime={self.runtime!r} "
                                                        "(the mixed_* Keras policies need runtime='tensorflow')")
@@ -448,17 +486,21 @@ class CNNFeatures(FeatureExtractor):
         return names
 
     # -- batched extraction -----------------------------------------------------------------------
-    def _load_one(self, sample, size):
+    def _load_one(self, sample, size, views):
+        """The network inputs ``(len(views), H, W, 3)`` of one sample: each view, resized and scaled."""
         image = sample.image  # the network never sees the mask: leave mask files undecoded
         try:
-            return prepare_image(image, size)
+            # Views are made at the image's own resolution, then resized like any image (a crop keeps
+            # the detail the resize to the network input would otherwise lose first).
+            return [prepare_image(np.ascontiguousarray(tta_view(image, view, TTA_CROP_FRACTION)), size)
+                    for view in views]
         except ValueError as exc:
             raise ValueError(f"CNNFeatures on sample {sample.name!r}: {exc}") from exc
 
-    def _load_batch(self, pool, samples, size):
-        out = np.empty((len(samples), size[0], size[1], 3), dtype=np.float32)
-        for i, image in enumerate(pool.map(lambda s: self._load_one(s, size), samples)):
-            out[i] = image
+    def _load_batch(self, pool, samples, size, views):
+        out = np.empty((len(samples) * len(views), size[0], size[1], 3), dtype=np.float32)
+        for i, sample_views in enumerate(pool.map(lambda s: self._load_one(s, size, views), samples)):
+            out[i * len(views):(i + 1) * len(views)] = sample_views
         return out
 
     def _extract_many(self, samples):
@@ -470,20 +512,24 @@ class CNNFeatures(FeatureExtractor):
         out = np.empty((len(samples), n_out), dtype=np.float64)
         if not len(samples):
             return out
-        batch = int(self.batch_size)
+        views = tta_view_names(self.tta)
+        # batch_size counts network inputs (memory), so a batch holds batch_size // n_views samples.
+        batch = max(1, int(self.batch_size) // len(views))
         starts = list(range(0, len(samples), batch))
         threads = 1 if self.n_jobs is None else (os.cpu_count() or 1) if self.n_jobs == -1 else int(self.n_jobs)
         # Readers (threads; OpenCV and Pillow release the GIL) prepare the next batch while the
         # network runs on this one: at most two batches of pixels are alive at any time.
         with ThreadPoolExecutor(max_workers=threads) as readers, ThreadPoolExecutor(max_workers=1) as ahead:
-            pending = ahead.submit(self._load_batch, readers, samples[0:batch], size)
+            pending = ahead.submit(self._load_batch, readers, samples[0:batch], size, views)
             for k, start in enumerate(starts):
                 pixels = pending.result()  # re-raises a reader's ImageReadError (naming the file)
                 if k + 1 < len(starts):
                     nxt = starts[k + 1]
-                    pending = ahead.submit(self._load_batch, readers, samples[nxt:nxt + batch], size)
-                values = session(pixels)
-                out[start:start + len(pixels)] = values
+                    pending = ahead.submit(self._load_batch, readers, samples[nxt:nxt + batch], size, views)
+                values = np.asarray(session(pixels), dtype=np.float64)
+                n = len(pixels) // len(views)
+                # Test-time augmentation pooled in feature space: the mean over each sample's views.
+                out[start:start + n] = values.reshape(n, len(views), -1).mean(axis=1)
                 del pixels
         if not np.all(np.isfinite(out)):
             raise RuntimeError(f"CNNFeatures({self.backbone!r}) produced non-finite features; the backbone "

@@ -4,6 +4,9 @@
   ``(height, width)``) as the ``(height, width)`` the network is fed.
 * :func:`prepare_image` / :func:`prepare_batch` — float32 images in ``[0, 1]``
   (grayscale or RGB, any size) → float32 RGB ``(n, H, W, 3)`` in ``[0, 255]``.
+* :func:`tta_view` / :func:`tta_view_names` — the views of an image that
+  test-time augmentation averages features over (identity, horizontal
+  flip, corner and centre crops), made on the image before the network.
 * ``preprocess_*`` — each backbone's own scaling of that ``[0, 255]`` batch to
   what its weights were trained with (the ``preprocess`` of a
   :class:`~featurepipe.cnn.BackboneSpec`). Plain arithmetic, so NumPy arrays
@@ -37,6 +40,11 @@ __all__ = [
     "preprocess_tf",
     "preprocess_torch",
     "resize_image",
+    "TTA_CROP_FRACTION",
+    "TTA_PRESETS",
+    "TTA_VIEWS",
+    "tta_view",
+    "tta_view_names",
 ]
 
 _IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -142,3 +150,79 @@ def prepare_batch(images, size):
     for i, image in enumerate(images):
         out[i] = prepare_image(image, size)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Test-time augmentation: views of one image, made before the network
+#: Side of the crop views as a fraction of the image's height and width: small crops (a 10 % shift
+#: at most) that keep the whole lesion in view for the usual centred medical images, the size of
+#: the crops of the ten-crop evaluation of Krizhevsky et al. (2012; 224 of 256 px = 0.875) rounded.
+TTA_CROP_FRACTION = 0.9
+#: The views :func:`tta_view` makes. ``"identity"`` is the image itself, ``"hflip"`` its mirror
+#: image (left-right), ``"crop_*"`` the sub-image of :data:`TTA_CROP_FRACTION` of its height and
+#: width at the centre or a corner.
+TTA_VIEWS = ("identity", "hflip", "crop_center", "crop_top_left", "crop_top_right", "crop_bottom_left",
+             "crop_bottom_right")
+#: Named sets of views: the mirror pair, and the mirror pair plus the five crops.
+TTA_PRESETS = {"flip": ("identity", "hflip"), "flip_crops": TTA_VIEWS}
+
+
+def tta_view_names(tta):
+    """The view names of a ``tta`` setting: ``None`` → ``("identity",)``, a preset name → its views,
+    a sequence of view names → itself as a tuple.
+
+    >>> tta_view_names("flip"), tta_view_names(None), tta_view_names(["hflip", "crop_center"])
+    (('identity', 'hflip'), ('identity',), ('hflip', 'crop_center'))
+    """
+    if tta is None:
+        return ("identity",)
+    if isinstance(tta, str):
+        if tta not in TTA_PRESETS:
+            raise ValueError(f"tta must be None, one of {sorted(TTA_PRESETS)} or a sequence of views from "
+                             f"{list(TTA_VIEWS)}; got {tta!r}")
+        return TTA_PRESETS[tta]
+    names = tuple(tta)
+    unknown = [v for v in names if v not in TTA_VIEWS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"tta views must be distinct names from {list(TTA_VIEWS)}; got {tta!r}")
+    return names
+
+
+def tta_view(image, view, fraction=TTA_CROP_FRACTION):
+    """One view of ``image`` ``(H, W[, 3])`` for test-time augmentation (pixels copied, never interpolated).
+
+    Parameters
+    ----------
+    image : ndarray ``(H, W)`` or ``(H, W, 3)``
+    view : str
+        One of :data:`TTA_VIEWS`.
+    fraction : float
+        Crop side as a fraction of each image side (crops are
+        ``round(fraction * H) x round(fraction * W)`` pixels, at least 1).
+
+    Returns
+    -------
+    ndarray
+        A view (not a copy) of ``image``: the image itself, its mirror image,
+        or a crop, which the extractor then resizes to the network input like
+        any image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.arange(20).reshape(4, 5)
+    >>> tta_view(image, "hflip")[0].tolist(), tta_view(image, "crop_bottom_right", 0.5).tolist()
+    ([4, 3, 2, 1, 0], [[13, 14], [18, 19]])
+    """
+    if view == "identity":
+        return image
+    if view == "hflip":
+        return image[:, ::-1]
+    if not view.startswith("crop_") or view not in TTA_VIEWS:
+        raise ValueError(f"view must be one of {list(TTA_VIEWS)}; got {view!r}")
+    height, width = image.shape[:2]
+    crop_h, crop_w = max(1, round(fraction * height)), max(1, round(fraction * width))
+    where = view[len("crop_"):]
+    top = {"center": (height - crop_h) // 2, "top": 0, "bottom": height - crop_h}[where.split("_")[0]]
+    left = {"center": (width - crop_w) // 2, "left": 0, "right": width - crop_w}[where.split("_")[-1]]
+    return image[top:top + crop_h, left:left + crop_w]
