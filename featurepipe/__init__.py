@@ -18,6 +18,7 @@ _LAZY = {
     "read_mask": ".io",
     "Sample": ".sample",
     "as_samples": ".sample",
+    "TiledFeatures": ".tiling",
 }
 
 __all__ = ["__version__", *_LAZY]
