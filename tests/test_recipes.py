@@ -19,6 +19,7 @@ EXPECTED = {
     "convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "firstorder_glcm_svm", "glcm_svm",
     "lbp_svm", "hog_svm", "curvelet_svm", "bovw_svm", "shape_texture_rf", "hybrid_svm", "keras_head",
     "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote", "fusion_stack",
+    "convnet_tiles_svm",
 }
 FUSION = {"fusion_soft_vote", "fusion_stack"}
 
@@ -243,6 +244,8 @@ def _fast_settings(name, pipe, backbone):
         params["features__cache"] = False
     if name == "hybrid_svm":
         params["features__cnn__cache"] = False
+    if name == "convnet_tiles_svm":  # 32-px images: a small opening, 16-px tiles (several per image)
+        params.update(breast__opening_radius=2, features__cache=False, features__tile=16)
     if name.startswith("keras_"):
         params.update(classifier__weights=None, classifier__input_size=32, classifier__dense_units=(8,),
                       classifier__epochs=2, classifier__batch_size=8, classifier__unfreeze=0)
@@ -418,6 +421,10 @@ def _region_task(n_per_class, seed, size=64, side=10):
 def test_use_mask_is_never_silently_ignored(name):
     from featurepipe.preprocessing import CropToMask
 
+    if "use_mask" not in recipes.get(name).options:  # a whole-image recipe refuses it, naming the option
+        with pytest.raises(ValueError, match=f"recipe '{name}' does not accept the option use_mask=True"):
+            recipes.make(name, use_mask=True)
+        return
     whole, region = recipes.make(name), recipes.make(name, use_mask=True)
     assert repr(whole.get_params(deep=True)) != repr(region.get_params(deep=True)), name
     pipes = [m for _, m in region.named_steps["classifier"].estimators] if name in FUSION else [region]

@@ -261,3 +261,24 @@ def test_a_failing_sample_is_named(rng):
     sample = Sample.from_array(_image(rng, (8, 8)), mask)
     with pytest.raises(ValueError, match="empty"):
         TiledFeatures(_inner(use_mask=True), tile=4, cache=False).transform([sample])
+
+
+# ----------------------------------------------------------------------------- the recipe
+def test_convnet_tiles_svm_recipe_tiles_at_the_backbone_native_size():
+    from featurepipe import recipes
+    from featurepipe.cnn import get_backbone
+
+    pipe = recipes.make("convnet_tiles_svm")
+    assert [name for name, _ in pipe.steps] == ["breast", "breast_crop", "features", "scale", "classifier"]
+    breast = pipe.named_steps["breast"]
+    assert breast.output == "mask" and breast.clear_outside
+    features = pipe.named_steps["features"]
+    spec = get_backbone("efficientnet_lite0")
+    assert features.tile == spec.default_input_size == 224 and features.extractor.input_size is None
+    assert (features.overlap, tuple(features.scales), features.pooling, features.min_foreground) == (
+        0.5, (1.0, 0.5), "max", 0.1)
+    # SVMlight's C = 1 / n_features: one block of 1280 features per scale
+    assert pipe.named_steps["classifier"].estimator.C == pytest.approx(1 / (2 * spec.output_dim))
+    one_scale = recipes.make("convnet_tiles_svm", scales=(1.0,))
+    assert one_scale.named_steps["classifier"].estimator.C == pytest.approx(1 / spec.output_dim)
+    assert "tile" in recipes.get("convnet_tiles_svm").defaults
