@@ -18,6 +18,7 @@ _LAZY = {
     "read_mask": ".io",
     "Sample": ".sample",
     "as_samples": ".sample",
+    "MultiContextFeatures": ".tiling",
     "TiledFeatures": ".tiling",
 }
 

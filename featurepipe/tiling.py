@@ -1,4 +1,9 @@
-"""Tiled, multi-scale features: any image feature extractor run on tiles, pooled over them.
+"""Features of several regions of an image: tiles at several scales, lesion crops at several contexts.
+
+:class:`TiledFeatures` (whole-image tasks) and :class:`MultiContextFeatures`
+(lesion-region tasks) run any stateless image feature extractor on regions
+of each image, batched across images; this docstring is about the tiles (see
+:class:`MultiContextFeatures` for the crops).
 
 A mammogram of 1024 x 1024 pixels resized to a CNN's 224 px input shrinks a
 median lesion (radius ~40 px) to ~9 px and erases calcifications, and global
@@ -67,10 +72,10 @@ from sklearn.utils._param_validation import StrOptions
 from ._validation import StrictInterval, invalid_parameter, is_int_or_pair, is_real
 from .base import FeatureExtractor, describe_sample, is_stateless
 from .io import ImageReadError
-from .preprocessing import resize_image
+from .preprocessing import mask_crop_box, resize_image
 from .sample import Sample, derive_key
 
-__all__ = ["POOLINGS", "TiledFeatures", "cut_tiles", "rescale", "tile_boxes", "tile_starts"]
+__all__ = ["POOLINGS", "MultiContextFeatures", "TiledFeatures", "cut_tiles", "rescale", "tile_boxes", "tile_starts"]
 
 #: Element-wise poolings of tile features.
 POOLINGS = ("max", "mean")
@@ -227,8 +232,87 @@ class _TileSource:
         return self.where
 
 
+def _region_sample(parent, image, mask, box_text):
+    """An in-memory sample of one region of ``parent`` (a tile or a crop), keyed by the parent and the region."""
+    where = parent.path or "<array>"
+    meta = {"path": parent.path} if parent.path else {}
+    return Sample(derive_key(parent.key, box_text), _TileSource(image, mask, f"{where} {box_text}"), meta=meta)
+
+
+def _thread_count(n_jobs):
+    if n_jobs is None or n_jobs in (0, 1):
+        return 1
+    return int(n_jobs) if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+
+
+class _RegionFeatures(FeatureExtractor):
+    """An inner extractor run on several regions of each image, batched across images.
+
+    Subclasses define ``_regions_of(image, mask, sample) -> [(block, [region samples])]`` (the
+    blocks of one sample in output order), ``_combine(features) -> 1-D`` (one block's region
+    features, ``(n_regions, n_inner)``, to the block's output), ``_block_width(n_inner)`` and
+    ``_needs_mask()``; they have the parameters ``extractor``, ``batch_size`` and ``n_jobs``.
+    """
+
+    def _reads_mask(self):
+        return self._needs_mask() or self.extractor._reads_mask()
+
+    def _validate_extractor(self):
+        if not is_stateless(self.extractor):
+            raise invalid_parameter(self, "extractor", "a stateless feature extractor (one that learns in fit, "
+                                                       "such as a bag of visual words, cannot run on regions "
+                                                       "of an image)")
+        self.extractor._validate_params()  # the inner extractor's own rules, named by its class
+
+    def _regions(self, sample):
+        try:
+            image, mask = sample.load() if self._reads_mask() else (sample.image, None)
+            return self._regions_of(image, mask, sample)
+        except ImageReadError:
+            raise
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__} on sample {describe_sample(sample)}: {exc}") from exc
+
+    def _extract_many(self, samples):
+        inner = clone(self.extractor).set_params(cache=False)  # regions are never seen twice
+        n_inner = len(inner.get_feature_names_out())
+        width = self._block_width(n_inner)
+        out = None
+        pending = []  # (sample position, block index, number of regions)
+        regions = []
+
+        def flush():
+            nonlocal out
+            if not regions:
+                return
+            features = np.asarray(inner.transform(regions), dtype=np.float64)
+            start = 0
+            for position, block, count in pending:
+                out[position, block * width:(block + 1) * width] = self._combine(features[start:start + count])
+                start += count
+            pending.clear()
+            regions.clear()
+
+        out = np.empty((len(samples), len(self._feature_names())), dtype=np.float64)
+        threads = _thread_count(self.n_jobs)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            # Images are cut in order, ``threads`` at a time (memory holds a window of images, not the
+            # data set); their regions go to the inner extractor at least batch_size per call.
+            for window in range(0, len(samples), threads):
+                chunk = samples[window:window + threads]
+                cut = map(self._regions, chunk) if threads == 1 else pool.map(self._regions, chunk)
+                for offset, blocks in enumerate(cut):
+                    for block, block_regions in blocks:
+                        pending.append((window + offset, block, len(block_regions)))
+                        regions.extend(block_regions)
+                    if len(regions) >= self.batch_size:
+                        flush()
+            flush()
+        return out
+
+
 # ----------------------------------------------------------------------------- the estimator
-class TiledFeatures(FeatureExtractor):
+class TiledFeatures(_RegionFeatures):
     """Features of an inner extractor on tiles of each image at one or more scales, pooled over the tiles.
 
     Stateless and cached per sample: the cache key holds every parameter
@@ -323,10 +407,7 @@ class TiledFeatures(FeatureExtractor):
         if not poolings or not all(isinstance(p, str) and p in POOLINGS for p in poolings) or (
                 len(set(poolings)) != len(poolings)):
             raise invalid_parameter(self, "pooling", f"one of {list(POOLINGS)} or a non-empty tuple of distinct ones")
-        if not is_stateless(self.extractor):
-            raise invalid_parameter(self, "extractor", "a stateless feature extractor (one that learns in fit, "
-                                                       "such as a bag of visual words, cannot run on tiles)")
-        self.extractor._validate_params()  # the inner extractor's own rules, named by its class
+        self._validate_extractor()
 
     def _poolings(self):
         return (self.pooling,) if isinstance(self.pooling, str) else tuple(self.pooling)
@@ -335,35 +416,26 @@ class TiledFeatures(FeatureExtractor):
         return (int(self.tile), int(self.tile)) if np.ndim(self.tile) == 0 else (int(self.tile[0]),
                                                                                  int(self.tile[1]))
 
-    def _reads_mask(self):
-        return self.min_foreground > 0 or self.extractor._reads_mask()
+    def _needs_mask(self):
+        return self.min_foreground > 0
 
     def _feature_names(self):
         inner = list(self.extractor.get_feature_names_out())
         return [f"tiles_{_scale_label(s)}_{p}_{name}" for s in self.scales for p in self._poolings()
                 for name in inner]
 
-    # -- extraction ------------------------------------------------------------------------
-    def _tiles_of(self, sample):
-        """``[(scale index, [tile samples])]`` of one sample (tiles filtered by ``min_foreground``)."""
-        try:
-            image, mask = sample.load() if self._reads_mask() else (sample.image, None)
-            out = []
-            for k, scale in enumerate(self.scales):
-                scaled, scaled_mask = rescale(image, mask, scale)
-                tiles = cut_tiles(scaled, scaled_mask, self._tile_pair(), float(self.overlap), self.undersized)
-                tiles = self._kept(tiles)
-                where = sample.path or "<array>"
-                meta = {"path": sample.path} if sample.path else {}
-                out.append((k, [Sample(derive_key(sample.key, f"tile(scale={float(scale)!r},box={box})"),
-                                       _TileSource(part, part_mask, f"{where} tile {box} at scale {scale:g}"),
-                                       meta=meta)
-                                for part, part_mask, box in tiles]))
-            return out
-        except (ImageReadError, ValueError) as exc:
-            if isinstance(exc, ImageReadError):
-                raise
-            raise ValueError(f"TiledFeatures on sample {describe_sample(sample)}: {exc}") from exc
+    def _block_width(self, n_inner):
+        return n_inner * len(self._poolings())
+
+    def _regions_of(self, image, mask, sample):
+        out = []
+        for k, scale in enumerate(self.scales):
+            scaled, scaled_mask = rescale(image, mask, scale)
+            tiles = self._kept(cut_tiles(scaled, scaled_mask, self._tile_pair(), float(self.overlap),
+                                         self.undersized))
+            out.append((k, [_region_sample(sample, part, part_mask, f"tile {box} at scale {float(scale)!r}")
+                            for part, part_mask, box in tiles]))
+        return out
 
     def _kept(self, tiles):
         if self.min_foreground <= 0 or tiles[0][1] is None:
@@ -372,13 +444,7 @@ class TiledFeatures(FeatureExtractor):
         kept = [t for t, c in zip(tiles, coverage) if c >= self.min_foreground]
         return kept or [tiles[int(np.argmax(coverage))]]
 
-    def _threads(self):
-        n_jobs = self.n_jobs
-        if n_jobs is None or n_jobs in (0, 1):
-            return 1
-        return int(n_jobs) if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
-
-    def _pool(self, features):
+    def _combine(self, features):
         parts = []
         with warnings.catch_warnings():  # a feature NaN on every tile stays NaN, without a RuntimeWarning
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -386,38 +452,114 @@ class TiledFeatures(FeatureExtractor):
                 parts.append(np.nanmax(features, axis=0) if pooling == "max" else np.nanmean(features, axis=0))
         return np.concatenate(parts)
 
-    def _extract_many(self, samples):
-        inner = clone(self.extractor).set_params(cache=False)  # tiles are never seen twice
-        n_inner = len(inner.get_feature_names_out())
-        n_scales = len(self.scales)
-        width = n_inner * len(self._poolings())
-        out = np.empty((len(samples), n_scales * width), dtype=np.float64)
-        pending = []  # (sample position, scale index, number of tiles)
-        tiles = []
 
-        def flush():
-            if not tiles:
-                return
-            features = np.asarray(inner.transform(tiles), dtype=np.float64)
-            start = 0
-            for position, k, count in pending:
-                out[position, k * width:(k + 1) * width] = self._pool(features[start:start + count])
-                start += count
-            pending.clear()
-            tiles.clear()
+def _context_label(context):
+    """``c0p25`` for 0.25, ``c1`` for 1.0 (feature-name part)."""
+    return "c" + f"{float(context):g}".replace(".", "p")
 
-        threads = self._threads()
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            # Images are cut in order, ``threads`` at a time (memory holds a window of images, not the
-            # data set); their tiles go to the inner extractor at least batch_size tiles per call.
-            for window in range(0, len(samples), threads):
-                chunk = samples[window:window + threads]
-                cut = map(self._tiles_of, chunk) if threads == 1 else pool.map(self._tiles_of, chunk)
-                for offset, per_scale in enumerate(cut):
-                    for k, scale_tiles in per_scale:
-                        pending.append((window + offset, k, len(scale_tiles)))
-                        tiles.extend(scale_tiles)
-                    if len(tiles) >= self.batch_size:
-                        flush()
-            flush()
+
+class MultiContextFeatures(_RegionFeatures):
+    """Features of an inner extractor on the lesion crop at several contexts, concatenated.
+
+    For each context ``c`` the image is cropped to the box
+    :class:`~featurepipe.preprocessing.CropToMask` ``(margin=margin,
+    context=c, square=square)`` cuts (see
+    :func:`~featurepipe.preprocessing.mask_crop_box`); the inner extractor
+    runs on every crop (the crops of several images in one call) and the
+    contexts' features are concatenated in order. The result equals a
+    :class:`~sklearn.pipeline.FeatureUnion` of ``CropToMask`` + extractor
+    pipelines, one per context, computed in one pass over the images and
+    with readable feature names (``context_c1_cnn_efficientnet_lite0_0000``).
+
+    For lesion-region tasks only: a sample without a mask, or with an empty
+    one, is refused with an error naming it (see "Lesion-region tasks" in
+    :mod:`featurepipe.recipes` for why normal images must not be given a
+    stand-in region).
+
+    Parameters
+    ----------
+    extractor : FeatureExtractor
+        A stateless featurepipe feature extractor (e.g. ``CNNFeatures()``).
+    contexts : tuple of float, default=(0.25, 1.0)
+        Context on every side as a fraction of the lesion's longer side
+        (distinct, each >= 0): 0.25 shows the lesion and its margin (whose
+        shape BI-RADS reads: circumscribed, spiculated), 1.0 the lesion in
+        surroundings three times its size.
+    margin : int >= 0, default=0
+        Minimum context in pixels at every context.
+    square : bool, default=True
+        Square crops (not distorted by a CNN's square input).
+    batch_size : int, default=256
+        Crops handed to the inner extractor per call (whole images at a time).
+    cache : bool or path, default=True
+    n_jobs : int, optional
+        Threads that load and crop the images (default 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featurepipe.features import FirstOrderFeatures
+    >>> from featurepipe.sample import Sample
+    >>> mask = np.zeros((40, 40), bool)
+    >>> mask[10:20, 12:20] = True
+    >>> image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    >>> inner = FirstOrderFeatures(use_mask=False, cache=False)
+    >>> Z = MultiContextFeatures(inner, contexts=(0.0, 1.0), cache=False).transform([Sample.from_array(image, mask)])
+    >>> tight, wide = image[10:20, 11:21], image[0:30, 1:31]  # 10 x 10, then 10 px more on every side
+    >>> bool(np.allclose(Z[0], np.concatenate(inner.transform([tight, wide]))))
+    True
+    """
+
+    def __init__(self, extractor, contexts=(0.25, 1.0), margin=0, square=True, batch_size=256, cache=True,
+                 n_jobs=None):
+        self.extractor = extractor
+        self.contexts = contexts
+        self.margin = margin
+        self.square = square
+        self.batch_size = batch_size
+        self.cache = cache
+        self.n_jobs = n_jobs
+
+    _parameter_constraints = {
+        **FeatureExtractor._parameter_constraints,
+        "extractor": [FeatureExtractor],
+        "contexts": [tuple, list],
+        "margin": [StrictInterval(Integral, 0, None, closed="left")],
+        "square": ["boolean"],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+    }
+
+    def _validate_param_rules(self):
+        contexts = list(self.contexts)
+        if not contexts or not all(is_real(c) and c >= 0 for c in contexts) or len(set(contexts)) != len(contexts):
+            raise invalid_parameter(self, "contexts", "a non-empty sequence of distinct numbers >= 0 (fractions of "
+                                                      "the lesion's size)")
+        self._validate_extractor()
+
+    def _needs_mask(self):
+        return True
+
+    def _feature_names(self):
+        inner = list(self.extractor.get_feature_names_out())
+        return [f"context_{_context_label(c)}_{name}" for c in self.contexts for name in inner]
+
+    def _block_width(self, n_inner):
+        return n_inner
+
+    def _regions_of(self, image, mask, sample):
+        if mask is None:
+            raise ValueError("the sample has no mask to crop to (MultiContextFeatures describes the annotated "
+                             "region; give the dataset masks)")
+        out = []
+        for k, context in enumerate(self.contexts):
+            box = mask_crop_box(mask, int(self.margin), float(context), bool(self.square))
+            if box is None:
+                raise ValueError("the sample's mask is empty (no True pixel), so there is no region to crop to")
+            r0, r1, c0, c1 = box
+            crop = np.ascontiguousarray(image[r0:r1, c0:c1])
+            crop_mask = np.ascontiguousarray(mask[r0:r1, c0:c1])
+            out.append((k, [_region_sample(sample, crop, crop_mask, f"crop {box} (context {float(context)!r})")]))
         return out
+
+    def _combine(self, features):
+        return features[0]

@@ -282,3 +282,39 @@ def test_convnet_tiles_svm_recipe_tiles_at_the_backbone_native_size():
     one_scale = recipes.make("convnet_tiles_svm", scales=(1.0,))
     assert one_scale.named_steps["classifier"].estimator.C == pytest.approx(1 / spec.output_dim)
     assert "tile" in recipes.get("convnet_tiles_svm").defaults
+
+
+# ----------------------------------------------------------------------------- multi-context lesion crops
+def test_multi_context_features_equal_crop_to_mask_then_the_extractor(rng):
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    from featurepipe import MultiContextFeatures
+    from featurepipe.preprocessing import CropToMask
+
+    samples = []
+    for k in range(3):
+        mask = np.zeros((40, 48), bool)
+        mask[8 + k:20 + 2 * k, 10:18 + 3 * k] = True  # lesions of different sizes and shapes
+        samples.append(Sample.from_array(_image(rng, (40, 48)), mask))
+    inner = _inner(use_mask=True)
+    got = MultiContextFeatures(inner, contexts=(0.25, 1.0), margin=2, cache=False).transform(samples)
+    union = FeatureUnion([(f"c{c}", make_pipeline(CropToMask(margin=2, context=c, square=True), inner))
+                          for c in (0.25, 1.0)])
+    np.testing.assert_allclose(got, union.fit_transform(samples), rtol=RTOL)
+    names = MultiContextFeatures(inner, contexts=(0.25, 1.0)).get_feature_names_out()
+    n = len(inner.get_feature_names_out())
+    assert names[0] == f"context_c0p25_{inner.get_feature_names_out()[0]}" and names[n].startswith("context_c1_")
+    assert step_token(MultiContextFeatures(inner, contexts=(0.25,))) != step_token(MultiContextFeatures(inner))
+
+
+def test_multi_context_features_refuse_samples_without_a_region(rng):
+    from featurepipe import MultiContextFeatures
+
+    image = _image(rng, (16, 16))
+    with pytest.raises(ValueError, match="has no mask"):
+        MultiContextFeatures(_inner(), cache=False).transform([Sample.from_array(image)])
+    with pytest.raises(ValueError, match="mask is empty"):
+        MultiContextFeatures(_inner(), cache=False).transform([Sample.from_array(image, np.zeros((16, 16), bool))])
+    for bad in [(), (0.5, 0.5), (-1.0,), ("wide",)]:
+        with pytest.raises(ValueError, match="contexts"):
+            MultiContextFeatures(_inner(), contexts=bad).get_feature_names_out()
