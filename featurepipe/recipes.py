@@ -516,8 +516,8 @@ _TILE_OVERLAP = 0.5
 _TILE_MIN_BREAST = 0.1
 
 
-def _convnet_tiles_svm(*, backbone, random_state, class_weight, scales=(1.0, 0.5)):
-    """Whole mammograms: breast region, CNN features of native-size tiles at ``scales``, max-pooled; linear SVM."""
+def _convnet_tiles_svm(*, backbone, use_mask, random_state, class_weight, scales=(1.0, 0.5)):
+    """Breast region (or, with ``use_mask``, the lesion crop), CNN features of native-size tiles, max-pooled; SVM."""
     from .cnn import CNNFeatures, get_backbone
     from .preprocessing import CropToMask, OtsuROI
     from .tiling import TiledFeatures
@@ -531,6 +531,10 @@ def _convnet_tiles_svm(*, backbone, random_state, class_weight, scales=(1.0, 0.5
     classifier = _linear_svm(random_state, class_weight, backbone)
     # SVMlight's C = 1 / n_features (see _linear_svm), for one block of backbone features per scale.
     classifier.set_params(estimator__C=1.0 / (spec.output_dim * max(1, len(scales))))
+    if use_mask:
+        # The annotated region instead of the breast: its crop with the recipes' context, tiled at its own
+        # pixels; tiles showing less than _TILE_MIN_BREAST of the region are skipped alike.
+        return RecipeParts(features, classifier, image_steps=(("roi", CropToMask(margin=ROI_MARGIN)),))
     # The breast region becomes the mask (labels and markers outside it blanked), then the crop to its box
     # carries it along, so that tiles of background (coverage below _TILE_MIN_BREAST) are never computed.
     breast = (("breast", OtsuROI(output="mask", clear_outside=True)), ("breast_crop", CropToMask()))
@@ -623,7 +627,9 @@ _WHY_TILES = (f"resizing a 1024 px mammogram to a CNN's 224 px input shrinks a m
               f"10% breast tissue (about the area of a median lesion in a tile) skipped; features max-pooled over "
               f"the tiles (a lesion is local: the strongest tile response, not the average, marks it), scales "
               f"concatenated. Scales are relative to the image as given: for a finer pixel pitch than mini-MIAS's "
-              f"200 um pass smaller scales (e.g. (0.25, 0.125) at 50 um). None of these was tuned on any data "
+              f"200 um pass smaller scales (e.g. (0.25, 0.125) at 50 um). With use_mask=True the annotated region's "
+              f"crop (ROI_MARGIN px of context) replaces the breast region, tiled alike (tiles showing at least 10% "
+              f"of the region), so a large lesion keeps its full resolution. None of these was tuned on any data "
               f"set's test folds; {_WHY_LINEAR_SVM}, with C = 1 / (feature dimension x number of scales)")
 
 
@@ -651,8 +657,9 @@ for _recipe in [
            lambda *, backbone, random_state, class_weight: (_cnn(backbone), _rf(random_state, class_weight)), _RF_GRID,
            crops_to_mask=True,
            defaults=f"{_WHY_CNN}; {_WHY_RF}"),
-    Recipe("convnet_tiles_svm", "Whole mammograms: breast region, frozen CNN features of native-size tiles at two "
-                                "scales, max-pooled over the tiles + standardisation + linear SVM",
+    Recipe("convnet_tiles_svm", "Whole mammograms: breast region (or the lesion crop with use_mask), frozen CNN "
+                                "features of native-size tiles at two scales, max-pooled over the tiles + "
+                                "standardisation + linear SVM",
            "Shen, Margolies, Rothstein, Fluder, McBride & Sieh (2019), Deep learning to improve breast cancer "
            "detection on screening mammography, Sci. Rep. 9:12495 (patch classifiers pooled over the whole "
            f"image); {_RAZAVIAN}",

@@ -15,7 +15,7 @@ Deliberate changes recorded since:
 * issue 14 #5 (lesion-size-adaptive crops, tiles): ``CropToMask`` has the new parameters
   ``context`` (default ``0.0``) and ``square`` (default ``False``), so the parameter tables (not
   the reprs) of every ``use_mask`` pipeline gained ``roi__context: 0.0`` and ``roi__square:
-  False``; the new recipe ``convnet_tiles_svm`` (which refuses ``use_mask``) was recorded. The
+  False``; the new recipe ``convnet_tiles_svm`` was recorded. The
   re-recording was checked to change nothing else (digests without the two entries equal the old).
 """
 
@@ -50,8 +50,6 @@ def applicable(recipe, options):
     """Whether ``options`` apply to ``recipe``: a backbone only to CNN recipes, oversampling not in
     front of an end-to-end network."""
     if "backbone" in options and not recipe.uses_cnn:
-        return False
-    if options.get("use_mask") and "use_mask" not in recipe.options:  # a whole-image recipe refuses it
         return False
     return not (options.get("balancing") is not None and recipe.end_to_end)
 

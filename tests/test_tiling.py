@@ -61,11 +61,11 @@ def test_undersized_tiles_are_padded_with_zeros_or_kept(rng):
     assert [box for _, _, box in padded] == [(0, 5, 0, 8), (0, 5, 1, 9)]
     tile, tile_mask, _ = padded[1]
     assert tile.shape == (8, 8) and tile_mask.shape == (8, 8)
-    np.testing.assert_array_equal(tile[:5], image[:, 1:9])  # copied pixels, not computed
+    np.testing.assert_array_equal(tile[:5], image[:, 1:9])  # exact: copied pixels, not computed
     assert not tile[5:].any() and not tile_mask[5:].any()
-    np.testing.assert_array_equal(tile_mask[:5], mask[:, 1:9])
+    np.testing.assert_array_equal(tile_mask[:5], mask[:, 1:9])  # exact: a boolean mask sliced
     kept = cut_tiles(image, mask, 8, 0.0, "keep")
-    np.testing.assert_array_equal(kept[0][0], image[:, 0:8])
+    np.testing.assert_array_equal(kept[0][0], image[:, 0:8])  # exact: a view of the image
     assert kept[0][0].shape == (5, 8)
 
 
@@ -189,7 +189,7 @@ def test_cached_per_sample_and_key_holds_the_inner_parameters(rng, monkeypatch):
     monkeypatch.setattr(TiledFeatures, "_extract_many", lambda self, s: calls.append(len(s)) or original(self, s))
     again = clone(tiled).transform(images + [_image(rng, (8, 8))])
     assert calls == [1]  # only the new image was computed
-    np.testing.assert_array_equal(again[:3], first)  # the cache returns exactly what was stored
+    np.testing.assert_array_equal(again[:3], first)  # exact: the cache returns the stored bytes
     other = clone(tiled).set_params(extractor__levels=16)
     assert step_token(other) != step_token(tiled)
     assert "levels=16" in step_token(other)
@@ -318,3 +318,13 @@ def test_multi_context_features_refuse_samples_without_a_region(rng):
     for bad in [(), (0.5, 0.5), (-1.0,), ("wide",)]:
         with pytest.raises(ValueError, match="contexts"):
             MultiContextFeatures(_inner(), contexts=bad).get_feature_names_out()
+
+
+def test_convnet_tiles_svm_with_use_mask_tiles_the_lesion_crop_instead_of_the_breast():
+    from featurepipe import recipes
+
+    region = recipes.make("convnet_tiles_svm", use_mask=True)
+    assert [name for name, _ in region.steps] == ["roi", "features", "scale", "classifier"]
+    assert region.named_steps["roi"].margin == recipes.ROI_MARGIN
+    # the same tiles and pooling as on the breast region
+    assert repr(region.named_steps["features"]) == repr(recipes.make("convnet_tiles_svm").named_steps["features"])
