@@ -20,6 +20,8 @@ _LAZY = {
     "PowerNormalizer": ".normalization",
     "Sample": ".sample",
     "as_samples": ".sample",
+    "MultiContextFeatures": ".tiling",
+    "TiledFeatures": ".tiling",
 }
 
 __all__ = ["__version__", *_LAZY]

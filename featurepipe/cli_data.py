@@ -104,6 +104,10 @@ def add_task_options(parser):
     parser.add_argument("--unit", choices=("image", "patch"), default=None,
                         help="mias: whole mammograms (image, default) or a patch around each annotated "
                              "abnormality plus one inside each normal breast (patch)")
+    parser.add_argument("--patch-context", type=float, default=None, metavar="FRACTION",
+                        help="mias --unit patch: size each abnormality patch from its annotated radius, with "
+                             "FRACTION of the circle's diameter as context on every side (e.g. 0.5; the patch "
+                             "size stays the floor)")
 
 
 def task_options(args, layout):
@@ -117,6 +121,12 @@ def task_options(args, layout):
         if layout != "mias":
             raise ValueError(f"--unit applies to the mias layout, not to {layout!r}")
         options["unit"] = args.unit
+    context = getattr(args, "patch_context", None)
+    if context is not None:
+        if layout != "mias" or getattr(args, "unit", None) != "patch":
+            raise ValueError(f"--patch-context sizes the patches of the mias layout with --unit patch; got layout "
+                             f"{layout!r}, unit {getattr(args, 'unit', None)!r}")
+        options.update(fit_radius=True, context=context)
     return options
 
 

@@ -309,7 +309,8 @@ def _apply_common_flags(spec, args):
         d.path, d.demo = os.path.abspath(args.dataset), False
     if getattr(args, "demo", False):
         d.path, d.demo = None, True
-    for flag, attribute in (("layout", "layout"), ("task", "task"), ("unit", "unit")):
+    for flag, attribute in (("layout", "layout"), ("task", "task"), ("unit", "unit"),
+                            ("patch_context", "patch_context")):
         if getattr(args, flag, None) is not None:
             setattr(d, attribute, getattr(args, flag))
     if getattr(args, "mode", None) is not None:

@@ -57,7 +57,7 @@ parallel, see :func:`~featurepipe.benchmark.run_benchmark`).
 (the synthetic demo set), ``layout`` (default ``"auto"``), ``mode``
 (``"gray"``/``"rgb"``; default the layout's), ``mask_suffix`` (folder
 layout: mask files beside images), ``task``/``unit`` (layouts that offer
-several), ``allow_outside_root`` (manifests), ``duplicates`` (``"near"``,
+several), ``patch_context`` (mias patches sized from the annotated radius), ``allow_outside_root`` (manifests), ``duplicates`` (``"near"``,
 ``"exact"``, ``"none"``), ``duplicate_threshold``, ``on_error``
 (``"skip"``, ``"record"``, ``"raise"``), ``pairs`` (true: paired images,
 one sample per pair: the dmr-ir layout's two crops per patient folder, or a
@@ -175,6 +175,7 @@ class DatasetSpec:
     mask_suffix: str | None = None
     task: str | None = None
     unit: str | None = None
+    patch_context: float | None = None
     allow_outside_root: bool = False
     duplicates: str = "near"
     duplicate_threshold: float | None = None
@@ -343,11 +344,16 @@ def from_dict(data):
         layout=_str(ds, "layout", "dataset.", "auto"), mode=_str(ds, "mode", "dataset.", None, ("gray", "rgb")),
         mask_suffix=_str(ds, "mask_suffix", "dataset.", None), task=_str(ds, "task", "dataset.", None),
         unit=_str(ds, "unit", "dataset.", None, ("image", "patch")),
+        patch_context=ds.get("patch_context"),
         allow_outside_root=_bool(ds, "allow_outside_root", "dataset.", False),
         duplicates=_str(ds, "duplicates", "dataset.", "near", ("near", "exact", "none")),
         duplicate_threshold=ds.get("duplicate_threshold"),
         on_error=_str(ds, "on_error", "dataset.", "skip", ("skip", "record", "raise")),
         pairs=_bool(ds, "pairs", "dataset.", False), partner_marker=_str(ds, "partner_marker", "dataset.", None))
+    context = dataset.patch_context
+    if context is not None and (isinstance(context, bool) or not isinstance(context, (int, float)) or not
+                                0 <= context < float("inf")):
+        raise _bad("dataset.patch_context", context, "a number >= 0 (a fraction of the abnormality's diameter)")
     threshold = dataset.duplicate_threshold
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0 < threshold <= 1):
@@ -650,7 +656,7 @@ def load_data(dataset_spec):
     """The :class:`~featurepipe.dataset.Dataset` that ``dataset_spec`` names (the demo set with ``demo``)."""
     d = dataset_spec
     if d.demo or d.path is None:
-        if d.task is not None or d.unit is not None:
+        if d.task is not None or d.unit is not None or d.patch_context is not None:
             raise SpecError("dataset.task", "dataset.task, dataset.unit: --task/--unit apply to a dataset's layout, "
                                            "not to the demo set")
         from .demo import load_demo

@@ -67,6 +67,8 @@ __all__ = [
     "standardize",
     "otsu_roi",
     "mask_bbox",
+    "mask_crop_box",
+    "context_margin",
 ]
 
 #: Standard deviations below this (in image intensity units) count as a constant image.
@@ -419,6 +421,75 @@ def _expand_bbox(bbox, margin, shape):
     return max(0, r0 - margin), min(shape[0], r1 + margin), max(0, c0 - margin), min(shape[1], c1 + margin)
 
 
+def context_margin(size, margin=0, context=0.0):
+    """Pixels of context around an object ``size`` pixels across: ``max(margin, ceil(context * size))``.
+
+    The one rule of lesion-size-adaptive crops (:class:`CropToMask`, and the
+    MIAS patches of :func:`featurepipe.datasets.load_mias`): at least
+    ``margin`` pixels, and at least ``context`` times the object's size.
+    ``context * size`` is rounded to 9 decimals before rounding up, so that
+    ``0.1 * 30`` is 3, not 4.
+
+    >>> context_margin(10, margin=3, context=0.5), context_margin(7, context=0.5), context_margin(30, context=0.1)
+    (5, 4, 3)
+    """
+    return max(int(margin), int(np.ceil(round(float(context) * int(size), 9))))
+
+
+def _fit_axis(start, stop, length):
+    """Shift ``[start, stop)`` inside ``[0, length)`` keeping its size; clip it when it is longer."""
+    size = stop - start
+    if size >= length:
+        return 0, length
+    start = min(max(start, 0), length - size)
+    return start, start + size
+
+
+def mask_crop_box(mask, margin=0, context=0.0, square=False):
+    """Crop box ``(row0, row1, col0, col1)`` (end-exclusive) around a mask's ``True`` pixels, or ``None``.
+
+    1. the bounding box of the mask, ``h x w`` pixels (:func:`mask_bbox`);
+    2. with ``square``, its shorter side grown to ``max(h, w)`` around its
+       centre (the odd extra pixel at the bottom / right);
+    3. grown by ``context_margin(max(h, w), margin, context)`` pixels on
+       every side (:func:`context_margin`);
+    4. fitted to the image: clipped at the border (``square=False``, the
+       original behaviour), or shifted inside it to stay square
+       (``square=True``; clipped only along an axis shorter than the box).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+    margin : int >= 0
+    context : float >= 0
+    square : bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((40, 50), bool)
+    >>> mask[10:14, 20:25] = True  # rows 10-13, columns 20-24
+    >>> mask_crop_box(mask, margin=3), mask_crop_box(mask, context=0.5), mask_crop_box(mask, square=True)
+    ((7, 17, 17, 28), (7, 17, 17, 28), (10, 15, 20, 25))
+    """
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        return None
+    r0, r1, c0, c1 = bbox
+    size = max(r1 - r0, c1 - c0)
+    if square:
+        r0 -= (size - (r1 - r0)) // 2
+        c0 -= (size - (c1 - c0)) // 2
+        r1, c1 = r0 + size, c0 + size
+    pad = context_margin(size, margin, context)
+    r0, r1, c0, c1 = r0 - pad, r1 + pad, c0 - pad, c1 + pad
+    height, width = mask.shape[:2]
+    if square:
+        (r0, r1), (c0, c1) = _fit_axis(r0, r1, height), _fit_axis(c0, c1, width)
+        return r0, r1, c0, c1
+    return max(0, r0), min(height, r1), max(0, c0), min(width, c1)
+
+
 def otsu_roi(image, opening_radius=15, foreground="bright", fill_holes=True, nbins=256):
     """Region of interest: the largest Otsu-foreground component after a morphological opening.
 
@@ -728,27 +799,61 @@ class OtsuROI(ImageStep):
 
 
 class CropToMask(ImageStep):
-    """Crop image and mask to the bounding box of the mask, plus a margin.
+    """Crop image and mask to the bounding box of the mask, plus context (fixed and/or lesion-relative).
+
+    See :func:`mask_crop_box` for how the box is computed.
 
     Parameters
     ----------
     margin : int >= 0, default=0
-        Pixels added on every side (clipped to the image).
+        Pixels of context added on every side, at least.
+    context : float >= 0, default=0.0
+        Context relative to the lesion: on every side, at least ``context``
+        times the longer side of the mask's bounding box (rounded up), e.g.
+        ``0.5`` gives a crop twice the lesion's size, whatever its size in
+        pixels. The margin used is the larger of ``margin`` and this
+        (default ``0.0``: ``margin`` alone, as before ``context`` existed).
+    square : bool, default=False
+        Make the box square (side = the longer side of the mask's box, the
+        shorter side grown evenly around its centre) before adding context,
+        and keep it square at the image border by shifting it inside the
+        image rather than clipping it (clipped only along an axis shorter
+        than the box). CNNs resize crops to a square input without keeping
+        the aspect ratio: a square crop is not distorted.
 
     A sample without a mask, or with an empty mask, raises
     :class:`PreprocessingError` naming the sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featurepipe.sample import Sample
+    >>> mask = np.zeros((40, 50), bool)
+    >>> mask[10:14, 20:30] = True  # a 4 x 10 lesion
+    >>> sample = Sample.from_array(np.zeros(mask.shape, np.float32), mask)
+    >>> image, crop_mask = CropToMask(context=0.5).fit_transform([sample])[0].load()
+    >>> image.shape, int(crop_mask.sum())  # 5 px (0.5 x 10) of context on every side
+    ((14, 20), 40)
+    >>> CropToMask(context=0.5, square=True).fit_transform([sample])[0].image.shape  # 10 x 10, then 5 px
+    (20, 20)
     """
 
-    def __init__(self, margin=0):
+    def __init__(self, margin=0, context=0.0, square=False):
         self.margin = margin
+        self.context = context
+        self.square = square
 
-    _parameter_constraints = {"margin": [_NON_NEGATIVE_INT]}
+    _parameter_constraints = {
+        "margin": [_NON_NEGATIVE_INT],
+        "context": [StrictInterval(Real, 0, None, closed="left")],
+        "square": ["boolean"],
+    }
 
     def _transform_image(self, image, mask):
         if mask is None:
             raise ValueError("the sample has no mask to crop to (give the dataset masks, or use OtsuROI)")
-        bbox = mask_bbox(mask)
-        if bbox is None:
+        box = mask_crop_box(mask, int(self.margin), float(self.context), bool(self.square))
+        if box is None:
             raise ValueError("the sample's mask is empty (no True pixel), so there is no box to crop to")
-        r0, r1, c0, c1 = _expand_bbox(bbox, int(self.margin), mask.shape)
+        r0, r1, c0, c1 = box
         return np.ascontiguousarray(image[r0:r1, c0:c1]), np.ascontiguousarray(mask[r0:r1, c0:c1])

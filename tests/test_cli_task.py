@@ -1,4 +1,4 @@
-"""``--task`` and ``--unit`` on ``data check``, ``benchmark`` and ``fit``."""
+"""``--task``, ``--unit`` and ``--patch-context`` on ``data check``, ``benchmark`` and ``fit``."""
 
 import numpy as np
 from PIL import Image
@@ -43,3 +43,28 @@ def test_benchmark_and_fit_refuse_task_options_a_layout_does_not_have(tmp_path, 
     assert "--task applies to the mias and breakhis layouts, not to 'folder'" in capsys.readouterr().err
     assert main(["benchmark", "--demo", "--task", "normal-abnormal"]) == 2
     assert "--task/--unit apply to a dataset's layout, not to the demo set" in capsys.readouterr().err
+
+
+def test_patch_context_sizes_mias_patches_from_the_radius(tmp_path, capsys):
+    from argparse import Namespace
+
+    import pytest
+
+    from featurepipe.cli_data import task_options
+    from featurepipe.experiment import DatasetSpec, SpecError, from_dict, load_data
+
+    args = Namespace(task=None, unit="patch", patch_context=0.5)
+    assert task_options(args, "mias") == {"unit": "patch", "fit_radius": True, "context": 0.5}
+    with pytest.raises(ValueError, match="--patch-context sizes the patches of the mias layout with --unit patch"):
+        task_options(Namespace(task=None, unit=None, patch_context=0.5), "mias")
+    with pytest.raises(ValueError, match="got layout 'busi'"):
+        task_options(Namespace(task=None, unit=None, patch_context=0.5), "busi")
+    root = _mias(tmp_path)
+    # mdb001: radius 5 -> diameter 11, context ceil(6 * 11) = 66 px per side -> 143 px (over the 128-px floor)
+    dataset = load_data(DatasetSpec(path=str(root), unit="patch", patch_context=6.0))
+    patch = next(s for s in dataset if s.meta.get("ref") == "mdb001")
+    assert patch.image.shape == (143, 143) and dataset.info["context"] == 6.0
+    with pytest.raises(SpecError, match="dataset.patch_context must be a number >= 0"):
+        from_dict({"dataset": {"path": str(root), "patch_context": -1}})
+    assert main(["benchmark", "--demo", "--patch-context", "0.5"]) == 2
+    assert "apply to a dataset's layout, not to the demo set" in capsys.readouterr().err

@@ -21,7 +21,9 @@ from featurepipe.datasets import (
     parse_breakhis_name,
     parse_mias_info,
 )
+from featurepipe.datasets.mias import radius_patch_side
 from featurepipe.io import ImageReadError
+from featurepipe.preprocessing import mask_crop_box
 
 
 def _save(path, pixels):
@@ -327,6 +329,40 @@ def test_mias_fit_radius_enlarges_patch(mias_tree):
     ds = load_mias(mias_tree, unit="patch", patch_size=8, fit_radius=True)
     p1 = next(s for s in ds if s.meta["ref"] == "mdb001")
     assert p1.image.shape == (17, 17) and p1.meta["centre_in_patch"] == (8, 8)
+
+
+def test_mias_patch_side_from_radius_with_context_by_hand(mias_tree):
+    ds = load_mias(mias_tree, unit="patch", patch_size=8, fit_radius=True, context=0.5)
+    by_ref = {s.meta["patch"].split(":")[0]: s for s in ds}
+    full = np.asarray(Image.open(mias_tree / "mdb001.png"), dtype=np.float32) / 255
+    # mdb001: radius 8 -> diameter 17, context ceil(0.5 * 17) = 9 px per side -> 35 px, centre (row 50, col 60)
+    p1 = by_ref["mdb001 row 1"]
+    assert p1.meta["patch_box"] == (33, 43, 68, 78) and p1.meta["centre_in_patch"] == (17, 17)
+    np.testing.assert_array_equal(p1.image, full[33:68, 43:78])  # exact: pixels copied, no arithmetic
+    # the same box CropToMask(context=0.5, square=True) cuts around a disk mask of radius 8 there
+    yy, xx = np.mgrid[:200, :200]
+    disk_mask = (yy - 50) ** 2 + (xx - 60) ** 2 <= 8 ** 2
+    assert mask_crop_box(disk_mask, context=0.5, square=True) == (33, 68, 43, 78)
+    # mdb002: radius 6 -> 13 + 2 * 7 = 27 px; radius 4 -> 9 + 2 * 5 = 19 px
+    assert by_ref["mdb002 row 1"].image.shape == (27, 27)
+    assert by_ref["mdb002 row 2"].image.shape == (19, 19)
+    assert radius_patch_side(6, 0.5) == 27 and radius_patch_side(4, 0.5) == 19 and radius_patch_side(8) == 17
+    # patch_size is the floor: 20 px keeps the 19-px patch at 20, the 27-px one grows
+    floored = {s.meta["patch"].split(":")[0]: s for s in
+               load_mias(mias_tree, unit="patch", patch_size=20, fit_radius=True, context=0.5)}
+    assert floored["mdb002 row 2"].image.shape == (20, 20) and floored["mdb002 row 1"].image.shape == (27, 27)
+    assert ds.info["context"] == 0.5 and ds.info["fit_radius"] is True
+    # the context is part of the patch key (a different crop)
+    plain = load_mias(mias_tree, unit="patch", patch_size=8, fit_radius=True)
+    assert not {s.key for s in plain if "row" in s.meta["patch"]} & {s.key for s in ds if "row" in s.meta["patch"]}
+
+
+def test_mias_context_needs_fit_radius_and_a_non_negative_number(mias_tree):
+    with pytest.raises(ValueError, match="context=0.5 .* needs fit_radius=True"):
+        load_mias(mias_tree, unit="patch", context=0.5)
+    for bad in (-0.1, "0.5", True, float("nan")):
+        with pytest.raises(ValueError, match="context must be a number >= 0"):
+            load_mias(mias_tree, unit="patch", fit_radius=True, context=bad)
 
 
 def test_mias_parameter_errors(mias_tree):

@@ -421,6 +421,56 @@ def test_crop_to_mask_by_hand(gray8):
     np.testing.assert_array_equal(got, gray8[0:17, 17:37] / U8)
 
 
+def test_crop_to_mask_relative_context_by_hand(gray8):
+    # gray8 is 29 x 37; the lesion box is rows 10-13, columns 20-24 (4 x 5): its longer side is 5
+    mask = np.zeros(gray8.shape, bool)
+    mask[10:14, 20:25] = True
+    # context 0.5: ceil(0.5 * 5) = 3 px on every side, as margin=3
+    got, got_mask = _out(CropToMask(context=0.5), gray8, mask)
+    np.testing.assert_array_equal(got, gray8[7:17, 17:28] / U8)  # exact: pixels copied, no arithmetic
+    np.testing.assert_array_equal(got_mask, mask[7:17, 17:28])
+    # the larger of margin and context wins: margin 4 > 3; context 1.0 (5 px) > margin 4
+    got, _ = _out(CropToMask(margin=4, context=0.5), gray8, mask)
+    np.testing.assert_array_equal(got, gray8[6:18, 16:29] / U8)  # exact: pixels copied
+    got, _ = _out(CropToMask(margin=4, context=1.0), gray8, mask)
+    np.testing.assert_array_equal(got, gray8[5:19, 15:30] / U8)  # exact: pixels copied
+    # a lesion twice as large gets twice the context: rows 10-17, columns 20-29 (8 x 10) -> 5 px
+    big = np.zeros(gray8.shape, bool)
+    big[10:18, 20:30] = True
+    got, _ = _out(CropToMask(context=0.5), gray8, big)
+    np.testing.assert_array_equal(got, gray8[5:23, 15:35] / U8)  # exact: pixels copied
+
+
+def test_crop_to_mask_square_crops_by_hand(gray8):
+    mask = np.zeros(gray8.shape, bool)
+    mask[10:14, 20:25] = True  # 4 x 5: rows grow to 5 around their centre, the extra row at the bottom
+    got, got_mask = _out(CropToMask(square=True), gray8, mask)
+    np.testing.assert_array_equal(got, gray8[10:15, 20:25] / U8)  # exact: pixels copied
+    np.testing.assert_array_equal(got_mask, mask[10:15, 20:25])
+    got, _ = _out(CropToMask(square=True, context=0.5), gray8, mask)  # 5 x 5, then 3 px: 11 x 11
+    np.testing.assert_array_equal(got, gray8[7:18, 17:28] / U8)  # exact: pixels copied
+    # at the border a square box is shifted inside the image, not clipped:
+    # rows 0-1, columns 30-36 (2 x 7) -> square rows -2..4 -> +4 px context (ceil(0.5 * 7)) -> rows -6..8,
+    # columns 26..40: shifted to rows 0..14 and columns 22..36 (the image is 37 wide)
+    corner = np.zeros(gray8.shape, bool)
+    corner[0:2, 30:37] = True
+    got, _ = _out(CropToMask(square=True, context=0.5), gray8, corner)
+    np.testing.assert_array_equal(got, gray8[0:15, 22:37] / U8)  # exact: pixels copied
+    # a box larger than the image along an axis is clipped to it: 2 x 7 with context 2.0 -> 7 + 2 * 14 = 35
+    # px: rows -16..18 clipped to the 29 rows; columns 16..50 shifted to end at the border, 2..36
+    got, _ = _out(CropToMask(square=True, context=2.0), gray8, corner)
+    np.testing.assert_array_equal(got, gray8[0:29, 2:37] / U8)  # exact: pixels copied
+
+
+def test_crop_to_mask_defaults_keep_the_fixed_margin_crop(gray8):
+    assert CropToMask().get_params() == {"margin": 0, "context": 0.0, "square": False}
+    assert step_token(CropToMask(margin=3)) != step_token(CropToMask(margin=3, context=0.5))
+    with pytest.raises(ValueError, match="context"):
+        CropToMask(context=-0.1).fit([np.zeros((4, 4), np.float32)])
+    with pytest.raises(ValueError, match="square"):
+        CropToMask(square="yes").fit([np.zeros((4, 4), np.float32)])
+
+
 def test_crop_to_mask_missing_or_empty_mask_names_sample(tmp_path, gray8):
     path = tmp_path / "nomask.png"
     Image.fromarray(gray8).save(path)

@@ -19,6 +19,7 @@ EXPECTED = {
     "convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "firstorder_glcm_svm", "glcm_svm",
     "lbp_svm", "hog_svm", "curvelet_svm", "bovw_svm", "shape_texture_rf", "hybrid_svm", "keras_head",
     "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote", "fusion_stack",
+    "convnet_tiles_svm",
 }
 FUSION = {"fusion_soft_vote", "fusion_stack"}
 
@@ -243,6 +244,8 @@ def _fast_settings(name, pipe, backbone):
         params["features__cache"] = False
     if name == "hybrid_svm":
         params["features__cnn__cache"] = False
+    if name == "convnet_tiles_svm":  # 32-px images: a small opening, 16-px tiles (several per image)
+        params.update(breast__opening_radius=2, features__cache=False, features__tile=16)
     if name.startswith("keras_"):
         params.update(classifier__weights=None, classifier__input_size=32, classifier__dense_units=(8,),
                       classifier__epochs=2, classifier__batch_size=8, classifier__unfreeze=0)

@@ -16,6 +16,11 @@ Deliberate changes recorded since:
   ``None``: one view, today's features), so every pipeline with a CNN lists ``...__tta: None`` in
   its parameters. The re-recording was checked entry by entry: every repr is unchanged, and the
   parameter tables without these ``tta`` entries have the recorded digests.
+* issue 14 #5 (lesion-size-adaptive crops, tiles): ``CropToMask`` has the new parameters
+  ``context`` (default ``0.0``) and ``square`` (default ``False``), so the parameter tables (not
+  the reprs) of every ``use_mask`` pipeline gained ``roi__context: 0.0`` and ``roi__square:
+  False``; the new recipe ``convnet_tiles_svm`` was recorded. The
+  re-recording was checked to change nothing else (digests without the two entries equal the old).
 """
 
 import hashlib

@@ -31,6 +31,21 @@ outside with zeros (black, the mammogram background); ``"shift"`` moves the
 window inside the image (the centre is then off-centre, recorded in
 ``meta["centre_in_patch"]``); ``"skip"`` reports the row in ``Dataset.skipped``.
 
+Patch size (``patch_size``, ``fit_radius``, ``context``): by default every
+patch is ``patch_size`` pixels square. ``fit_radius=True`` adapts an
+abnormality patch to the annotated circle: its side is the circle's
+diameter ``d = 2 * RADIUS + 1`` plus ``context`` times ``d`` on every side
+(rounded up; :func:`featurepipe.preprocessing.context_margin`), i.e. the box
+``CropToMask(context=context, square=True)`` cuts around a disk mask of that
+radius, and never less than ``patch_size`` (the floor keeps small
+calcification clusters, radius a few pixels, in a patch a CNN can read; lower
+``patch_size`` for a lower floor). ``context=0.5`` makes every lesion fill
+half the patch side whatever its size. Background patches of normal images
+stay ``patch_size`` square: in tasks with normal patches their fixed size
+differs from the lesion-sized abnormal patches, so a classifier could read
+the label from the patch scale; size-adaptive patches are meant for
+``task="benign-malignant"``.
+
 Tasks: ``"normal-abnormal"``, ``"benign-malignant"`` (normal images are
 left out, counted in ``info["excluded"]``) and ``"normal-benign-malignant"``.
 An image whose rows disagree in severity is labelled malignant in image tasks
@@ -57,10 +72,11 @@ from skimage.measure import label as label_components
 from skimage.morphology import disk
 
 from ..dataset import Dataset
+from ..preprocessing import context_margin
 from ._common import check_root, is_hidden, is_image_file, make_sample, natural_key, validate_samples
 
 __all__ = ["load_mias", "parse_mias_info", "MiasRecord", "background_patch_centre", "MIAS_TASKS",
-           "MIAS_ABNORMALITIES", "MIAS_TISSUES", "mias_group"]
+           "MIAS_ABNORMALITIES", "MIAS_TISSUES", "mias_group", "radius_patch_side"]
 
 MIAS_TISSUES = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
 MIAS_ABNORMALITIES = {
@@ -245,7 +261,22 @@ def _crop_padded(array, row0, col0, size):
     return out
 
 
-def _check_params(task, unit, patch_size, fit_radius, border, mode):
+def radius_patch_side(radius, context=0.0):
+    """Side in pixels of a patch around a circle of ``radius`` px with ``context``: ``d + 2 * ceil(context * d)``.
+
+    ``d = 2 * radius + 1`` is the circle's diameter in pixels; the context
+    rule is :func:`featurepipe.preprocessing.context_margin`, so this is the
+    side of the box ``CropToMask(context=context, square=True)`` cuts
+    around a disk mask of that radius.
+
+    >>> radius_patch_side(40), radius_patch_side(40, 0.5), radius_patch_side(3, 0.5)
+    (81, 163, 15)
+    """
+    diameter = 2 * int(radius) + 1
+    return diameter + 2 * context_margin(diameter, 0, context)
+
+
+def _check_params(task, unit, patch_size, fit_radius, border, mode, context):
     if task not in MIAS_TASKS:
         raise ValueError(f"task must be one of {MIAS_TASKS}; got {task!r}")
     if unit not in _UNITS:
@@ -254,6 +285,11 @@ def _check_params(task, unit, patch_size, fit_radius, border, mode):
         raise ValueError(f"patch_size must be an integer >= 8 (pixels); got {patch_size!r}")
     if not isinstance(fit_radius, bool):
         raise ValueError(f"fit_radius must be True or False; got {fit_radius!r}")
+    if isinstance(context, bool) or not isinstance(context, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(context) and context >= 0):
+        raise ValueError(f"context must be a number >= 0 (a fraction of the abnormality's diameter); got {context!r}")
+    if context > 0 and not fit_radius:
+        raise ValueError(f"context={context!r} sizes patches from the annotated radius, so it needs fit_radius=True")
     if border not in _BORDERS:
         raise ValueError(f"border must be one of {_BORDERS}; got {border!r}")
     if mode not in (None, "gray", "rgb"):
@@ -282,7 +318,8 @@ def _image_size(path):
 
 
 def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", unit="image", patch_size=128,
-              fit_radius=False, border="pad", mode="gray", validate=True, n_jobs=None, name="mini-mias"):
+              fit_radius=False, context=0.0, border="pad", mode="gray", validate=True, n_jobs=None,
+              name="mini-mias"):
     """Build a mini-MIAS dataset (whole images or patches) from ``Info.txt``.
 
     Parameters
@@ -298,8 +335,13 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
     patch_size : int, default=128
         Side of the square patches in pixels (200 µm per pixel in mini-MIAS).
     fit_radius : bool, default=False
-        Enlarge an abnormality patch to ``2 * RADIUS + 1`` when that is
-        larger, so the whole documented circle fits.
+        Size an abnormality patch from its annotated circle: side
+        ``d + 2 * ceil(context * d)`` with ``d = 2 * RADIUS + 1``, or
+        ``patch_size`` when that is larger (see "Patch size" in the module
+        docstring).
+    context : float >= 0, default=0.0
+        With ``fit_radius``: context on every side of the circle, as a
+        fraction of its diameter (0: the circle alone).
     border : {"pad", "shift", "skip"}, default="pad"
         What to do with an abnormality patch that extends beyond the image.
     mode : {"gray", "rgb", None}, default="gray"
@@ -319,7 +361,7 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
         ``patch_box`` ``(row0, col0, row1, col1)`` (may exceed the image with
         ``border="pad"``) and ``centre_in_patch``.
     """
-    _check_params(task, unit, patch_size, fit_radius, border, mode)
+    _check_params(task, unit, patch_size, fit_radius, border, mode, context)
     root = check_root(root)
     info_path = Path(os.fspath(info_file))
     if not info_path.is_absolute():
@@ -399,7 +441,7 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
             continue
         for index, record in enumerate(rows):
             patch = _abnormality_patch(base, record, index, path, height, width, task, patch_size,
-                                       fit_radius, border, info_path.name, skipped)
+                                       fit_radius, context, border, info_path.name, skipped)
             if patch is not None:
                 samples.append(patch)
 
@@ -410,6 +452,8 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
         "task": task,
         "unit": unit,
         "patch_size": patch_size if unit == "patch" else None,
+        "fit_radius": bool(fit_radius) if unit == "patch" else None,
+        "context": float(context) if unit == "patch" and fit_radius else None,
         "border": border if unit == "patch" else None,
         "mode": mode,
         "validated": bool(validate),
@@ -423,7 +467,7 @@ def load_mias(root, *, info_file="Info.txt", task="normal-benign-malignant", uni
     return Dataset(samples, name=name, root=str(root), skipped=skipped, info=info)
 
 
-def _abnormality_patch(base, record, index, path, height, width, task, patch_size, fit_radius, border,
+def _abnormality_patch(base, record, index, path, height, width, task, patch_size, fit_radius, context, border,
                        info_name, skipped):
     where = f"{info_name} line {record.line} {record.text!r}"
     if not record.has_location:
@@ -435,7 +479,7 @@ def _abnormality_patch(base, record, index, path, height, width, task, patch_siz
         skipped.append((str(path), f"{where}: centre x={record.x}, y={record.y} (row {row}, column {col}) "
                                    f"lies outside the {width}x{height} image"))
         return None
-    size = max(patch_size, 2 * record.radius + 1) if fit_radius else patch_size
+    size = max(patch_size, radius_patch_side(record.radius, context)) if fit_radius else patch_size
     row0, col0 = row - size // 2, col - size // 2
     inside = row0 >= 0 and col0 >= 0 and row0 + size <= height and col0 + size <= width
     placement = "inside"
