@@ -19,7 +19,7 @@ EXPECTED = {
     "convnet_svm_linear", "convnet_svm_rbf", "convnet_elm", "convnet_rf", "firstorder_glcm_svm", "glcm_svm",
     "lbp_svm", "hog_svm", "curvelet_svm", "bovw_svm", "shape_texture_rf", "hybrid_svm", "keras_head",
     "keras_finetune", "keras_finetune_earlystop", "stacked_autoencoder", "fusion_soft_vote", "fusion_stack",
-    "convnet_tiles_svm",
+    "convnet_tiles_svm", "convnet_ensemble_svm",
 }
 FUSION = {"fusion_soft_vote", "fusion_stack"}
 
@@ -183,6 +183,23 @@ def tiny_backbone():
         unregister_backbone("tiny_recipe_net")
 
 
+def test_convnet_ensemble_svm_is_convnet_svm_linear_with_its_stated_feature_options():
+    """The named recipe is exactly convnet_svm_linear with the three options its defaults text names."""
+    ensemble = recipes.make("convnet_ensemble_svm")
+    by_options = recipes.make("convnet_svm_linear", extra_backbones=recipes.ENSEMBLE_EXTRA_BACKBONES, tta="flip",
+                              feature_norm="power_l2")
+    assert repr(ensemble) == repr(by_options)
+    members = ensemble.named_steps["features"].transformer_list
+    assert [name for name, _ in members] == ["efficientnet_lite0", "efficientnet_lite2"]
+    for name, member in members:
+        assert [step for step, _ in member.steps] == ["cnn", "power", "l2"]
+        assert (member.named_steps["cnn"].backbone, member.named_steps["cnn"].tta) == (name, "flip")
+        assert member.named_steps["power"].alpha == 0.5
+    # SVMlight's C: 1 / (1280 + 1280) standardised features of the two networks.
+    assert ensemble.named_steps["classifier"].estimator.C == pytest.approx(1 / 2560)
+    assert "Perronnin" in recipes.get("convnet_ensemble_svm").defaults
+
+
 @pytest.mark.parametrize("name", ["convnet_elm", "convnet_svm_linear", "hybrid_svm"])
 def test_convnet_recipes_with_a_tiny_backbone_learn_the_task(name, tiny_backbone):
     X_train, y_train = _images(20, seed=3)
@@ -244,6 +261,9 @@ def _fast_settings(name, pipe, backbone):
         params["features__cache"] = False
     if name == "hybrid_svm":
         params["features__cnn__cache"] = False
+    if name == "convnet_ensemble_svm":  # the second network too is the tiny one (Lite2 would take seconds)
+        params.update(**{f"features__{backbone}__cnn__cache": False}, features__efficientnet_lite2__cnn__cache=False,
+                      features__efficientnet_lite2__cnn__backbone=backbone)
     if name == "convnet_tiles_svm":  # 32-px images: a small opening, 16-px tiles (several per image)
         params.update(breast__opening_radius=2, features__cache=False, features__tile=16)
     if name.startswith("keras_"):

@@ -21,6 +21,7 @@ Deliberate changes recorded since:
   the reprs) of every ``use_mask`` pipeline gained ``roi__context: 0.0`` and ``roi__square:
   False``; the new recipe ``convnet_tiles_svm`` was recorded. The
   re-recording was checked to change nothing else (digests without the two entries equal the old).
+* issue 14 (named recipe): ``convnet_ensemble_svm`` was recorded (new entries only).
 """
 
 import hashlib
