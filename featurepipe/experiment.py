@@ -136,8 +136,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
 __all__ = ["DEMO_RECIPES", "EXPERIMENT_TOML", "CrossValidation", "DatasetSpec", "ExperimentSpec", "PipelineSpec",
-           "PreparedExperiment", "SpecError", "apply_overrides", "backbone_notes", "build_pipeline", "default_cache_dir",
-           "dump", "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads", "prepare",
+           "PreparedExperiment", "SpecError", "apply_overrides", "backbone_notes", "build_pipeline",
+           "default_cache_dir", "dump", "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads", "prepare",
            "resolve_backbones", "run", "validate"]
 
 #: Recipes of ``featurepipe benchmark`` without ``--recipes``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
@@ -683,8 +683,13 @@ def validate(spec):
         for i, p in enumerate(spec.pipelines):
             build_pipeline(spec, p, index=i)
             if p.fallback_backbone is not None:  # what runs when the fallback is taken must build too
-                build_pipeline(spec, dataclasses.replace(
-                    p, options={**p.options, **p.fallback_options, "backbone": p.fallback_backbone}), index=i)
+                try:
+                    build_pipeline(spec, dataclasses.replace(
+                        p, options={**p.options, **p.fallback_options, "backbone": p.fallback_backbone}), index=i)
+                except SpecError as exc:
+                    key = f"pipelines[{i}].{'fallback_options' if p.fallback_options else 'fallback_backbone'}"
+                    raise SpecError(key, f"{key}: the pipeline as it runs with the fallback "
+                                         f"{p.fallback_backbone!r} does not build: {exc}") from None
     except SpecError as exc:
         if source is None:
             raise
