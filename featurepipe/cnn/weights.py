@@ -16,7 +16,11 @@
 
 When pretrained weights cannot be obtained, :class:`BackboneWeightsError` says
 what to download, where to put it, and which backbone works offline
-(:data:`OFFLINE_BACKBONE`).
+(:data:`OFFLINE_BACKBONE`). :func:`imagenet_weights_status` says beforehand,
+without building anything, whether ``"imagenet"`` can be had (an installed
+weights package, the Keras cache, or a download URL that answers): an
+experiment's ``fallback_backbone`` is decided with it
+(:func:`featurepipe.experiment.resolve_backbones`).
 
 Examples
 --------
