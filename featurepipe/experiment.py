@@ -722,16 +722,23 @@ def resolve_backbones(spec):
     from .cnn.specs import get_backbone
 
     spec = copy.deepcopy(spec)
+    checked = {}
+
+    def weights_status(name):  # once per backbone: the check may wait for the network
+        if name not in checked:
+            checked[name] = cnn_weights.imagenet_weights_status(get_backbone(name))
+        return checked[name]
+
     for p in spec.pipelines:
         if p.fallback_backbone is None:
             continue
         requested = _requested_backbone(p)
-        status = cnn_weights.imagenet_weights_status(get_backbone(requested))
+        status = weights_status(requested)
         if status.available:
             p.backbone_note = (f"ran {requested} with ImageNet weights ({status.detail}); the fallback "
                                f"{p.fallback_backbone} was not needed")
         else:
-            fallback_status = cnn_weights.imagenet_weights_status(get_backbone(p.fallback_backbone))
+            fallback_status = weights_status(p.fallback_backbone)
             p.backbone_note = (f"ran the fallback {p.fallback_backbone} with ImageNet weights "
                                f"({fallback_status.detail}) instead of the requested {requested}, whose ImageNet "
                                f"weights could not be obtained: {status.detail}")

@@ -124,10 +124,13 @@ def _fallback_spec(data=None):
 
 
 def test_available_weights_keep_the_requested_backbone_and_say_so(tiny_backbones, monkeypatch):
-    monkeypatch.setattr(cnn_weights, "imagenet_weights_status", _weights_status(unavailable=()))
+    asked = []
+    status = _weights_status(unavailable=())
+    monkeypatch.setattr(cnn_weights, "imagenet_weights_status", lambda spec: (asked.append(spec.name), status(spec))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback, no warning
         resolved = experiment.resolve_backbones(_fallback_spec())
+    assert asked == [TINY]  # once per backbone, however many pipelines use it
     cnn, finetune, hog = resolved.pipelines
     assert cnn.options["backbone"] == TINY and finetune.options == _fallback_spec().pipelines[1].options
     assert cnn.backbone_note == f"ran {TINY} with ImageNet weights (test copy of {TINY}); the fallback " \
