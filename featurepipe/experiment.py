@@ -137,8 +137,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 __all__ = ["DEMO_RECIPES", "EXPERIMENT_TOML", "CrossValidation", "DatasetSpec", "ExperimentSpec", "PipelineSpec",
            "PreparedExperiment", "SpecError", "apply_overrides", "backbone_notes", "build_pipeline",
-           "default_cache_dir", "dump", "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads", "prepare",
-           "resolve_backbones", "run", "validate"]
+           "default_cache_dir", "dump", "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads",
+           "prepare", "resolve_backbones", "run", "validate"]
 
 #: Recipes of ``featurepipe benchmark`` without ``--recipes``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
