@@ -1,8 +1,9 @@
 """Seed reproductions (issue 14 #9): the shipped experiment files, and the backbone fallback they rely on.
 
 Every file in ``examples/experiments/`` is parsed, every pipeline built, and each file runs end to end on a
-tiny synthetic set (the demo generator: 24 images of 64 px) with one-epoch Keras training (heads and autoencoders), a 32x32 random
-CNN registered in this process in place of the ImageNet backbones, and two folds. The ImageNet weights
+tiny synthetic set (the demo generator: 24 images of 64 px) with one-epoch training (Keras heads and
+autoencoders), a 32x32 random CNN registered in this process in place of the ImageNet backbones, and two
+folds. The ImageNet weights
 are declared unobtainable (the availability check monkeypatched), so every CNN pipeline takes its
 ``fallback_backbone`` path exactly as it does offline, and the run must say so.
 """
@@ -303,4 +304,5 @@ def _fit_from_results_and_predict_a_folder(tmp_path, folder):
     proba = np.array([[float(row[key]) for key in row if key.startswith("proba_")] for row in rows])
     assert proba.shape == (24, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)  # softmax head, float32
-    assert {row["prediction"] for row in rows} <= {"benign", "malignant", "normal"} and not any(r["error"] for r in rows)
+    assert {row["prediction"] for row in rows} <= {"benign", "malignant", "normal"}
+    assert not any(row["error"] for row in rows)
