@@ -3,9 +3,8 @@
 Every file in ``examples/experiments/`` is parsed, every pipeline built, and each file runs end to end on a
 tiny synthetic set (the demo generator: 24 images of 64 px) with one-epoch training (Keras heads and
 autoencoders), a 32x32 random CNN registered in this process in place of the ImageNet backbones, and two
-folds. The ImageNet weights
-are declared unobtainable (the availability check monkeypatched), so every CNN pipeline takes its
-``fallback_backbone`` path exactly as it does offline, and the run must say so.
+folds. The ImageNet weights are declared unobtainable (the availability check monkeypatched), so every CNN
+pipeline takes its ``fallback_backbone`` path exactly as it does offline, and the run must say so.
 """
 
 import dataclasses
