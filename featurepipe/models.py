@@ -97,13 +97,6 @@ TRUSTED_TYPES = (
     "sklearn.model_selection._split.RepeatedStratifiedKFold",
     "sklearn.metrics._scorer._PassthroughScorer",
     "sklearn.utils._bunch.Bunch",  # a dict with attribute access: VotingClassifier.named_estimators_
-    # The backbones' input scalings, which a fitted Keras transfer classifier refers to (``preprocess_``):
-    # loading names a function without calling it, and each only rescales an array when predicting.
-    "featurepipe.cnn.preprocessing.preprocess_tf",
-    "featurepipe.cnn.preprocessing.preprocess_torch",
-    "featurepipe.cnn.preprocessing.preprocess_caffe",
-    "featurepipe.cnn.preprocessing.preprocess_identity",
-    "featurepipe.cnn.preprocessing.preprocess_lite",
 )
 
 #: Suffix of BUSI-style mask files (``x_mask.png``, ``x_mask_1.png`` beside ``x.png``).

@@ -305,4 +305,4 @@ def test_the_map_carries_the_image_it_explains(tiny_backbone):
     cam = class_activation_map(pipe, big[0])
     seen, _ = Resize(SIZE).transform([big[0]])[0].load()
     assert cam.image.shape == cam.heatmap.shape == (SIZE, SIZE)
-    np.testing.assert_array_equal(cam.image, seen)  # the same step on the same pixels: identical output
+    np.testing.assert_array_equal(cam.image, seen)  # exact: the same step on the same pixels, the same bytes
