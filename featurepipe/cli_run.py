@@ -102,8 +102,11 @@ def register(subparsers):
     _add_recipe_options(bench)
     add_task_options(bench)
     add_allow_outside_root(bench)
-    bench.add_argument("--grid", action="store_true",
-                       help="tune each recipe with its default grid by nested CV (slower)")
+    bench.add_argument("--tune", "--grid", action="store_true", dest="tune",
+                       help="tune each recipe on its default grid (small, stated in its defaults) by nested CV: "
+                            "inner grouped folds on every outer training part, chosen parameters reported per "
+                            "fold; the stateless features are computed once, so it costs classifier fits only. "
+                            "--grid is an older alias")
     bench.add_argument("--splits", type=int, default=None, help="outer CV folds (default 5)")
     bench.add_argument("--repeats", type=int, default=None, help="repetitions of the outer CV (default 1)")
     bench.add_argument("--seed", type=_seed, default=None, help="random seed of the splits and recipes (default 0)")
@@ -295,7 +298,7 @@ def _refuse_recipe_flags(args, source):
                                    ("--preprocessing", args.preprocessing is not None),
                                    ("--balancing", args.balancing is not None),
                                    ("--backbone", args.backbone is not None),
-                                   ("--use-mask", args.use_mask), ("--grid", getattr(args, "grid", False))) if on]
+                                   ("--use-mask", args.use_mask), ("--tune", getattr(args, "tune", False))) if on]
     if given:
         raise ValueError(f"{', '.join(given)} cannot be combined with {source}: each pipeline has its own options "
                          "there; use --set pipelines.NAME.OPTION=VALUE (e.g. --set pipelines.cnn.backbone=vgg16) "
@@ -372,7 +375,7 @@ def benchmark_spec(args):
 
         for name in names:
             recipes.get(name)  # unknown names fail before any work
-        spec = ExperimentSpec(dataset=DatasetSpec(), cv=CrossValidation(tune=bool(args.grid)),
+        spec = ExperimentSpec(dataset=DatasetSpec(), cv=CrossValidation(tune=bool(args.tune)),
                               pipelines=[PipelineSpec(name=n, recipe=n, options=_recipe_options(args, n))
                                          for n in names])
     _apply_common_flags(spec, args)

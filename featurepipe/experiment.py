@@ -81,6 +81,20 @@ unfitted scikit-learn classifier. Optional ``params`` (a table of
 ``set_params`` values for the built pipeline) and ``grid`` (a table of
 lists: tuned by nested CV).
 
+``fallback_backbone`` (recipe pipelines with a CNN): the backbone to run
+when ``backbone``'s ImageNet weights cannot be obtained — e.g.
+``backbone = "mobilenet_v2"``, ``fallback_backbone = "efficientnet_lite0"``
+runs MobileNetV2 when its weights are in the Keras cache or can be
+downloaded, else the offline EfficientNet-Lite0. It is decided once, when
+the experiment is prepared (:func:`resolve_backbones`), and never silently:
+a fallback warns, and the resolved ``experiment.toml``, ``results.json``
+(``pipelines.<name>.backbone_note``) and ``summary.md`` say which backbone
+and weights ran and why (``backbone_note``; the resolved spec names the
+backbone that ran, so it replays the same run). ``fallback_options`` (a
+table of recipe options) replace the pipeline's own when the fallback
+runs, e.g. ``{ unfreeze = 29 }`` where the requested backbone's layer count
+is not a valid cut of the fallback.
+
 TOML has no null: write ``"none"`` for Python's ``None`` in recipe options,
 ``params`` and ``grid`` (``class_weight = "none"``).
 
@@ -126,8 +140,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
 __all__ = ["DEMO_RECIPES", "EXPERIMENT_TOML", "CrossValidation", "DatasetSpec", "ExperimentSpec", "PipelineSpec",
-           "PreparedExperiment", "SpecError", "apply_overrides", "build_pipeline", "default_cache_dir", "dump",
-           "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads", "prepare", "run", "validate"]
+           "PreparedExperiment", "SpecError", "apply_overrides", "backbone_notes", "build_pipeline",
+           "default_cache_dir", "dump", "dumps", "fit", "pipeline_grid", "from_dict", "load", "load_data", "loads",
+           "prepare", "resolve_backbones", "run", "validate"]
 
 #: Recipes of ``featurepipe benchmark`` without ``--recipes``: offline CNN + SVM, texture + SVM, HOG + SVM, CNN + ELM.
 DEMO_RECIPES = ("convnet_svm_linear", "firstorder_glcm_svm", "hog_svm", "convnet_elm")
@@ -136,7 +151,8 @@ EXPERIMENT_TOML = "experiment.toml"
 #: TOML has no null: this string stands for ``None`` in recipe options, ``params`` and ``grid``.
 NONE = "none"
 
-_PIPELINE_KEYS = ("name", "recipe", "pipeline", "params", "grid")
+_PIPELINE_KEYS = ("name", "recipe", "pipeline", "params", "grid", "fallback_backbone", "fallback_options",
+                  "backbone_note")
 _FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
@@ -194,6 +210,12 @@ class PipelineSpec:
     options: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     grid: dict | None = None
+    #: Backbone to run when ``backbone``'s ImageNet weights cannot be obtained (resolved by :func:`prepare`).
+    fallback_backbone: str | None = None
+    #: Recipe options that replace the pipeline's when the fallback runs (e.g. an ``unfreeze`` valid for it).
+    fallback_options: dict = field(default_factory=dict)
+    #: Which backbone and weights ran and why (written by :func:`resolve_backbones`; informational).
+    backbone_note: str | None = None
 
 
 @dataclass
@@ -260,6 +282,12 @@ def _pipeline_dict(p):
         out["params"] = _to_toml(p.params)
     if p.grid is not None:
         out["grid"] = _to_toml(p.grid)
+    if p.fallback_backbone is not None:
+        out["fallback_backbone"] = p.fallback_backbone
+    if p.fallback_options:
+        out["fallback_options"] = _to_toml(p.fallback_options)
+    if p.backbone_note is not None:
+        out["backbone_note"] = p.backbone_note
     return out
 
 
@@ -431,9 +459,32 @@ def _pipeline_from(entry, where):
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise _bad(f"{where}.grid.{key}", values, "a non-empty array of values")
+    fallback, note = entry.get("fallback_backbone"), entry.get("backbone_note")
+    if fallback is not None:
+        from .cnn.specs import BACKBONES
+
+        if not isinstance(fallback, str) or fallback not in BACKBONES:
+            raise _bad(f"{where}.fallback_backbone", fallback, tuple(BACKBONES))
+        if recipe is None or not recipes.get(recipe).uses_cnn:
+            raise SpecError(f"{where}.fallback_backbone", f"{where}.fallback_backbone: pipeline {name!r} runs no CNN "
+                                                          f"backbone (recipe {recipe!r}), so it has nothing to fall "
+                                                          "back from; remove the key")
+    fallback_options = entry.get("fallback_options", {})
+    if not isinstance(fallback_options, dict):
+        raise _bad(f"{where}.fallback_options", fallback_options, "a table of recipe options (used with the fallback)")
+    if fallback_options and fallback is None:
+        raise SpecError(f"{where}.fallback_options", f"{where}.fallback_options: pipeline {name!r} has no "
+                                                     "fallback_backbone for these options to apply to")
+    if "backbone" in fallback_options:
+        raise SpecError(f"{where}.fallback_options.backbone", f"{where}.fallback_options: give the backbone as "
+                                                              "fallback_backbone, not in fallback_options")
+    if note is not None and not isinstance(note, str):
+        raise _bad(f"{where}.backbone_note", note, "a string")
     options = {k: v for k, v in entry.items() if k not in _PIPELINE_KEYS}
     return PipelineSpec(name=name, recipe=recipe, pipeline=factory, options=_from_toml(options),
-                        params=_from_toml(params), grid=None if grid is None else _from_toml(grid))
+                        params=_from_toml(params), grid=None if grid is None else _from_toml(grid),
+                        fallback_backbone=fallback, fallback_options=_from_toml(fallback_options),
+                        backbone_note=note)
 
 
 def loads(text, *, base=None):
@@ -644,11 +695,77 @@ def validate(spec):
                                          "name and recipe")
         for i, p in enumerate(spec.pipelines):
             build_pipeline(spec, p, index=i)
+            if p.fallback_backbone is not None:  # what runs when the fallback is taken must build too
+                try:
+                    build_pipeline(spec, dataclasses.replace(
+                        p, options={**p.options, **p.fallback_options, "backbone": p.fallback_backbone}), index=i)
+                except SpecError as exc:
+                    key = f"pipelines[{i}].{'fallback_options' if p.fallback_options else 'fallback_backbone'}"
+                    raise SpecError(key, f"{key}: the pipeline as it runs with the fallback "
+                                         f"{p.fallback_backbone!r} does not build: {exc}") from None
     except SpecError as exc:
         if source is None:
             raise
         raise SpecError(exc.key, f"experiment file {source!r}: {exc}") from None
     return spec
+
+
+# ----------------------------------------------------------------------------- backbone fallback
+def _requested_backbone(p):
+    """The backbone pipeline ``p`` asks for: its ``backbone`` option, else its recipe's default."""
+    from . import recipes
+
+    return p.options.get("backbone") or recipes.get(p.recipe).option_defaults["backbone"]
+
+
+def resolve_backbones(spec):
+    """A copy of ``spec`` whose ``fallback_backbone`` keys are resolved, each once, at plan time.
+
+    For every pipeline with a ``fallback_backbone``: when the ImageNet weights of its ``backbone``
+    can be obtained (:func:`featurepipe.cnn.weights.imagenet_weights_status`: an installed
+    weights package, the Keras cache, or a download URL that answers), the backbone stays;
+    otherwise the pipeline runs ``fallback_backbone`` instead. Either way the resolved pipeline has
+    no ``fallback_backbone`` (so the resolved spec replays exactly what ran) and its
+    ``backbone_note`` says which backbone and weights ran and why; a fallback is also announced
+    with a :class:`UserWarning` — never silently.
+    """
+    import warnings
+
+    from .cnn import weights as cnn_weights
+    from .cnn.specs import get_backbone
+
+    spec = copy.deepcopy(spec)
+    checked = {}
+
+    def weights_status(name):  # once per backbone: the check may wait for the network
+        if name not in checked:
+            checked[name] = cnn_weights.imagenet_weights_status(get_backbone(name))
+        return checked[name]
+
+    for p in spec.pipelines:
+        if p.fallback_backbone is None:
+            continue
+        requested = _requested_backbone(p)
+        status = weights_status(requested)
+        if status.available:
+            p.backbone_note = (f"ran {requested} with ImageNet weights ({status.detail}); the fallback "
+                               f"{p.fallback_backbone} was not needed")
+        else:
+            fallback_status = weights_status(p.fallback_backbone)
+            p.backbone_note = (f"ran the fallback {p.fallback_backbone} with ImageNet weights "
+                               f"({fallback_status.detail}) instead of the requested {requested}, whose ImageNet "
+                               f"weights could not be obtained: {status.detail}")
+            p.options.update(p.fallback_options, backbone=p.fallback_backbone)
+            if p.fallback_options:
+                p.backbone_note += f"; with the fallback's options {p.fallback_options}"
+            warnings.warn(f"pipeline {p.name!r}: {p.backbone_note}", UserWarning, stacklevel=2)
+        p.fallback_backbone, p.fallback_options = None, {}
+    return spec
+
+
+def backbone_notes(spec):
+    """``{pipeline name: backbone_note}`` of the pipelines of ``spec`` that carry one."""
+    return {p.name: p.backbone_note for p in spec.pipelines if p.backbone_note}
 
 
 # ----------------------------------------------------------------------------- running
@@ -709,12 +826,13 @@ class PreparedExperiment:
 def prepare(spec):
     """Validate ``spec``, load its dataset and build its pipelines; returns a :class:`PreparedExperiment`.
 
-    The prepared spec is *resolved*: the dataset path absolute, ``cv.tune`` expanded into each
-    recipe pipeline's grid, and ``output`` the folder results go to.
+    The prepared spec is *resolved*: the dataset path absolute, ``fallback_backbone`` decided
+    (:func:`resolve_backbones`: the backbone that runs, and a ``backbone_note`` saying why),
+    ``cv.tune`` expanded into each recipe pipeline's grid, and ``output`` the folder results go to.
     """
     from .base import set_feature_cache
 
-    spec = validate(spec)
+    spec = resolve_backbones(validate(spec))
     if spec.dataset.path is not None:
         spec.dataset.path = os.path.abspath(spec.dataset.path)
     grids = {p.name: g for p in spec.pipelines if (g := pipeline_grid(spec, p)) is not None}
@@ -756,6 +874,8 @@ def fit(spec, name=None, *, dataset=None, progress=None):
             raise SpecError("pipelines", f"the experiment has {len(spec.pipelines)} pipelines "
                                          f"({', '.join(p.name for p in spec.pipelines)}): name the one to fit")
         name = spec.pipelines[0].name
+    spec.pipelines = [resolve_backbones(dataclasses.replace(spec, pipelines=[q])).pipelines[0]
+                      if q.name == name else q for q in spec.pipelines]
     p = spec.pipeline(name)
     estimator = build_pipeline(spec, p, index=spec.pipelines.index(p))
     if dataset is None:
@@ -765,6 +885,8 @@ def fit(spec, name=None, *, dataset=None, progress=None):
                 "random_state": spec.cv.seed, **p.options} if p.recipe is not None else dict(p.options))
     if p.params:
         options["params"] = dict(p.params)
+    if p.backbone_note:
+        options["backbone_note"] = p.backbone_note
     grid = pipeline_grid(spec, p)
     if grid:
         from .base import set_feature_cache
@@ -778,6 +900,20 @@ def fit(spec, name=None, *, dataset=None, progress=None):
     return fit_estimator(estimator, dataset, mode=spec.dataset.mode, cache=_cache_of(spec),
                          use_mask=bool(p.options.get("use_mask", False)), recipe=p.recipe or p.pipeline,
                          options=options)
+
+
+def _record_backbone_notes(result, notes, output):
+    """Put each pipeline's backbone note into the result (``results.json``: ``pipelines.<name>.backbone_note``)
+    and re-render the report files, which print it."""
+    for name, note in notes.items():
+        if name in result.pipelines:
+            result.pipelines[name]["backbone_note"] = note
+    if output is not None:
+        from .benchmark import write_report
+
+        files = list(result.files or [])
+        write_report(result, output, plots=False)  # the plots already drawn stay; the text files gain the notes
+        result.files = list(dict.fromkeys(files + list(result.files)))
 
 
 def run(spec, *, overwrite=False, progress=True):
@@ -804,6 +940,9 @@ def run(spec, *, overwrite=False, progress=True):
             duplicates=s.dataset.duplicates, duplicate_threshold=s.dataset.duplicate_threshold,
             output_dir=prepared.output, overwrite=overwrite, n_jobs=s.n_jobs, backend=s.backend,
             scheduler=s.scheduler, plots=s.plots, progress=progress, on_error=s.dataset.on_error)
+    notes = backbone_notes(s)
+    if notes:
+        _record_backbone_notes(result, notes, prepared.output)
     if prepared.output is not None:
         dump(s, Path(prepared.output) / EXPERIMENT_TOML,
              header="The resolved spec of this results folder. Replay it into another folder with\n"

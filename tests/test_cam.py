@@ -291,3 +291,18 @@ def test_heads_that_cannot_be_explained_are_refused(tiny_backbone):
     image = images[int(np.flatnonzero(binary)[1])]
     cam = class_activation_map(svc, image, extractor=extractor)
     assert cam.target == cam.predicted == svc.predict(extractor.transform([image]))[0]
+
+
+def test_the_map_carries_the_image_it_explains(tiny_backbone):
+    """``image`` is the picture the network saw (after the pipeline's image steps), at the heatmap's size: an
+    overlay on the original would not line up when a step crops or resizes."""
+    from featurepipe.preprocessing import Resize
+
+    images, y, _ = _dataset(20, seed=9)
+    big = [np.kron(im, np.ones((2, 2), np.float32)) for im in images]
+    pipe = make_pipeline(Resize(SIZE), CNNFeatures(tiny_backbone, cache=False), StandardScaler(),
+                         LogisticRegression(max_iter=5000)).fit(big, y)
+    cam = class_activation_map(pipe, big[0])
+    seen, _ = Resize(SIZE).transform([big[0]])[0].load()
+    assert cam.image.shape == cam.heatmap.shape == (SIZE, SIZE)
+    np.testing.assert_array_equal(cam.image, seen)  # exact: the same step on the same pixels, the same bytes

@@ -284,3 +284,29 @@ def test_cam_panel_explains_linear_cnn_heads_and_skips_others(tmp_path):
                   key=lambda r: r["fold"])[0]
     shown = [f"true {t} → {p}" for t, p in zip(fold["y_true"], fold["y_pred"])]
     assert any(text in svg for text in shown)  # the titles are the fold's own predictions
+
+
+def test_cam_panel_of_a_pipeline_whose_image_step_changes_the_size(tmp_path):
+    """The maps are overlaid on the image the network saw: an image step that crops or resizes (median +
+    CLAHE + Otsu crop on mammograms) must not make the panel, and with it the whole run, fail."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from featurepipe import Sample
+    from featurepipe.benchmark import run_benchmark
+    from featurepipe.cnn import CNNFeatures
+    from featurepipe.preprocessing import Resize
+
+    rng = np.random.default_rng(1)
+    X, y, groups = [], [], []
+    for k in range(18):
+        label = ("bright", "dark")[k % 2]
+        image = rng.uniform(0, 0.2, (48, 40)) + {"bright": 0.7, "dark": 0.0}[label]
+        X.append(Sample.from_array(np.clip(image, 0, 1).astype(np.float32)))
+        y.append(label)
+        groups.append(f"p{k}")
+    pipe = Pipeline([("resize", Resize(32)), ("cnn", CNNFeatures("mobilenet_v2", weights=None, input_size=32)),
+                     ("scale", StandardScaler()), ("svm", LinearSVC(C=0.1))])
+    run_benchmark((X, y, groups), {"resized": pipe}, cv=3, duplicates="none", output_dir=tmp_path, progress=False)
+    assert (tmp_path / "cam_resized.png").is_file() and (tmp_path / "cam_resized.svg").is_file()

@@ -125,16 +125,12 @@ def _figure(result, png):
             f"<figcaption><strong>{html.escape(files)}</strong>: {html.escape(caption)}</figcaption></figure>")
 
 
-def _tuning_section(result):
-    """Hyper-parameters chosen by the inner grid search in every fold (pipelines with a grid only)."""
-    rows = []
-    for r in sorted(result.folds, key=lambda r: (r["pipeline"], r["repeat"], r["fold"])):
-        if r.get("status") == "ok" and r.get("best_params"):
-            score = r.get("inner_best_score")
-            rows.append(f"<tr><td>{html.escape(r['pipeline'])}</td><td class=\"num\">{r['repeat'] + 1}</td>"
-                        f"<td class=\"num\">{r['fold'] + 1}</td>"
-                        f"<td><code>{html.escape(json.dumps(r['best_params'], sort_keys=True))}</code></td>"
-                        f"<td class=\"num\">{'n/a' if score is None else f'{score:.3f}'}</td></tr>")
+def _tuning_section(result, tuning_rows):
+    """Hyper-parameters chosen by the inner grid search in every fold (``tuning_rows``: the report's rows)."""
+    rows = [f"<tr><td>{html.escape(name)}</td><td class=\"num\">{repeat}</td><td class=\"num\">{fold}</td>"
+            f"<td><code>{html.escape(params)}</code></td>"
+            f"<td class=\"num\">{'n/a' if score is None else f'{score:.3f}'}</td></tr>"
+            for name, repeat, fold, params, score in tuning_rows]
     if not rows:
         return "<p>No pipeline was tuned (no parameter grids): every fold used the pipelines' stated parameters.</p>"
     grids = "".join(f"<li>{html.escape(name)}: <code>{html.escape(json.dumps(info.get('param_grid')))}</code></li>"
@@ -177,7 +173,7 @@ def html_report(result, sections, directory=None):
               if rows and m not in (metric, result.config["rank_by"])]
     if others:
         parts.append(f"<p>Paired comparisons of {html.escape(', '.join(others))}: comparisons.csv.</p>")
-    parts += ["<h2>Hyper-parameters chosen per fold</h2>", _tuning_section(result)]
+    parts += ["<h2>Hyper-parameters chosen per fold</h2>", _tuning_section(result, sections["tuning"])]
     figures = figure_files(directory) if directory is not None else []
     parts.append("<h2>Figures</h2>")
     parts += [_figure(result, png) for png in figures] or ["<p>No figures were written (plots=False).</p>"]

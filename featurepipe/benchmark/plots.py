@@ -676,7 +676,8 @@ def plot_cam_examples(result, name, estimator, samples, path, per_row=4):
         ax = axes[row, used[row]]
         used[row] += 1
         ax.set_visible(True)
-        _show_image(ax, cam_overlay(sample.image, cam.heatmap, alpha=0.45) / 255.0)
+        # The image the network saw (after crops and resizes), which the map lines up with.
+        _show_image(ax, cam_overlay(cam.image, cam.heatmap, alpha=0.45) / 255.0)
         ax.set_title(f"{sample.name[:18]}\ntrue {sample.label} → {cam.predicted}", fontsize=7)
     _suptitle(fig, result, f"Class activation maps, fold 1 (top: correct, bottom: wrong): {name}")
     return _save(fig, path)

