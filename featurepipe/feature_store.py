@@ -47,7 +47,7 @@ from sklearn.utils import get_tags
 from tqdm.auto import tqdm
 
 from .cache import cached_per_sample, get_cache, step_token
-from .sample import Sample, as_samples
+from .sample import PixelSource, Sample, as_samples
 
 __all__ = ["FeatureStore", "FeatureResult", "ImageStepKind", "FeatureExtractorKind", "is_stateless", "stack_rows"]
 
@@ -183,26 +183,6 @@ def stack_rows(parts):
     if len(parts) == 1 and not isinstance(parts[0], np.ndarray):
         return parts[0]
     return np.concatenate([np.asarray(p) for p in parts], axis=0)
-
-
-class _Pixels:
-    """Sample source holding pixels the engine already computed (see :meth:`FeatureStore._precomputed`)."""
-
-    __slots__ = ("image", "mask", "where")
-
-    def __init__(self, image, mask, where):
-        self.image = image
-        self.mask = mask
-        self.where = where
-
-    def load(self):
-        return self.image, self.mask
-
-    def load_image(self):
-        return self.image
-
-    def describe(self):
-        return self.where
 
 
 def _n_rows(X):
@@ -367,7 +347,7 @@ class FeatureStore:
                 out[i] = d  # its features come from the cache: its pixels are never needed
             else:
                 image, mask = d.load()
-                out[i] = Sample(d.key, _Pixels(image, mask, d.path or "<array>"), label=d.label, group=d.group,
+                out[i] = Sample(d.key, PixelSource(image, mask, d.path or "<array>"), label=d.label, group=d.group,
                                 meta=d.meta, partner=d.partner)
         return out
 

@@ -52,7 +52,7 @@ from .io import (
     to_float_image,
 )
 
-__all__ = ["Sample", "as_samples", "derive_key", "hash_bytes", "decode_once", "DecodeCache",
+__all__ = ["PixelSource", "Sample", "as_samples", "derive_key", "hash_bytes", "decode_once", "DecodeCache",
            "DEFAULT_DECODE_CACHE_BYTES"]
 
 #: Default byte budget of :func:`decode_once` (decoded float32 pixels and bool masks).
@@ -175,12 +175,23 @@ def _decoded(key, decode):
     return decode() if cache is None else cache.get_or_decode(key, decode)
 
 
-class _ArraySource:
-    __slots__ = ("image", "mask")
+class PixelSource:
+    """Sample source holding decoded pixels in memory (arrays given by the user, tiles, computed images).
 
-    def __init__(self, image, mask):
+    Parameters
+    ----------
+    image : ndarray of float32, shape (H, W) or (H, W, 3)
+    mask : ndarray of bool, shape (H, W), or None
+    where : str
+        What error messages and :meth:`Sample.__repr__` name as the pixels' origin.
+    """
+
+    __slots__ = ("image", "mask", "where")
+
+    def __init__(self, image, mask, where="<array>"):
         self.image = image
         self.mask = mask
+        self.where = where
 
     def load(self):
         return self.image, self.mask
@@ -189,7 +200,7 @@ class _ArraySource:
         return self.image
 
     def describe(self):
-        return "<array>"
+        return self.where
 
 
 class _FileSource:
@@ -354,7 +365,7 @@ class Sample:
         if mask is not None:
             mask = mask.copy()
             mask.setflags(write=False)
-        return cls(key, _ArraySource(image, mask), label=label, group=group, meta=meta)
+        return cls(key, PixelSource(image, mask), label=label, group=group, meta=meta)
 
     def derive(self, token, func, *, partner_func=None):
         """The sample produced by ``func(image, mask) -> (image, mask)``, keyed by ``token``.

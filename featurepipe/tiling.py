@@ -80,7 +80,7 @@ from ._validation import StrictInterval, invalid_parameter, is_int_or_pair, is_r
 from .base import FeatureExtractor, describe_sample, is_stateless
 from .io import ImageReadError
 from .preprocessing import mask_crop_box, resize_image
-from .sample import Sample, derive_key
+from .sample import PixelSource, Sample, derive_key
 
 __all__ = ["POOLINGS", "MultiContextFeatures", "TiledFeatures", "cut_tiles", "rescale", "tile_boxes", "tile_starts"]
 
@@ -219,31 +219,11 @@ def _scale_label(scale):
     return "s" + text.replace(".", "p").replace("-", "m")
 
 
-class _RegionSource:
-    """Pixels of one region (a tile or a crop), held in memory (a picklable sample source)."""
-
-    __slots__ = ("image", "mask", "where")
-
-    def __init__(self, image, mask, where):
-        self.image = image
-        self.mask = mask
-        self.where = where
-
-    def load(self):
-        return self.image, self.mask
-
-    def load_image(self):
-        return self.image
-
-    def describe(self):
-        return self.where
-
-
 def _region_sample(parent, image, mask, box_text):
     """An in-memory sample of one region of ``parent`` (a tile or a crop), keyed by the parent and the region."""
     where = parent.path or "<array>"
     meta = {"path": parent.path} if parent.path else {}
-    return Sample(derive_key(parent.key, box_text), _RegionSource(image, mask, f"{where} {box_text}"), meta=meta)
+    return Sample(derive_key(parent.key, box_text), PixelSource(image, mask, f"{where} {box_text}"), meta=meta)
 
 
 def _thread_count(n_jobs):
