@@ -7,7 +7,12 @@ runner's own duplicate handling):
 ``3class``
     normal / benign / malignant on whole images (780 BUSI images). Rows:
     the recipes before and after ``class_weight="balanced"`` became the
-    default, ``fusion_soft_vote`` and ``fusion_stack``.
+    default, ``fusion_soft_vote`` and ``fusion_stack``; each frozen-feature
+    option of issue 14 #1 alone on ``convnet_svm_linear`` (TTA, stage-end
+    taps, GeM, power/L2, in-fold whitening, a second backbone), the named
+    ``convnet_ensemble_svm`` that combines the ones fixed by principle,
+    ``convnet_tiles_svm`` (#5), stacking with the ensemble as its deep
+    member (#3) and the tuned rows (#2).
 ``roi``
     benign vs malignant (647 images, every one has a lesion mask), whole
     image against the annotated lesion region (``use_mask=True``: CNN
@@ -32,7 +37,67 @@ fold are listed under the table. The outer test folds never choose anything.
 
 Run ``python benchmarks/accuracy.py`` (``--help`` for options; ``--limit``
 runs a small stratified subset as a smoke test). The CNN is
-EfficientNet-Lite0 with its offline ImageNet weights.
+EfficientNet-Lite0 (and Lite2 where a row says so) with its offline
+ImageNet weights.
+
+Measured 2026-11-27 on the 2-core development machine (CNN features of the
+single-option rows were already in the disk cache from
+``benchmarks/frozen_features.py``, so their seconds are fitting time; 917 s
+and 175 s wall for the two tasks):
+
+### BUSI 3-class (normal/benign/malignant), whole images — 5-fold, near-duplicates grouped (this invocation: 917 s wall; folds resumed from an earlier run are not rerun)
+
+| row | capability | acc | MCC | macro ROC-AUC | PR-AUC | bal. acc | time (s) |
+|---|---|---|---|---|---|---|---|
+| convnet_svm_linear, unweighted | before (published classifier) | 0.736 | 0.581 | 0.880 | 0.795 | 0.756 | 2 |
+| convnet_svm_linear | class_weight='balanced' (default) | 0.729 | 0.581 | 0.883 | 0.800 | 0.759 | 2 |
+| hog_svm, unweighted | before | 0.664 | 0.375 | 0.776 | 0.639 | 0.498 | 8 |
+| hog_svm | class_weight='balanced' (default) | 0.662 | 0.404 | 0.783 | 0.636 | 0.593 | 4 |
+| firstorder_glcm_svm | class_weight='balanced' (default) | 0.587 | 0.367 | 0.764 | 0.602 | 0.616 | 16 |
+| hybrid_svm, unweighted | before | 0.731 | 0.517 | 0.861 | 0.765 | 0.621 | 45 |
+| hybrid_svm | class_weight='balanced' (default) | 0.737 | 0.554 | 0.862 | 0.773 | 0.715 | 3 |
+| fusion_soft_vote | fusion: soft vote of deep + HOG + texture | 0.728 | 0.530 | 0.873 | 0.788 | 0.688 | 6 |
+| fusion_stack | fusion: stacking, logistic regression on out-of-fold probabilities | 0.740 | 0.582 | 0.890 | 0.817 | 0.753 | 24 |
+| convnet_svm_linear, tta flip_crops | #1 TTA: mean of 7 views (mirror, 5 crops of 90 %) | 0.744 | 0.608 | 0.894 | 0.822 | 0.774 | 3 |
+| convnet_svm_linear, stage-end taps | #1 multi-layer taps (stride 16, 32, head), average-pooled | 0.740 | 0.601 | 0.900 | 0.830 | 0.776 | 3 |
+| convnet_svm_linear, GeM | #1 GeM pooling (p = 3) | 0.724 | 0.572 | 0.884 | 0.800 | 0.756 | 2 |
+| convnet_svm_linear, power_l2 | #1 signed root + L2 normalisation | 0.728 | 0.574 | 0.886 | 0.810 | 0.753 | 2 |
+| convnet_svm_linear, whiten | #1 PCA whitening fitted in-fold (90 % variance) + L2 | 0.699 | 0.502 | 0.864 | 0.770 | 0.680 | 2 |
+| convnet_svm_linear, + Lite2 | #1 two backbones concatenated (Lite0 224 px + Lite2 260 px) | 0.746 | 0.623 | 0.902 | 0.830 | 0.799 | 4 |
+| convnet_ensemble_svm | #1 named: Lite0 + Lite2, mirror TTA, power_l2 (fixed by principle) | 0.750 | 0.627 | 0.915 | 0.856 | 0.801 | 33 |
+| convnet_tiles_svm | #5 tiles of 224 px at scales 1 and 0.5, max-pooled (a mammography recipe) | 0.577 | 0.336 | 0.769 | 0.617 | 0.580 | 65 |
+| fusion_stack, ensemble deep member | #3 stacking with convnet_ensemble_svm's features as the deep member | 0.771 | 0.630 | 0.912 | 0.851 | 0.783 | 35 |
+| convnet_svm_linear, tuned | #2 tuned: default grid by nested CV (--tune) | 0.703 | 0.549 | 0.885 | 0.802 | 0.738 | 56 |
+| hybrid_svm, tuned | #2 tuned: default grid by nested CV (--tune) | 0.737 | 0.554 | 0.862 | 0.773 | 0.715 | 19 |
+| convnet_ensemble_svm, tuned | #2 tuned: default grid by nested CV (--tune) | 0.737 | 0.600 | 0.911 | 0.849 | 0.780 | 270 |
+| fusion_stack, tuned | #2 tuned: default grid by nested CV (--tune) | 0.738 | 0.582 | 0.891 | 0.816 | 0.752 | 291 |
+| **goal** | issue 14 | ≥ 0.85 | ≥ 0.75 | ≥ 0.95 |  | | |
+
+Parameters chosen by the inner CV, per outer fold:
+
+- convnet_svm_linear, tuned: {"classifier__estimator__C": 0.001}; {"classifier__estimator__C": 0.0001}; {"classifier__estimator__C": 0.001}; {"classifier__estimator__C": 0.001}; {"classifier__estimator__C": 0.0001}
+- hybrid_svm, tuned: {"classifier__estimator__C": 1.0}; {"classifier__estimator__C": 1.0}; {"classifier__estimator__C": 1.0}; {"classifier__estimator__C": 1.0}; {"classifier__estimator__C": 1.0}
+- convnet_ensemble_svm, tuned: {"classifier__estimator__C": 0.0001}; {"classifier__estimator__C": 0.0001}; {"classifier__estimator__C": 0.001}; {"classifier__estimator__C": 0.001}; {"classifier__estimator__C": 0.001}
+- fusion_stack, tuned: {"classifier__final_estimator__C": 1.0}; {"classifier__final_estimator__C": 10.0}; {"classifier__final_estimator__C": 1.0}; {"classifier__final_estimator__C": 10.0}; {"classifier__final_estimator__C": 1.0}
+
+Fraction of the goal reached (best row by MCC: fusion_stack, ensemble deep member): accuracy 0.771/0.85 = 90.6% (short by 0.079), mcc 0.630/0.75 = 84.0% (short by 0.120), roc_auc 0.912/0.95 = 96.0% (short by 0.038).
+
+### BUSI benign vs malignant, whole image vs lesion region — 5-fold, near-duplicates grouped (this invocation: 175 s wall; folds resumed from an earlier run are not rerun)
+
+| row | capability | acc | MCC | macro ROC-AUC | PR-AUC | bal. acc | time (s) |
+|---|---|---|---|---|---|---|---|
+| convnet_svm_linear, whole image | whole-image baseline | 0.781 | 0.558 | 0.862 | 0.772 | 0.794 | 1 |
+| convnet_svm_linear, use_mask | use_mask: CNN on the lesion crop (+32 px) | 0.805 | 0.609 | 0.905 | 0.811 | 0.821 | 14 |
+| hog_svm, whole image | whole-image baseline | 0.787 | 0.502 | 0.801 | 0.740 | 0.738 | 4 |
+| hog_svm, use_mask | use_mask: HOG of the masked region | 0.865 | 0.700 | 0.928 | 0.861 | 0.848 | 7 |
+| hybrid_svm, use_mask | use_mask: CNN on the crop + region texture | 0.836 | 0.627 | 0.903 | 0.828 | 0.812 | 22 |
+| fusion_soft_vote, use_mask | fusion (soft vote) + use_mask | 0.866 | 0.717 | 0.948 | 0.895 | 0.869 | 8 |
+| fusion_stack, use_mask | fusion (stacking) + use_mask | 0.870 | 0.723 | 0.952 | 0.899 | 0.870 | 11 |
+| convnet_ensemble_svm, use_mask | #1 + #4: the named ensemble on the lesion crop | 0.850 | 0.690 | 0.932 | 0.868 | 0.861 | 71 |
+| fusion_stack, ensemble deep member, use_mask | #3 + #4: stacking with the ensemble's features | 0.875 | 0.733 | 0.955 | 0.914 | 0.876 | 18 |
+| **goal** | issue 14 |  |  | ≥ 0.95 |  | | |
+
+Fraction of the goal reached (best row by ROC-AUC: fusion_stack, ensemble deep member, use_mask): roc_auc 0.955/0.95 = 100.0% (reached).
 """
 
 from __future__ import annotations
@@ -58,10 +123,18 @@ BUSI = ROOT.parent / "shared" / "data" / "busi"
 from featurepipe import recipes  # noqa: E402
 from featurepipe.benchmark import run_benchmark  # noqa: E402
 from featurepipe.datasets import load_busi  # noqa: E402
+from featurepipe.base import set_feature_cache  # noqa: E402
+from _common import limit_per_class  # noqa: E402
 
 #: Issue 14's goal, per task (metric -> target).
 GOALS = {"3class": {"accuracy": 0.85, "mcc": 0.75, "roc_auc": 0.95}, "roi": {"roc_auc": 0.95}}
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc")
+
+#: Stage ends of EfficientNet-Lite0: the last blocks of the stride-16 and stride-32 stages and the head.
+LITE0_STAGE_ENDS = ("block10_add", "block14_add", "top_activation")
+#: convnet_ensemble_svm's feature options, given to a fusion's deep member.
+ENSEMBLE_OPTIONS = {"extra_backbones": ("efficientnet_lite2",), "tta": "flip", "feature_norm": "power_l2"}
+
 
 class Row(NamedTuple):
     """One table row: a recipe with ``make()`` options, optionally tuned by nested CV."""
@@ -87,10 +160,29 @@ ROWS = {
         Row("hybrid_svm", "class_weight='balanced' (default)", "hybrid_svm", {}),
         Row("fusion_soft_vote", "fusion: soft vote of deep + HOG + texture", "fusion_soft_vote", {}),
         Row("fusion_stack", "fusion: stacking, logistic regression on out-of-fold probabilities", "fusion_stack", {}),
-        Row("convnet_svm_linear, tuned", "tuned: default grid by nested CV (--tune)", "convnet_svm_linear", {},
+        Row("convnet_svm_linear, tta flip_crops", "#1 TTA: mean of 7 views (mirror, 5 crops of 90 %)",
+            "convnet_svm_linear", {"tta": "flip_crops"}),
+        Row("convnet_svm_linear, stage-end taps", "#1 multi-layer taps (stride 16, 32, head), average-pooled",
+            "convnet_svm_linear", {"layers": LITE0_STAGE_ENDS}),
+        Row("convnet_svm_linear, GeM", "#1 GeM pooling (p = 3)", "convnet_svm_linear", {"pooling": "gem"}),
+        Row("convnet_svm_linear, power_l2", "#1 signed root + L2 normalisation", "convnet_svm_linear",
+            {"feature_norm": "power_l2"}),
+        Row("convnet_svm_linear, whiten", "#1 PCA whitening fitted in-fold (90 % variance) + L2",
+            "convnet_svm_linear", {"whiten": True}),
+        Row("convnet_svm_linear, + Lite2", "#1 two backbones concatenated (Lite0 224 px + Lite2 260 px)",
+            "convnet_svm_linear", {"extra_backbones": ("efficientnet_lite2",)}),
+        Row("convnet_ensemble_svm", "#1 named: Lite0 + Lite2, mirror TTA, power_l2 (fixed by principle)",
+            "convnet_ensemble_svm", {}),
+        Row("convnet_tiles_svm", "#5 tiles of 224 px at scales 1 and 0.5, max-pooled (a mammography recipe)",
+            "convnet_tiles_svm", {}),
+        Row("fusion_stack, ensemble deep member", "#3 stacking with convnet_ensemble_svm's features as the deep member",
+            "fusion_stack", ENSEMBLE_OPTIONS),
+        Row("convnet_svm_linear, tuned", "#2 tuned: default grid by nested CV (--tune)", "convnet_svm_linear", {},
             tune=True),
-        Row("hybrid_svm, tuned", "tuned: default grid by nested CV (--tune)", "hybrid_svm", {}, tune=True),
-        Row("fusion_stack, tuned", "tuned: default grid by nested CV (--tune)", "fusion_stack", {}, tune=True),
+        Row("hybrid_svm, tuned", "#2 tuned: default grid by nested CV (--tune)", "hybrid_svm", {}, tune=True),
+        Row("convnet_ensemble_svm, tuned", "#2 tuned: default grid by nested CV (--tune)", "convnet_ensemble_svm", {},
+            tune=True),
+        Row("fusion_stack, tuned", "#2 tuned: default grid by nested CV (--tune)", "fusion_stack", {}, tune=True),
     ],
     "roi": [
         Row("convnet_svm_linear, whole image", "whole-image baseline", "convnet_svm_linear", {}),
@@ -101,33 +193,22 @@ ROWS = {
         Row("hybrid_svm, use_mask", "use_mask: CNN on the crop + region texture", "hybrid_svm", {"use_mask": True}),
         Row("fusion_soft_vote, use_mask", "fusion (soft vote) + use_mask", "fusion_soft_vote", {"use_mask": True}),
         Row("fusion_stack, use_mask", "fusion (stacking) + use_mask", "fusion_stack", {"use_mask": True}),
+        Row("convnet_ensemble_svm, use_mask", "#1 + #4: the named ensemble on the lesion crop", "convnet_ensemble_svm",
+            {"use_mask": True}),
+        Row("fusion_stack, ensemble deep member, use_mask", "#3 + #4: stacking with the ensemble's features",
+            "fusion_stack", {**ENSEMBLE_OPTIONS, "use_mask": True}),
     ],
 }
-
-
-def _with_disk_cache(pipe, cache_dir):
-    """``pipe`` with every per-sample feature cache (``...cache=True``) on disk under ``cache_dir``."""
-    keys = {k: str(cache_dir) for k, v in pipe.get_params(deep=True).items()
-            if (k == "cache" or k.endswith("__cache")) and v is True}
-    return pipe.set_params(**keys)
 
 
 def _subset(dataset, keep):
     return dataset[np.flatnonzero(keep)]
 
 
-def _limit(dataset, n_per_class, seed=0):
-    """A stratified random subset with at most ``n_per_class`` images of each class (smoke runs)."""
-    rng = np.random.default_rng(seed)
-    y = np.asarray(dataset.y)
-    chosen = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in np.unique(y)])
-    return dataset[np.sort(chosen)]
-
-
 def run_task(task, dataset, *, cv, cache_dir, out_dir):
     """Run the rows of ``task`` in one benchmark; returns a list of row dicts."""
     rows = ROWS[task]
-    pipelines = {row.name: _with_disk_cache(recipes.make(row.recipe, **row.options), cache_dir) for row in rows}
+    pipelines = {row.name: set_feature_cache(recipes.make(row.recipe, **row.options), str(cache_dir)) for row in rows}
     param_grids = {row.name: recipes.grid(row.recipe) for row in rows if row.tune}
     pos_label = "malignant" if task == "roi" else None
     started = time.perf_counter()
@@ -214,7 +295,7 @@ def main(argv=None):
     args.cache.mkdir(parents=True, exist_ok=True)
     busi = load_busi(args.data)
     if args.limit:
-        busi = _limit(busi, args.limit)
+        busi = limit_per_class(busi, args.limit)
     report, raw = [], {}
     for task in args.only or ["3class", "roi"]:
         dataset = busi if task == "3class" else _subset(busi, np.asarray(busi.y) != "normal")

@@ -56,8 +56,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BUSI = ROOT.parent / "shared" / "data" / "busi"
@@ -65,6 +63,7 @@ BUSI = ROOT.parent / "shared" / "data" / "busi"
 from featurepipe.benchmark import run_benchmark  # noqa: E402
 from featurepipe.classifiers import KerasTransferClassifier  # noqa: E402
 from featurepipe.datasets import load_busi  # noqa: E402
+from _common import limit_per_class  # noqa: E402
 
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc")
 
@@ -80,14 +79,6 @@ def make(options, cache_dir, backbone):
                                    cache_trunk=True, cache=str(cache_dir), random_state=0, **options)
 
 
-def _limit(dataset, n_per_class, seed=0):
-    """A stratified random subset with at most ``n_per_class`` images of each class (smoke runs)."""
-    rng = np.random.default_rng(seed)
-    y = np.asarray(dataset.y)
-    chosen = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in np.unique(y)])
-    return dataset[np.sort(chosen)]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=BUSI)
@@ -101,7 +92,7 @@ def main(argv=None):
 
     dataset = load_busi(args.data, require_mask=False)
     if args.limit:
-        dataset = _limit(dataset, args.limit)
+        dataset = limit_per_class(dataset, args.limit)
     pipelines = {name: make(options, args.cache, args.backbone) for name, options in ROWS if name in args.rows}
     started = time.perf_counter()
     result = run_benchmark(dataset, pipelines, cv=args.cv, output_dir=args.out, plots=False, progress=True,

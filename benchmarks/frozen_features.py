@@ -77,8 +77,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BUSI = ROOT.parent / "shared" / "data" / "busi"
@@ -87,6 +85,7 @@ from featurepipe import recipes  # noqa: E402
 from featurepipe.base import set_feature_cache  # noqa: E402
 from featurepipe.benchmark import run_benchmark  # noqa: E402
 from featurepipe.datasets import load_busi  # noqa: E402
+from _common import limit_per_class  # noqa: E402
 
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc", "balanced_accuracy")
 
@@ -126,14 +125,6 @@ def build(row, options):
             n_features = (112 + 192 + 1280) + (120 + 208 + 1280)
             pipe.set_params(classifier__estimator__C=1.0 / n_features)
     return pipe
-
-
-def _limit(dataset, n_per_class, seed=0):
-    """A stratified random subset with at most ``n_per_class`` images of each class (smoke runs)."""
-    rng = np.random.default_rng(seed)
-    y = np.asarray(dataset.y)
-    chosen = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in np.unique(y)])
-    return dataset[np.sort(chosen)]
 
 
 def run(dataset, rows, *, cv, cache_dir, out_dir):
@@ -193,7 +184,7 @@ def main(argv=None):
     args.cache.mkdir(parents=True, exist_ok=True)
     busi = load_busi(args.data)
     if args.limit:
-        busi = _limit(busi, args.limit)
+        busi = limit_per_class(busi, args.limit)
     rows = args.rows or [r for r, _ in ROWS]
     table, wall = run(busi, rows, cv=args.cv, cache_dir=args.cache, out_dir=args.out)
     report = markdown(table, wall, args.cv, len(busi.y))

@@ -52,6 +52,8 @@ from featurepipe import MultiContextFeatures, recipes  # noqa: E402
 from featurepipe.benchmark import run_benchmark  # noqa: E402
 from featurepipe.cnn import CNNFeatures  # noqa: E402
 from featurepipe.datasets import load_busi, load_mias  # noqa: E402
+from featurepipe.base import set_feature_cache  # noqa: E402
+from _common import limit_per_class  # noqa: E402
 
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc")
 
@@ -89,25 +91,12 @@ def pipelines(task):
     }
 
 
-def _with_disk_cache(pipe, cache_dir):
-    keys = {k: str(cache_dir) for k, v in pipe.get_params(deep=True).items()
-            if (k == "cache" or k.endswith("__cache")) and v is True}
-    return pipe.set_params(**keys)
-
-
-def _limit(dataset, n_per_class, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.asarray(dataset.y)
-    chosen = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in np.unique(y)])
-    return dataset[np.sort(chosen)]
-
-
 def run_task(task, dataset, *, cv, pos_label, cache_dir, out_dir):
     rows = pipelines(task)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        result = run_benchmark(dataset, {name: _with_disk_cache(pipe, cache_dir) for name, (_, pipe) in rows.items()},
+        result = run_benchmark(dataset, {name: set_feature_cache(pipe, str(cache_dir)) for name, (_, pipe) in rows.items()},
                                cv=cv, pos_label=pos_label, output_dir=out_dir / task, plots=False, progress=True,
                                resume=True)
     wall = time.perf_counter() - started
@@ -182,7 +171,7 @@ def main(argv=None):
         report.append(time_batching(mias))
         print(report[-1], flush=True)
     if "mias" in parts:
-        data = _limit(mias, args.limit) if args.limit else mias
+        data = limit_per_class(mias, args.limit) if args.limit else mias
         report.append(run_task("mias", data, cv={"n_splits": args.splits, "n_repeats": 3}, pos_label="abnormal",
                                cache_dir=args.cache, out_dir=args.out))
         print(report[-1], flush=True)
@@ -190,7 +179,7 @@ def main(argv=None):
         busi = load_busi(args.data / "busi")
         busi = busi[np.flatnonzero(np.asarray(busi.y) != "normal")]
         if args.limit:
-            busi = _limit(busi, args.limit)
+            busi = limit_per_class(busi, args.limit)
         report.append(run_task("busi", busi, cv=args.splits, pos_label="malignant", cache_dir=args.cache, out_dir=args.out))
         print(report[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
