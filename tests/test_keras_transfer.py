@@ -168,6 +168,31 @@ def test_pickle_round_trip_needs_no_registry_entry(grid, tiny_backbone):
         register_backbone(TINY, tiny_backbone, preprocess=preprocess_tf, overwrite=True)
 
 
+def test_saved_model_names_its_built_in_input_scaling_and_loads_without_trust(grid, tmp_path):
+    # Before: the fitted classifier held preprocess_tf itself, which the safe loader (classes only)
+    # refused unless the user passed --trust featurepipe.cnn.preprocessing.preprocess_tf.
+    from featurepipe.models import load_model, save_model, untrusted_types
+
+    best = grid.best_estimator_
+    state = best.__getstate__()
+    assert state["preprocess_"] is None and state["_input_scaling_name"] == "preprocess_tf"
+    path = tmp_path / "keras.skops"
+    save_model(best, path)
+    assert untrusted_types(path) == []
+    again = load_model(path)
+    assert again.preprocess_ is preprocess_tf
+    X_test, _ = _squares(6, seed=4)
+    # exact: the same network weights and the same input scaling
+    np.testing.assert_array_equal(again.predict_proba(X_test), best.predict_proba(X_test))
+
+
+def test_a_saved_state_naming_an_unknown_input_scaling_is_refused(grid):
+    state = grid.best_estimator_.__getstate__()
+    state["_input_scaling_name"] = "system"  # only featurepipe's own scalings are looked up by name
+    with pytest.raises(ValueError, match="unknown input scaling 'system'"):
+        KerasTransferClassifier().__setstate__(state)
+
+
 def test_fine_tuning_unfreezes_from_named_layer_and_keeps_batchnorm_statistics(tiny_backbone):
     # full-batch descent with a small rate and no dropout: the fine-tuning phase lowers the training loss
     X, y = _squares(24, seed=4)

@@ -29,7 +29,7 @@ TINY, TINY_OTHER = "seed_tiny_cnn", "seed_tiny_other"
 def tiny_backbones():
     """Two random-weight CNNs with 32x32 inputs; ``TINY`` has 6 layers, so ``unfreeze=2`` is a valid cut."""
     keras = pytest.importorskip("keras")
-    # featurepipe's own preprocessing, which a saved Keras model refers to by name (predict --trust names it)
+    # featurepipe's own input scaling, which a saved Keras model stores by name
     from featurepipe.cnn import preprocess_tf, register_backbone, unregister_backbone
 
     def init(seed):
@@ -285,10 +285,8 @@ def _fit_from_results_and_predict_a_folder(tmp_path, folder):
 
     model = tmp_path / "model.skops"
     assert main(["fit", "--from-results", str(tmp_path / "out"), "-o", str(model)]) == 0
-    # A saved Keras transfer model refers to its backbone's input scaling (a function), which the safe loader
-    # trusts only when asked: the command names it, as the config's header says.
-    assert main(["predict", str(model), str(folder), "-o", str(tmp_path / "predictions.csv"),
-                 "--trust", "featurepipe.cnn.preprocessing.preprocess_tf"]) == 0
+    # A saved Keras transfer model names its backbone's built-in input scaling: the safe loader needs no --trust.
+    assert main(["predict", str(model), str(folder), "-o", str(tmp_path / "predictions.csv")]) == 0
     with open(tmp_path / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(row["path"].rsplit("/", 1)[-1] for row in rows) == sorted(p.name for p in folder.glob("*.png"))

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import ParamValidationMixin, StrictInterval, invalid_parameter, is_int, is_real
 from ..base import step_token
 from ..cache import cached_per_sample, get_cache
+from ..cnn.preprocessing import INPUT_SCALINGS
 from ..sample import as_samples
 from ._images import KerasImageEstimatorMixin, check_samples_and_labels, load_resized
 from ._keras_serialization import model_from_bytes, model_to_bytes
@@ -228,8 +229,10 @@ class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, Cl
 
     The fitted estimator pickles with its trained network (as the bytes of
     a ``.keras`` file), so it reloads without network access and without
-    the backbone registry and predicts identically; the preprocessing
-    function is pickled by reference.
+    the backbone registry and predicts identically; a built-in input
+    scaling (:data:`featurepipe.cnn.preprocessing.INPUT_SCALINGS`) is stored
+    by name, so the safe model loader loads it without ``--trust``; a
+    backbone's own preprocessing function is pickled by reference.
 
     References
     ----------
@@ -793,11 +796,25 @@ class KerasTransferClassifier(ParamValidationMixin, KerasImageEstimatorMixin, Cl
         model = state.pop("model_", None)
         if model is not None:
             state["_model_keras_bytes"] = model_to_bytes(model)
+        # A built-in input scaling is stored by name (a string), so the safe loader, which trusts
+        # classes and never functions, loads the model without --trust; a user's own function stays
+        # a reference that must be trusted by name.
+        preprocess = state.get("preprocess_")
+        name = getattr(preprocess, "__name__", None)
+        if preprocess is not None and INPUT_SCALINGS.get(name) is preprocess:
+            state["preprocess_"] = None
+            state["_input_scaling_name"] = name
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         data = state.pop("_model_keras_bytes", None)
+        scaling = state.pop("_input_scaling_name", None)
+        if scaling is not None:
+            if scaling not in INPUT_SCALINGS:  # only featurepipe's own functions are looked up by name
+                raise ValueError(f"KerasTransferClassifier: unknown input scaling {scaling!r} in the saved state; "
+                                 f"expected one of {sorted(INPUT_SCALINGS)}")
+            state["preprocess_"] = INPUT_SCALINGS[scaling]
         super().__setstate__(state)
         if data is not None:
             self.model_ = model_from_bytes(data)

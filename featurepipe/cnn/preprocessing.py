@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "INPUT_SCALINGS",
     "input_size_pair",
     "prepare_batch",
     "prepare_image",
@@ -77,6 +78,13 @@ def preprocess_identity(batch):
 def preprocess_lite(batch):
     """``(x - 127) / 128``: the scaling EfficientNet-Lite was trained with (TF reference code)."""
     return (batch - np.float32(127.0)) / np.float32(128.0)
+
+
+#: featurepipe's input scalings by name. A fitted model that needs one stores its name, not the
+#: function, so that the safe model loader (classes only, see :mod:`featurepipe.models`) loads it
+#: without ``--trust``; a name is resolved only against this table.
+INPUT_SCALINGS = {f.__name__: f for f in (preprocess_tf, preprocess_torch, preprocess_caffe, preprocess_identity,
+                                          preprocess_lite)}
 
 
 # ----------------------------------------------------------------------------------------------
