@@ -188,9 +188,9 @@ from typing import NamedTuple
 
 from .registry import Registry
 
-__all__ = ["BALANCING", "CLASS_WEIGHTS", "CNN_FEATURE_OPTIONS", "DEFAULT_BACKBONE", "ENSEMBLE_EXTRA_BACKBONES", "FEATURE_NORMS", "PREPROCESSING", "RECIPES", "ROI_MARGIN",
-           "SHARED_OPTIONS", "WHITEN_VARIANCE", "Recipe", "RecipeParts", "get", "grid", "list", "make",
-           "register_recipe"]
+__all__ = ["BALANCING", "CLASS_WEIGHTS", "CNN_FEATURE_OPTIONS", "DEFAULT_BACKBONE", "ENSEMBLE_EXTRA_BACKBONES",
+           "FEATURE_NORMS", "PREPROCESSING", "RECIPES", "ROI_MARGIN", "SHARED_OPTIONS", "WHITEN_VARIANCE",
+           "Recipe", "RecipeParts", "get", "grid", "list", "make", "register_recipe"]
 
 #: Preprocessing options accepted by :func:`make` (applied in the order given).
 PREPROCESSING = ("median", "clahe", "otsu_roi")
@@ -906,7 +906,8 @@ for _recipe in [
            "Antropova, Huynh & Giger (2017), A deep feature fusion methodology for breast cancer diagnosis "
            "demonstrated on three imaging modality datasets, Med. Phys. 44(10):5162-5171",
            _hybrid_svm, _SVM_RBF_GRID, crops_to_mask=True,
-           defaults=f"{_WHY_CNN} ({_WHY_CNN_OPTIONS}), concatenated with the texture families at their recipes' settings "
+           defaults=f"{_WHY_CNN} ({_WHY_CNN_OPTIONS}), concatenated with the texture families at their recipes' "
+                    "settings "
                     f"(Antropova et al. concatenate deep and handcrafted features); {_WHY_ANALYSIS_GRID}; "
                     f"{_WHY_RBF_SVM}"),
     Recipe("fusion_soft_vote", "Soft vote (mean of calibrated probabilities) of convnet_svm_linear, hog_svm "

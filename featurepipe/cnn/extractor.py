@@ -42,8 +42,8 @@ from .._version import __version__
 from ..base import FeatureExtractor
 from . import runtimes
 from .model_cache import MODEL_CACHE
-from .preprocessing import TTA_CROP_FRACTION, TTA_PRESETS, TTA_VIEWS, input_size_pair, prepare_image, tta_view, \
-    tta_view_names
+from .preprocessing import (TTA_CROP_FRACTION, TTA_PRESETS, TTA_VIEWS, input_size_pair, prepare_image, tta_view,
+                            tta_view_names)
 from .specs import get_backbone, load_backbone
 from .weights import weights_file_token, weights_identity
 
