@@ -200,6 +200,36 @@ def test_cam_overlay_is_the_cnn_head_map(tmp_path, demo_files):
     assert none is None and why.startswith("No class activation map"), why
 
 
+def test_cam_overlay_after_a_cropping_image_step_is_drawn_on_the_crop(demo_files):
+    """A crop before the CNN (Otsu region) changes the size: the map is overlaid on what the network saw.
+
+    Before, the app refused such a model ("image steps change the image size").
+    """
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from featurepipe.cnn import CNNFeatures
+    from featurepipe.cnn.cam import cam_overlay, class_activation_map
+    from featurepipe.datasets import load_dataset
+    from featurepipe.preprocessing import OtsuROI
+    from featurepipe.sample import Sample
+
+    data = load_dataset(str(demo_files))
+    pipe = make_pipeline(OtsuROI(), CNNFeatures(backbone="mobilenet_v2", weights=None, input_size=32),
+                         StandardScaler(), LinearSVC(random_state=0))
+    model = ImageModel(pipe, mode="gray").fit(data.samples, data.y)
+    image = next(demo_files.rglob("*.png"))
+    sample = Sample.from_path(image, mode="gray")
+    cam = class_activation_map(model.estimator_, sample)
+    assert cam.heatmap.shape != sample.image.shape[:2]  # the crop really changed the size
+    overlay, note = core.activation_overlay(model, image, predict_files(model, [image])[0])
+    assert overlay is not None, note
+    assert overlay.shape[:2] == cam.image.shape[:2] == cam.heatmap.shape
+    np.testing.assert_array_equal(overlay, cam_overlay(cam.image, cam.heatmap))  # exact: same calls, same process
+    assert "after the model's image steps" in note
+
+
 def _fit_hog(data):
     return ImageModel(recipes.make("hog_svm"), mode="gray").fit(data.samples, data.y)
 

@@ -305,9 +305,9 @@ def activation_overlay(model, image_path, row=None, *, rtol=1e-4):
 
         sample = Sample.from_path(image_path, mode=contract.get("mode"))
         cam = class_activation_map(estimator, sample)
-        pixels = sample.image
-        if cam.heatmap.shape != pixels.shape[:2]:  # image steps before the CNN changed the size
-            return None, "No class activation map: the model's image steps change the image size."
+        # The map explains the image after the model's image steps (a crop, a resize): draw it there.
+        pixels = sample.image if cam.image is None else cam.image
+        stepped = cam.image is not None and cam.image.shape[:2] != sample.image.shape[:2]
         overlay = cam_overlay(pixels, cam.heatmap)
     except (ValueError, TypeError) as exc:
         return None, f"No class activation map for this model: {exc}"
@@ -319,8 +319,9 @@ def activation_overlay(model, image_path, row=None, *, rtol=1e-4):
         if expected is not None and not abs(cam.score - expected) <= rtol * max(1.0, abs(expected)):
             return None, (f"No class activation map: the map's score for '{cam.target}' ({cam.score:+.3f}) differs "
                           f"from the model's decision score ({expected:+.3f}), so it would not explain this decision.")
+    where = " Drawn on the image after the model's image steps (its crop or resize)." if stepped else ""
     return overlay, (f"Class activation map for '{cam.target}' (decision score {cam.score:+.3f}): warm colours "
-                     "mark where the linear head found evidence for that class.")
+                     f"mark where the linear head found evidence for that class.{where}")
 
 
 def demo_model(cache_dir=None, *, progress=print):
