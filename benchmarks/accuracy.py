@@ -127,9 +127,8 @@ BUSI = ROOT.parent / "shared" / "data" / "busi"
 
 from featurepipe import recipes  # noqa: E402
 from featurepipe.benchmark import run_benchmark  # noqa: E402
-from featurepipe.datasets import load_busi  # noqa: E402
 from featurepipe.base import set_feature_cache  # noqa: E402
-from _common import limit_per_class  # noqa: E402
+from _common import load_busi_for_run  # noqa: E402
 
 #: Issue 14's goal, per task (metric -> target).
 GOALS = {"3class": {"accuracy": 0.85, "mcc": 0.75, "roc_auc": 0.95}, "roi": {"roc_auc": 0.95}}
@@ -303,12 +302,7 @@ def main(argv=None):
         (args.out / "accuracy.md").write_text(report)
         print(report)
         return
-    if not args.data.is_dir():
-        parser.error(f"--data {args.data}: no such folder (see /work/shared/data/README.md)")
-    args.cache.mkdir(parents=True, exist_ok=True)
-    busi = load_busi(args.data)
-    if args.limit:
-        busi = limit_per_class(busi, args.limit)
+    busi = load_busi_for_run(parser, args.data, args.cache, args.limit)
     report, raw = [], {}
     for task in args.only or ["3class", "roi"]:
         if args.rows and not any(row.name in args.rows for row in ROWS[task]):

@@ -84,8 +84,7 @@ BUSI = ROOT.parent / "shared" / "data" / "busi"
 from featurepipe import recipes  # noqa: E402
 from featurepipe.base import set_feature_cache  # noqa: E402
 from featurepipe.benchmark import run_benchmark  # noqa: E402
-from featurepipe.datasets import load_busi  # noqa: E402
-from _common import limit_per_class  # noqa: E402
+from _common import load_busi_for_run  # noqa: E402
 
 COLUMNS = ("accuracy", "mcc", "roc_auc", "pr_auc", "balanced_accuracy")
 
@@ -179,12 +178,7 @@ def main(argv=None):
         (args.out / "frozen_features.md").write_text(report)
         print(report)
         return
-    if not args.data.is_dir():
-        parser.error(f"--data {args.data}: no such folder (see /work/shared/data/README.md)")
-    args.cache.mkdir(parents=True, exist_ok=True)
-    busi = load_busi(args.data)
-    if args.limit:
-        busi = limit_per_class(busi, args.limit)
+    busi = load_busi_for_run(parser, args.data, args.cache, args.limit)
     rows = args.rows or [r for r, _ in ROWS]
     table, wall = run(busi, rows, cv=args.cv, cache_dir=args.cache, out_dir=args.out)
     report = markdown(table, wall, args.cv, len(busi.y))
